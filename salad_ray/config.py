@@ -1,0 +1,384 @@
+"""The run configuration: one typed tree, presets, YAML files and ``--set`` overrides.
+
+A run is described by :class:`RunConfig`. It is built in layers, later layers winning:
+
+    field defaults  <  preset (salad_ray/presets/<name>.yaml)  <  YAML file  <  --set key=value
+
+Every layer is validated against the same tree before anything starts: an unknown key or a bad
+value raises :class:`ConfigError` naming the dotted key (``train.lr_adapter``) and what is wrong.
+
+Defaults follow the paper (DESIGN.md) where the paper gives a value; the presets change what differs
+between a laptop and a cluster (models, sizes, budgets, resources).
+"""
+
+from __future__ import annotations
+
+import copy
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRESETS = ("smoke", "local", "paper-3b", "paper-7b")
+DEFAULT_PRESET = "local"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names each offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+
+# --------------------------------------------------------------------------------------- models
+
+
+class ModelRef(_Strict):
+    """Where a model comes from.
+
+    ``source`` is a Hugging Face id (``Qwen/Qwen2.5-3B``), a local directory, or ``asset:<name>``
+    for a model the project fetches from the Python package index (see :mod:`salad_ray.assets`).
+    With ``random_init`` the architecture (and tokenizer, if any) of ``source`` is built with random
+    weights, after ``overrides`` are applied to its config: the tiny models of tests and ``smoke``.
+    """
+
+    source: str | None = None
+    random_init: bool = False
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelRef:
+        if self.source is None and not self.random_init:
+            raise ValueError("source is required unless random_init is true")
+        if self.overrides and not self.random_init:
+            raise ValueError("overrides change an architecture, so they need random_init: true")
+        return self
+
+
+class EncoderKind(str, Enum):
+    """Frozen speech encoders the student can sit on."""
+
+    WHISPER_CT2 = "whisper-ct2"  # Whisper encoder in CTranslate2 form (the offline whisper-tiny)
+    WHISPER = "whisper"  # transformers WhisperModel encoder, by id or path
+    MIMI = "mimi"  # transformers MimiModel (Kyutai's codec, 12.5 Hz), by id or path
+
+
+class EncoderConfig(_Strict):
+    kind: EncoderKind = EncoderKind.WHISPER_CT2
+    model: ModelRef = Field(default_factory=lambda: ModelRef(source="asset:whisper-tiny-ct2"))
+    # Consecutive encoder frames concatenated into one adapter step: Whisper's 50 Hz / 2 = 25 Hz.
+    stack: int = Field(2, ge=1)
+
+
+class AdapterConfig(_Strict):
+    """The trainable bridge: a causal transformer (pre-norm, RoPE, grouped-query attention, SwiGLU).
+
+    The paper's adapter is 12 layers of d=960, MLP 2560, 15 heads, 5 KV heads (~122M parameters).
+    """
+
+    layers: int = Field(12, ge=0)
+    d_model: int = Field(960, ge=8)
+    mlp: int = Field(2560, ge=8)
+    heads: int = Field(15, ge=1)
+    kv_heads: int = Field(5, ge=1)
+    rope_theta: float = 10_000.0
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads(self) -> AdapterConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
+        return self
+
+
+class LoRAConfig(_Strict):
+    """LoRA on the LLM through peft; disabled means the LLM is fully fine-tuned (the paper)."""
+
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class ModelsConfig(_Strict):
+    # The text LLM: the frozen teacher Q, and the initial weights of the student's LLM.
+    llm: ModelRef = Field(default_factory=lambda: ModelRef(source="asset:smollm2-135m-instruct"))
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    # ASR for the synthetic-speech quality filter (character error rate); Whisper in CTranslate2 form.
+    asr: ModelRef = Field(default_factory=lambda: ModelRef(source="asset:whisper-tiny-ct2"))
+    # Sentence embeddings for clustering the text pool (the paper: bge-large-en-v1.5).
+    embedder: ModelRef = Field(default_factory=lambda: ModelRef(source="asset:all-minilm-l6-v2"))
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+class TextSource(_Strict):
+    """A text corpus.
+
+    ``fortunes``: Debian's fortune files (``categories`` picks files; each category is a domain).
+    ``gcide``: Debian's GNU Collaborative International Dictionary (definitions as text).
+    ``jsonl`` / ``parquet``: local files (``path``, a file or a directory), text in ``text_field``.
+    ``hf``: a Hugging Face dataset (``path`` is its id or a saved directory, ``split``).
+    """
+
+    kind: Literal["fortunes", "gcide", "jsonl", "parquet", "hf"]
+    path: str | None = None
+    categories: list[str] | None = None
+    text_field: str = "text"
+    domain_field: str | None = None
+    split: str = "train"
+    min_words: int = Field(8, ge=1)
+    max_words: int = Field(120, ge=1)
+    limit: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _path(self) -> TextSource:
+        if self.kind in ("jsonl", "parquet", "hf") and not self.path:
+            raise ValueError(f"a {self.kind} text source needs a path")
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        return self
+
+
+class HeldoutConfig(_Strict):
+    """Broad-domain held-out text, spoken by TTS, on which F and M are measured."""
+
+    text: TextSource = Field(default_factory=lambda: TextSource(kind="fortunes"))
+    samples: int = Field(32, ge=1)
+    voices: list[str] = Field(default_factory=lambda: ["en-us"])
+
+
+class DataConfig(_Strict):
+    heldout: HeldoutConfig = Field(default_factory=HeldoutConfig)
+
+
+class InterleaveMode(str, Enum):
+    UTTERANCE = "utterance"  # one speech span, then a text continuation
+    INTERLEAVED = "interleaved"  # text spans alternating with speech spans
+
+
+class InterleaveConfig(_Strict):
+    """How pretraining-style mixed sequences are cut (the paper: text 10-30 words, speech 5-15)."""
+
+    mode: InterleaveMode = InterleaveMode.INTERLEAVED
+    text_words: tuple[int, int] = (10, 30)
+    speech_words: tuple[int, int] = (5, 15)
+    # The paper's context; a longer sample is cut at a span boundary below this many text tokens.
+    max_tokens: int = Field(2048, ge=16)
+
+    @field_validator("text_words", "speech_words")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError(f"expected 1 <= min <= max, got {list(v)}")
+        return v
+
+
+# ---------------------------------------------------------------------------------------- speech
+
+
+class TTSBackendKind(str, Enum):
+    ESPEAK_NG = "espeak-ng"  # CPU, Debian's espeak-ng
+    KOKORO = "kokoro"  # neural, GPU when present (the paper: voice af_heart)
+
+
+class TTSConfig(_Strict):
+    backend: TTSBackendKind = TTSBackendKind.ESPEAK_NG
+    # espeak-ng voices take variants (en-us+f3); Kokoro voices are names (af_heart) or .pt paths.
+    voices: list[str] = Field(default_factory=lambda: ["en-us"])
+    speed: int = Field(165, ge=80, le=450)  # espeak-ng words per minute
+    pitch: int = Field(50, ge=0, le=99)  # espeak-ng pitch
+    # Kokoro weights: a directory holding config.json and a .pth state dict, or a hub id.
+    kokoro_model: ModelRef = Field(default_factory=lambda: ModelRef(source="hexgrad/Kokoro-82M"))
+    max_seconds: float = Field(60.0, gt=0)
+
+
+class AudioConfig(_Strict):
+    sample_rate: int = 16_000
+    # Longer inputs are rejected as absurd rather than silently padded into memory.
+    max_seconds: float = Field(120.0, gt=0)
+
+
+# ------------------------------------------------------------------------------ method and loops
+
+
+class DistillConfig(_Strict):
+    """Loss (Eq. 4): L = alpha * L_DIST + (1 - alpha) * L_NLL; SALAD uses alpha = 1."""
+
+    alpha: float = Field(1.0, ge=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0)
+    # Teacher log-probs kept per position; the tail beyond the top-k is one lumped class (losses.py).
+    top_k: int = Field(20, ge=1)
+
+
+class TrainConfig(_Strict):
+    """Optimiser and schedule: AdamW, warmup, stable, linear decay over the last ``decay_fraction``."""
+
+    lr_adapter: float = Field(1e-3, gt=0)
+    lr_llm: float = Field(5e-5, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(500, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1)
+    batch_size: int = Field(8, ge=1)  # samples per worker per micro-step
+    grad_accum: int = Field(1, ge=1)
+    clip_norm: float | None = Field(1.0, gt=0)
+    # Share of batches that are text only, so text ability is not forgotten (the paper: 1/3).
+    text_fraction: float = Field(1 / 3, ge=0, le=1)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    seed: int = 0
+
+
+class StagesConfig(_Strict):
+    stage1_steps: int = Field(20_000, ge=0)
+    stage2_rounds: int = Field(4, ge=0)
+    stage2_steps_per_round: int = Field(2_500, ge=0)
+
+
+class SelectionConfig(_Strict):
+    """Active selection: p(c) ~ P_pool(c) * M(c)^gamma over K balanced clusters."""
+
+    clusters: int = Field(128, ge=1)
+    gamma: float = Field(5.0, ge=0)  # 0 is uniform-by-pool selection, for comparison
+    probes_per_cluster: int = Field(8, ge=1)
+    max_cer: float = Field(0.2, ge=0)  # clusters whose TTS is this hard to recognise are dropped
+    round_budget_seconds: float = Field(36_000.0, gt=0)  # synthetic audio per round
+
+
+# ------------------------------------------------------------------------------------ resources
+
+
+class ResourcesConfig(_Strict):
+    """Every resource request of the run; salad_ray.resources turns these into Ray options."""
+
+    use_gpu: bool = False
+    train_workers: int | tuple[int, int] = 1
+    cpus_per_train_worker: float = Field(1.0, gt=0)
+    tts_actors: tuple[int, int] = (1, 1)
+    cpus_per_tts_actor: float = Field(1.0, gt=0)
+    gpus_per_tts_actor: float = Field(0.0, ge=0)
+    # Custom resource TTS actors ask for; a cluster's TTS node group advertises it.
+    tts_resource: str | None = None
+    gpus_per_teacher_replica: float = Field(0.0, ge=0)
+
+    @field_validator("tts_actors")
+    @classmethod
+    def _pool(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError(f"expected 1 <= min <= max actors, got {list(v)}")
+        return v
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+class RunConfig(_Strict):
+    preset: str = DEFAULT_PRESET
+    seed: int = 0
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    interleave: InterleaveConfig = Field(default_factory=InterleaveConfig)
+    tts: TTSConfig = Field(default_factory=TTSConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw mapping of a named preset; ``extends: <preset>`` layers it over another one."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    text = resources.files("salad_ray.presets").joinpath(f"{name}.yaml").read_text()
+    tree = yaml.safe_load(text) or {}
+    base = tree.pop("extends", None)
+    return _merge(preset_dict(base), tree) if base else tree
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.lr_adapter=1e-4"`` -> (["train", "lr_adapter"], 1e-4); the value is read as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
+    return key.strip().split("."), value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _explain(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """Build and validate a run configuration from a preset, a YAML file and ``key=value`` overrides.
+
+    The preset is ``preset`` if given, else the file's ``preset:`` key, else ``local``.
+    """
+    layer: dict[str, Any] = {}
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            layer = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if not isinstance(layer, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    name = preset or layer.get("preset") or DEFAULT_PRESET
+    tree = _merge(preset_dict(name), layer)
+    tree["preset"] = name
+    for item in overrides or []:
+        _set_path(tree, *parse_override(item))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_explain(e)) from None

@@ -1,0 +1,1 @@
+"""The student model: frozen speech encoder -> adapter -> causal LLM."""

@@ -1,0 +1,221 @@
+"""The student: frozen speech encoder -> adapter -> causal LLM, fed mixed speech/text sequences.
+
+For a batch, every speech span is encoded (frozen, no grad), its frames stacked and mapped by the
+adapter to (n_k, H) vectors in the LLM's input-embedding space, and the mixed context c of each
+sample is assembled from the LLM's token embeddings of w and those vectors (see
+:func:`salad_ray.interleave.mixed_layout`). The LLM (fully fine-tuned, or LoRA through peft) runs on
+``inputs_embeds``; callers take hidden states at the rows they need and project only those to the
+vocabulary (:meth:`SpeechLM.logits`), which keeps (rows x vocab) small.
+
+A student saves to and loads from a directory::
+
+    student/
+      salad_student.json      the model section of the config (encoder, adapter, LoRA, LLM source)
+      adapter.safetensors
+      llm/                    the fine-tuned LLM (safetensors) and tokenizer, or
+      llm-lora/               the LoRA weights (safetensors), applied to the LLM source on load
+
+``SpeechLM.load(path)`` rebuilds it in one call.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from salad_ray.assets import resolve
+from salad_ray.batch import Batch
+from salad_ray.config import ModelsConfig
+from salad_ray.interleave import MixedLayout, mixed_layout
+from salad_ray.model.adapter import Adapter
+from salad_ray.model.encoders import SpeechEncoder, build_encoder
+
+STUDENT_FILE = "salad_student.json"
+ADAPTER_FILE = "adapter.safetensors"
+FORMAT_VERSION = 1
+
+
+class SpeechLM(nn.Module):
+    """Encoder (frozen, held outside the module tree) + adapter + LLM."""
+
+    def __init__(self, models: ModelsConfig, encoder: SpeechEncoder, llm: nn.Module, tokenizer):
+        super().__init__()
+        self.models = models
+        self.tokenizer = tokenizer
+        self.llm = llm
+        hidden = self._causal_lm().config.hidden_size
+        self.adapter = Adapter(encoder.dim, hidden, models.encoder.stack, models.adapter)
+        # A plain attribute, not a submodule: the frozen encoder stays out of state_dict, optimisers,
+        # DDP and FSDP.
+        self.encoder = encoder
+
+    # ---------------------------------------------------------------------------------- building
+
+    @classmethod
+    def from_config(cls, models: ModelsConfig) -> SpeechLM:
+        """A fresh student: the LLM from ``models.llm``, a randomly initialised adapter."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve(models.llm, "causal-lm")
+        llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        student = cls(
+            models,
+            build_encoder(models.encoder),
+            _with_lora(llm, models),
+            AutoTokenizer.from_pretrained(path),
+        )
+        # Start the adapter's outputs at the scale of the LLM's token embeddings.
+        scale = student._causal_lm().get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
+        with torch.no_grad():
+            student.adapter.out.weight.mul_(scale)
+        return student
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> SpeechLM:
+        """Rebuild a saved student (see the module docstring)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        directory = Path(directory)
+        meta_file = directory / STUDENT_FILE
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{directory} is not a saved student: {STUDENT_FILE} is missing")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{meta_file}: format {meta.get('format')} is not {FORMAT_VERSION}")
+        models = ModelsConfig.model_validate(meta["models"])
+        if models.lora.enabled:
+            from peft import PeftModel
+
+            base_path = resolve(models.llm, "causal-lm")
+            base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+            llm = PeftModel.from_pretrained(base, directory / "llm-lora", is_trainable=True)
+            tokenizer = AutoTokenizer.from_pretrained(base_path)
+        else:
+            llm = AutoModelForCausalLM.from_pretrained(directory / "llm", dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(directory / "llm")
+        student = cls(models, build_encoder(models.encoder), llm, tokenizer)
+        student.adapter.load_state_dict(load_file(directory / ADAPTER_FILE))
+        return student.to(device)
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.adapter.state_dict().items()},
+            directory / ADAPTER_FILE,
+        )
+        if self.models.lora.enabled:
+            self.llm.save_pretrained(directory / "llm-lora")
+        else:
+            self.llm.save_pretrained(directory / "llm")
+            self.tokenizer.save_pretrained(directory / "llm")
+        meta = {"format": FORMAT_VERSION, "models": self.models.model_dump(mode="json")}
+        (directory / STUDENT_FILE).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    def to(self, *args, **kwargs) -> SpeechLM:
+        super().to(*args, **kwargs)
+        self.encoder.to(self.device)
+        return self
+
+    # ----------------------------------------------------------------------------------- parts
+
+    def _causal_lm(self) -> nn.Module:
+        """The transformers causal LM under any peft wrapper."""
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.adapter.parameters()).device
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    def frames(self, num_samples: int) -> int:
+        """Adapter frames (LLM positions) a speech span of ``num_samples`` samples becomes."""
+        return self.adapter.frames(self.encoder.frames(num_samples))
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by learning-rate group: ``adapter`` and ``llm``."""
+        return {
+            "adapter": [p for p in self.adapter.parameters() if p.requires_grad],
+            "llm": [p for p in self.llm.parameters() if p.requires_grad],
+        }
+
+    # --------------------------------------------------------------------------------- forward
+
+    def speech_embeddings(self, audio: list[np.ndarray]) -> list[torch.Tensor]:
+        """Adapter outputs (frames(len(a)), H) for each speech span."""
+        if not audio:
+            return []
+        feats = self.encoder.encode(audio)  # (T_k, D) each, frozen
+        lengths = [self.adapter.frames(f.shape[0]) for f in feats]
+        padded = pad_sequence(feats, batch_first=True).to(self.device)  # (K, T_max, D), zeros after each span
+        out = self.adapter(padded)  # (K, T'_max, H)
+        return [out[k, :n] for k, n in enumerate(lengths)]
+
+    def mixed_hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[MixedLayout]]:
+        """Last hidden states on the mixed contexts c: ((B, Lc, H), (B, Lc) mask, layouts)."""
+        speech = self.speech_embeddings([a for sample in batch.audio for a in sample])
+        token_emb = self._causal_lm().get_input_embeddings()(batch.w_ids.to(self.device))  # (B, Lw, H)
+        sequences, layouts, k = [], [], 0
+        for b in range(len(batch)):
+            frames = speech[k : k + len(batch.audio[b])]
+            k += len(frames)
+            w_len = int(batch.w_lens[b])
+            layout = mixed_layout(w_len, batch.spans[b], [f.shape[0] for f in frames])
+            # One gather from [token embeddings of w ; this sample's speech frames] builds c.
+            table = torch.cat([token_emb[b, :w_len], *frames]) if frames else token_emb[b, :w_len]
+            index = torch.from_numpy(layout.text_src.copy())
+            speech_pos = index < 0
+            index[speech_pos] = w_len + torch.arange(int(speech_pos.sum()))
+            sequences.append(table[index.to(self.device)])
+            layouts.append(layout)
+        inputs = pad_sequence(sequences, batch_first=True)  # (B, Lc, H)
+        mask = pad_sequence([torch.ones(s.shape[0], dtype=torch.long) for s in sequences], batch_first=True)
+        mask = mask.to(self.device)
+        return self._decode(inputs, mask), mask, layouts
+
+    def text_hidden(self, batch: Batch) -> torch.Tensor:
+        """Last hidden states on the pure texts w: (B, Lw, H)."""
+        ids = batch.w_ids.to(self.device)
+        mask = (
+            torch.arange(ids.shape[1], device=self.device)[None] < batch.w_lens.to(self.device)[:, None]
+        ).long()
+        return self._decode(self._causal_lm().get_input_embeddings()(ids), mask)
+
+    def _decode(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return (
+            self._causal_lm()
+            .get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+            .last_hidden_state
+        )
+
+    def logits(self, hidden_rows: torch.Tensor) -> torch.Tensor:
+        """Project (N, H) hidden rows to (N, V) vocabulary logits."""
+        return self._causal_lm().get_output_embeddings()(hidden_rows)
+
+
+def _with_lora(llm: nn.Module, models: ModelsConfig) -> nn.Module:
+    if not models.lora.enabled:
+        return llm
+    from peft import LoraConfig, get_peft_model
+
+    lora = models.lora
+    return get_peft_model(
+        llm,
+        LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
