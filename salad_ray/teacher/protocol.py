@@ -70,3 +70,96 @@ def validate_request(sequences: list[list[int]], k: int, limits: Limits) -> None
             raise TeacherRequestError(
                 f"sequence {n} has token ids outside the vocabulary [0, {limits.vocab_size}): {bad[:5]}"
             )
+
+
+# ----------------------------------------------------------------- vLLM / OpenAI prompt_logprobs form
+#
+# vLLM (in-process RequestOutput.prompt_logprobs, or the OpenAI-compatible server's JSON) answers a
+# list with one entry per prompt position: None for position 0, then a mapping token id -> log-prob
+# holding the top-k *plus the actual token* when it falls outside them. The two helpers below are the
+# only translation between that form and TopK.
+
+
+def from_prompt_logprobs(rows: list[dict[int, float] | None], k: int) -> TopK:
+    """vLLM-style rows -> TopK: the k most likely entries of each row, the extra actual token dropped."""
+    if not rows or rows[0] is not None:
+        raise ValueError("prompt log-probs must start with None for position 0")
+    ids = np.empty((len(rows) - 1, k), dtype=np.int64)
+    logprobs = np.empty((len(rows) - 1, k), dtype=np.float32)
+    for i, row in enumerate(rows[1:]):
+        if row is None or len(row) < k:
+            raise ValueError(
+                f"position {i + 1} has {0 if row is None else len(row)} log-probs, fewer than k={k}"
+            )
+        best = sorted(row.items(), key=lambda item: -item[1])[:k]
+        ids[i] = [int(t) for t, _ in best]
+        logprobs[i] = [lp for _, lp in best]
+    return TopK.from_rows(ids, logprobs)
+
+
+def to_prompt_logprobs(answer: TopK) -> list[dict[str, dict[str, float | int]] | None]:
+    """TopK -> the OpenAI-compatible JSON rows vLLM's server returns ({id: {logprob, rank}})."""
+    rows: list[dict[str, dict[str, float | int]] | None] = [None]
+    for ids, lps in zip(answer.ids[1:], answer.logprobs[1:], strict=True):
+        rows.append(
+            {
+                str(int(t)): {"logprob": float(lp), "rank": r + 1}
+                for r, (t, lp) in enumerate(zip(ids, lps, strict=True))
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------- OpenAI-compatible completions (HTTP)
+#
+# The HTTP form is vLLM's: POST {base}/v1/completions with token-id prompts, ``max_tokens`` >= 1 and
+# ``prompt_logprobs`` = k; each choice carries ``prompt_logprobs`` rows as above. The teacher
+# deployment answers it, and the HTTP client speaks it to either the deployment or `vllm serve`.
+
+
+def completion_request(sequences: list[list[int]], k: int, model: str) -> dict:
+    return {"model": model, "prompt": sequences, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": k}
+
+
+def parse_completion_request(body: object) -> tuple[list[list[int]], int]:
+    """The (sequences, k) of an HTTP request body; TeacherRequestError names what is malformed."""
+    if not isinstance(body, dict):
+        raise TeacherRequestError("the request body must be a JSON object")
+    prompt, k = body.get("prompt"), body.get("prompt_logprobs")
+    if k is None:
+        raise TeacherRequestError("prompt_logprobs (k) is required: this endpoint scores prompts")
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        prompt = [prompt]
+    if not isinstance(prompt, list) or not all(isinstance(p, list) for p in prompt):
+        raise TeacherRequestError(
+            "prompt must be a list of token ids or a list of such lists (text is not accepted)"
+        )
+    return prompt, k
+
+
+def completion_response(answers: list[TopK], model: str) -> dict:
+    choices = [
+        {
+            "index": n,
+            "text": "",
+            "logprobs": None,
+            "finish_reason": "length",
+            "prompt_logprobs": to_prompt_logprobs(a),
+        }
+        for n, a in enumerate(answers)
+    ]
+    return {"object": "text_completion", "model": model, "choices": choices}
+
+
+def parse_completion_response(body: dict, k: int) -> list[TopK]:
+    choices = sorted(body["choices"], key=lambda c: c["index"])
+    return [
+        from_prompt_logprobs(
+            [
+                None if row is None else {int(t): v["logprob"] for t, v in row.items()}
+                for row in c["prompt_logprobs"]
+            ],
+            k,
+        )
+        for c in choices
+    ]

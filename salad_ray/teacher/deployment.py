@@ -1,0 +1,126 @@
+"""The teacher as a Ray Serve deployment.
+
+Two ways in, one answer (:mod:`salad_ray.teacher.protocol`):
+
+* a handle: ``handle.score.remote(sequences, k)`` -> list[TopK] (what the rest of the system uses);
+* HTTP, vLLM's OpenAI-compatible form: ``POST /v1/completions`` with token-id prompts and
+  ``prompt_logprobs`` (so clients written for ``vllm serve`` work unchanged), ``GET /v1/models``,
+  ``GET /health``.
+
+Requests are validated one by one before Serve's dynamic batching merges them, so a bad request
+fails alone (HTTP 400 / TeacherRequestError) and the replica keeps serving. Merged requests are
+scored in one backend call at the largest k among them, and each gets its own k back.
+
+``serve run services/teacher.yaml`` starts it alone; :func:`deploy_teacher` starts it from Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from salad_ray.config import RunConfig, load_config
+from salad_ray.resources import teacher_deployment_options
+from salad_ray.teacher.backends import BackendSpec, build_backend
+from salad_ray.teacher.protocol import (
+    Limits,
+    TeacherRequestError,
+    TopK,
+    completion_response,
+    parse_completion_request,
+    validate_request,
+)
+
+api = FastAPI(
+    title="salad-ray teacher", description="Per-position top-k next-token log-probs of the text LLM"
+)
+
+
+# Defined before the class: serve.ingress serialises the class when it is decorated, so module
+# globals its methods use must already exist then.
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": "BadRequestError", "code": 400}}, status_code=400
+    )
+
+
+@serve.deployment
+@serve.ingress(api)
+class TeacherDeployment:
+    def __init__(self, spec: BackendSpec, max_batch_size: int, batch_wait_timeout_s: float, model_name: str):
+        self.backend = build_backend(spec)
+        self.model_name = model_name
+        self._score_batch.set_max_batch_size(max_batch_size)
+        self._score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    async def score(self, sequences: list[list[int]], k: int) -> list[TopK]:
+        """Top-k log-probs per position of each sequence; TeacherRequestError for a bad request."""
+        validate_request(sequences, k, self.backend.limits)
+        return await self._score_batch(sequences, k)
+
+    def limits(self) -> Limits:
+        return self.backend.limits
+
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _score_batch(self, sequences: list[list[list[int]]], ks: list[int]) -> list[list[TopK]]:
+        flat = [seq for request in sequences for seq in request]
+        answers = await self.backend.score(flat, max(ks))
+        out, start = [], 0
+        for request, k in zip(sequences, ks, strict=True):
+            out.append([TopK(a.ids[:, :k], a.logprobs[:, :k]) for a in answers[start : start + len(request)]])
+            start += len(request)
+        return out
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _bad_request("the request body is not valid JSON")
+        try:
+            sequences, k = parse_completion_request(body)
+            answers = await self.score(sequences, k)
+        except TeacherRequestError as e:
+            return _bad_request(str(e))
+        return JSONResponse(completion_response(answers, self.model_name))
+
+    @api.get("/v1/models")
+    def models(self) -> dict:
+        return {
+            "object": "list",
+            "data": [{"id": self.model_name, "object": "model", "owned_by": "salad-ray"}],
+        }
+
+    @api.get("/health")
+    def health(self) -> dict:
+        return {"status": "ok", "backend": self.backend.name}
+
+
+def teacher_app(config: RunConfig):
+    """The bound Serve application of a run's teacher."""
+    return TeacherDeployment.options(name="Teacher", **teacher_deployment_options(config)).bind(
+        BackendSpec.from_config(config),
+        config.teacher.max_batch_size,
+        config.teacher.batch_wait_timeout_s,
+        config.models.llm.source or "random-init",
+    )
+
+
+def build_app(args: dict[str, Any]):
+    """Application builder for Serve config files: args ``preset``, ``config`` (a YAML path), ``overrides``."""
+    return teacher_app(load_config(args.get("preset"), args.get("config"), list(args.get("overrides") or [])))
+
+
+def deploy_teacher(config: RunConfig) -> DeploymentHandle:
+    """Start (or update) the teacher application on the connected Ray cluster and return its handle."""
+    serve.start(http_options={"host": config.teacher.http_host, "port": config.teacher.http_port})
+    return serve.run(
+        teacher_app(config), name=config.teacher.app_name, route_prefix=config.teacher.route_prefix
+    )
