@@ -1,9 +1,16 @@
 """Text corpora: read a :class:`~salad_ray.config.TextSource` into normalised, domain-labelled records.
 
 Offline sources for the ``local`` preset are Debian's ``fortunes`` (each category file is a domain)
-and, at scale, JSONL / Parquet files or Hugging Face datasets. Records are normalised (NFKC, one
-space between words) and kept when they read as prose of ``min_words`` to ``max_words`` words;
-record ids are a hash of the normalised text, so the same text has the same id everywhere.
+and ``dict-gcide`` (the dictionary's literary quotations); at scale, JSONL / Parquet files or
+Hugging Face datasets. Two ways to read:
+
+* :func:`raw_texts` yields every record as read (:class:`RawText`), for the data pipeline, which
+  validates each one (:func:`check_text`) and quarantines the bad ones with their reason;
+* :func:`read_texts` yields only usable prose of ``min_words`` to ``max_words`` words, for choosing
+  texts (held-out sets, pools).
+
+Texts are normalised (NFKC, control characters dropped, one space between words); a record id is a
+hash of the normalised text, so the same text has the same id everywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import numpy as np
 from salad_ray.config import TextSource
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
+GCIDE_FILE = Path("/usr/share/dictd/gcide.dict.dz")
 # Categories that are not prose (pictures made of characters, untranslated text).
 FORTUNES_EXCLUDED = frozenset({"ascii-art", "translate-me"})
 
@@ -32,9 +40,35 @@ class TextRecord:
     domain: str
 
 
+class TextRejected(ValueError):
+    """A text the pipeline will not use; the message is the quarantine reason."""
+
+
 def normalize_text(text: str) -> str:
-    """NFKC, whitespace runs to one space, stripped."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
+    """NFKC, control characters dropped, whitespace runs to one space, stripped."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def check_text(raw: str | bytes, min_words: int, max_words: int) -> str:
+    """The normalised text, or TextRejected naming why it cannot be used."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise TextRejected(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    if not isinstance(raw, str):
+        raise TextRejected(f"text is {type(raw).__name__}, not a string")
+    text = normalize_text(raw)
+    if not text:
+        raise TextRejected("empty or whitespace-only text")
+    n = len(text.split())
+    if n > max_words:
+        raise TextRejected(f"over-long text: {n} words > {max_words}")
+    if n < min_words:
+        raise TextRejected(f"too short: {n} words < {min_words}")
+    return text
 
 
 def text_id(text: str) -> str:
@@ -66,80 +100,148 @@ def _fortune_categories(source: TextSource) -> list[str]:
     return list(source.categories)
 
 
-def _read_fortunes(source: TextSource) -> Iterator[tuple[str, str]]:
+@dataclass(frozen=True)
+class RawText:
+    """A record as read, before validation: ``value`` may be bytes that are not UTF-8, and
+    ``problem`` says why a record could not even be read as a text (bad JSON, missing field)."""
+
+    value: str | bytes
+    domain: str
+    problem: str | None = None
+
+    @property
+    def text_id(self) -> str:
+        """The id of the normalised text, or of the raw bytes when they are not a text."""
+        value = self.value
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                return hashlib.sha256(value).hexdigest()[:16]
+        return text_id(normalize_text(value)) if self.problem is None else text_id(f"{self.problem}\n{value}")
+
+
+def _read_fortunes(source: TextSource) -> Iterator[RawText]:
     for category in _fortune_categories(source):
         raw = (FORTUNES_DIR / category).read_text(encoding="utf-8", errors="replace")
         for entry in raw.split("\n%\n"):
-            yield entry, category
+            yield RawText(entry, category)
 
 
-def _read_table(source: TextSource) -> Iterator[tuple[str, str]]:
+def _read_gcide(source: TextSource) -> Iterator[RawText]:
+    """The dictionary's quotations: indented paragraphs of literary prose, attributions removed."""
+    import gzip
+
+    if not GCIDE_FILE.is_file():
+        raise FileNotFoundError(
+            f"{GCIDE_FILE} is missing: install Debian's 'dict-gcide' package (make setup does)"
+        )
+    with gzip.open(GCIDE_FILE, "rt", encoding="utf-8", errors="replace") as f:
+        for paragraph in f.read().split("\n\n"):
+            lines = [line for line in paragraph.split("\n") if line.strip() and "[1913 Webster]" not in line]
+            if lines and all(line.startswith(" " * 10) for line in lines):
+                yield RawText(re.sub(r"\s--\S.*$", "", " ".join(line.strip() for line in lines)), "gcide")
+
+
+def _files(source: TextSource, suffix: str) -> list[Path]:
     path = Path(source.path)  # type: ignore[arg-type]
-    suffix = ".jsonl" if source.kind == "jsonl" else ".parquet"
     files = sorted(path.rglob(f"*{suffix}")) if path.is_dir() else [path]
     if not files or not files[0].exists():
         raise FileNotFoundError(f"no {suffix} files at {path}")
-    for file in files:
-        if source.kind == "jsonl":
-            with open(file, encoding="utf-8") as f:
-                for line_no, line in enumerate(f, 1):
-                    if line.strip():
-                        row = json.loads(line)
-                        if source.text_field not in row:
-                            raise KeyError(f"{file}:{line_no}: no field {source.text_field!r}")
-                        yield (
-                            row[source.text_field],
-                            str(row.get(source.domain_field, file.stem))
-                            if source.domain_field
-                            else file.stem,
-                        )
-        else:
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(file)
-            if source.text_field not in table.column_names:
-                raise KeyError(f"{file}: no column {source.text_field!r} (columns: {table.column_names})")
-            texts = table.column(source.text_field).to_pylist()
-            domains = (
-                table.column(source.domain_field).to_pylist()
-                if source.domain_field
-                else [file.stem] * len(texts)
-            )
-            yield from zip(texts, map(str, domains), strict=True)
+    return files
 
 
-def _read_hf(source: TextSource) -> Iterator[tuple[str, str]]:
+def _read_jsonl(source: TextSource) -> Iterator[RawText]:
+    for file in _files(source, ".jsonl"):
+        with open(file, "rb") as f:  # bytes: one non-UTF-8 line must not stop the file
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{file.name}:{line_no}"
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    if isinstance(e, UnicodeDecodeError):
+                        yield RawText(line, file.stem)  # check_text names the encoding problem
+                    else:
+                        yield RawText(line, file.stem, f"{where}: not valid JSON ({e})")
+                    continue
+                if not isinstance(row, dict) or source.text_field not in row:
+                    yield RawText(line, file.stem, f"{where}: no field {source.text_field!r}")
+                    continue
+                domain = str(row.get(source.domain_field, file.stem)) if source.domain_field else file.stem
+                yield RawText(row[source.text_field], domain)
+
+
+def _read_parquet(source: TextSource) -> Iterator[RawText]:
+    import pyarrow.parquet as pq
+
+    for file in _files(source, ".parquet"):
+        table = pq.read_table(file)
+        if source.text_field not in table.column_names:
+            raise KeyError(f"{file}: no column {source.text_field!r} (columns: {table.column_names})")
+        texts = table.column(source.text_field).to_pylist()
+        domains = (
+            table.column(source.domain_field).to_pylist() if source.domain_field else [file.stem] * len(texts)
+        )
+        for value, domain in zip(texts, domains, strict=True):
+            yield RawText(value if value is not None else "", str(domain))
+
+
+def _read_hf(source: TextSource) -> Iterator[RawText]:
     import datasets
 
     path = Path(source.path)  # type: ignore[arg-type]
-    data = (
-        datasets.load_from_disk(str(path))
-        if path.is_dir()
-        else datasets.load_dataset(source.path, split=source.split, streaming=True)
-    )
+    if path.is_dir():
+        data = datasets.load_from_disk(str(path))
+    else:
+        data = datasets.load_dataset(source.path, split=source.split, streaming=True)
     if isinstance(data, datasets.DatasetDict):
         data = data[source.split]
     for row in data:
-        yield row[source.text_field], str(row.get(source.domain_field, "hf")) if source.domain_field else "hf"
+        yield RawText(
+            row[source.text_field] or "",
+            str(row.get(source.domain_field, "hf")) if source.domain_field else "hf",
+        )
+
+
+READERS = {
+    "fortunes": _read_fortunes,
+    "gcide": _read_gcide,
+    "jsonl": _read_jsonl,
+    "parquet": _read_parquet,
+    "hf": _read_hf,
+}
+
+
+def raw_texts(source: TextSource) -> Iterator[RawText]:
+    """Every record of a source as read, unvalidated (the pipeline validates and quarantines)."""
+    for count, record in enumerate(READERS[source.kind](source), 1):
+        yield record
+        if source.limit is not None and count >= source.limit:
+            return
 
 
 def read_texts(source: TextSource) -> Iterator[TextRecord]:
-    """Normalised prose records of a source, in the source's order, without duplicates."""
-    readers = {"fortunes": _read_fortunes, "jsonl": _read_table, "parquet": _read_table, "hf": _read_hf}
-    if source.kind not in readers:
-        raise NotImplementedError(f"text source kind {source.kind!r} is not readable yet")
+    """Normalised prose records of a source that fit its word window, in order, without duplicates.
+
+    For choosing texts (held-out sets, pools): records that are not usable are skipped silently.
+    ``limit`` counts the records returned.
+    """
     seen: set[str] = set()
     count = 0
-    for raw, domain in readers[source.kind](source):
-        text = normalize_text(raw or "")
-        n_words = len(text.split())
-        if not source.min_words <= n_words <= source.max_words or not _is_prose(text):
+    for record in READERS[source.kind](source):
+        if record.problem is not None:
+            continue
+        try:
+            text = check_text(record.value, source.min_words, source.max_words)
+        except TextRejected:
             continue
         tid = text_id(text)
-        if tid in seen:
+        if tid in seen or not _is_prose(text):
             continue
         seen.add(tid)
-        yield TextRecord(tid, text, domain)
+        yield TextRecord(tid, text, record.domain)
         count += 1
         if source.limit is not None and count >= source.limit:
             return

@@ -19,6 +19,7 @@ alternates text spans of 10-30 words with speech spans of 5-15 words, starting w
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,23 +48,25 @@ class TokenSpan:
 def plan_spans(n_words: int, config: InterleaveConfig, rng: np.random.Generator) -> list[WordSpan]:
     """Cut ``n_words`` words into speech and text spans (lengths drawn uniformly from the config ranges).
 
-    Utterance mode speaks the first span and keeps at least one word of text after it, so that every
-    sample has a target. Interleaved mode alternates from a randomly chosen first kind; the last span
-    is cut short by the end of the transcript.
+    Utterance mode speaks the first span and keeps at least one word of text after it. Interleaved
+    mode alternates from a randomly chosen first kind, the last span cut short by the end of the
+    transcript; a text too short to put text after some speech span that way is planned in
+    utterance mode instead, so every plan has a speech span followed by a text target.
     """
     if n_words < 2:
         raise ValueError(f"a transcript needs at least 2 words to mix speech and text, got {n_words}")
-    if config.mode == InterleaveMode.UTTERANCE:
-        lo, hi = config.speech_words
-        cut = min(int(rng.integers(lo, hi + 1)), n_words - 1)
-        return [WordSpan(0, cut, True), WordSpan(cut, n_words, False)]
-    spans, start, speech = [], 0, bool(rng.integers(2))
-    while start < n_words:
-        lo, hi = config.speech_words if speech else config.text_words
-        end = min(start + int(rng.integers(lo, hi + 1)), n_words)
-        spans.append(WordSpan(start, end, speech))
-        start, speech = end, not speech
-    return spans
+    if config.mode == InterleaveMode.INTERLEAVED:
+        spans, start, speech = [], 0, bool(rng.integers(2))
+        while start < n_words:
+            lo, hi = config.speech_words if speech else config.text_words
+            end = min(start + int(rng.integers(lo, hi + 1)), n_words)
+            spans.append(WordSpan(start, end, speech))
+            start, speech = end, not speech
+        if any(a.speech and not b.speech for a, b in itertools.pairwise(spans)):
+            return spans
+    lo, hi = config.speech_words
+    cut = min(int(rng.integers(lo, hi + 1)), n_words - 1)
+    return [WordSpan(0, cut, True), WordSpan(cut, n_words, False)]
 
 
 def span_text(words: list[str], span: WordSpan) -> str:

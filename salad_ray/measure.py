@@ -28,7 +28,7 @@ from salad_ray.corpus import read_texts, sample_across_domains
 from salad_ray.metrics import GapSummary, summarize
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import batch_gap
-from salad_ray.spoken import plan_text, speak
+from salad_ray.spoken import plan_text, speak, synthesis_settings
 from salad_ray.teacher.backends import TransformersBackend
 from salad_ray.tts.base import build_tts
 
@@ -38,7 +38,7 @@ def heldout_samples(config: RunConfig, tokenizer) -> list[Sample]:
     heldout = config.data.heldout
     records = sample_across_domains(list(read_texts(heldout.text)), heldout.samples, config.seed)
     tts = build_tts(config.tts)
-    settings = {"backend": config.tts.backend.value, "speed": config.tts.speed, "pitch": config.tts.pitch}
+    settings = synthesis_settings(config)
     samples = []
     for n, record in enumerate(tqdm(records, desc="speak held-out set", unit="text")):
         plan = plan_text(

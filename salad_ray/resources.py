@@ -25,3 +25,34 @@ def teacher_deployment_options(config: RunConfig) -> dict[str, Any]:
         },
         "max_ongoing_requests": t.max_ongoing_requests,
     }
+
+
+def _pool(size: tuple[int, int]):
+    from ray.data import ActorPoolStrategy
+
+    return ActorPoolStrategy(min_size=size[0], max_size=size[1])
+
+
+def tts_stage_options(config: RunConfig) -> dict[str, Any]:
+    """Ray Data options of the TTS actor pool: (min, max) actors, CPU/GPU, the custom ``tts`` resource."""
+    r = config.resources
+    options: dict[str, Any] = {"compute": _pool(r.tts_actors), "num_cpus": r.cpus_per_tts_actor}
+    if r.gpus_per_tts_actor:
+        options["num_gpus"] = r.gpus_per_tts_actor
+    if r.tts_resource:
+        options["resources"] = {r.tts_resource: 1}
+    return options
+
+
+def asr_stage_options(config: RunConfig) -> dict[str, Any]:
+    """Ray Data options of the ASR (CER check) actor pool."""
+    r = config.resources
+    options: dict[str, Any] = {"compute": _pool(r.asr_actors), "num_cpus": r.cpus_per_asr_actor}
+    if r.gpus_per_asr_actor:
+        options["num_gpus"] = r.gpus_per_asr_actor
+    return options
+
+
+def light_stage_options(config: RunConfig, max_actors: int = 2) -> dict[str, Any]:
+    """Ray Data options of the light stages (tokenising, asking the teacher, writing shards)."""
+    return {"compute": _pool((1, max_actors)), "num_cpus": config.resources.cpus_per_light_actor}

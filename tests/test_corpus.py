@@ -1,9 +1,18 @@
 import json
+import re
 
 import pytest
 
 from salad_ray.config import TextSource
-from salad_ray.corpus import normalize_text, read_texts, sample_across_domains, text_id
+from salad_ray.corpus import (
+    TextRejected,
+    check_text,
+    normalize_text,
+    raw_texts,
+    read_texts,
+    sample_across_domains,
+    text_id,
+)
 
 
 def test_normalize_and_ids():
@@ -30,13 +39,41 @@ def test_sampling_spreads_over_domains_deterministically():
     assert picked != sample_across_domains(records, 30, seed=1)
 
 
-def test_jsonl_source(tmp_path):
+def test_jsonl_source_reads_what_it_can_and_names_what_it_cannot(tmp_path):
     f = tmp_path / "t.jsonl"
-    rows = [{"text": "one two three four five six seven eight nine", "topic": "a"}, {"text": "short"}]
-    f.write_text("\n".join(json.dumps(r) for r in rows))
-    records = list(read_texts(TextSource(kind="jsonl", path=str(f), domain_field="topic")))
-    assert [r.domain for r in records] == ["a"]
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"body": "x"}))
-    with pytest.raises(KeyError, match=r"bad\.jsonl:1: no field 'text'"):
-        list(read_texts(TextSource(kind="jsonl", path=str(bad))))
+    lines = [
+        json.dumps({"text": "one two three four five six seven eight nine", "topic": "a"}).encode(),
+        json.dumps({"text": "short"}).encode(),
+        b'{"text": "caf\xe9 bytes that are not utf-8 at all"}',
+        b"{not json",
+        json.dumps({"body": "no text field"}).encode(),
+    ]
+    f.write_bytes(b"\n".join(lines))
+    source = TextSource(kind="jsonl", path=str(f), domain_field="topic")
+    assert [r.domain for r in read_texts(source)] == ["a"]  # choosing texts: only usable prose
+    raw = list(raw_texts(source))  # the pipeline sees every record
+    assert len(raw) == 5
+    assert raw[2].problem is None and isinstance(raw[2].value, bytes)
+    with pytest.raises(TextRejected, match="not valid UTF-8"):
+        check_text(raw[2].value, 2, 100)
+    assert "t.jsonl:4: not valid JSON" in raw[3].problem
+    assert "t.jsonl:5: no field 'text'" in raw[4].problem
+    assert len({r.text_id for r in raw}) == 5
+
+
+def test_check_text_reasons():
+    assert check_text("  a\x00b  c ", 2, 10) == "a b c"
+    for raw, reason in [
+        ("   \n\t ", "empty"),
+        ("one", "too short"),
+        ("w " * 11, "over-long text: 11 words > 10"),
+        (3, "not a string"),
+    ]:
+        with pytest.raises(TextRejected, match=reason):
+            check_text(raw, 2, 10)
+
+
+def test_gcide_quotations():
+    records = list(read_texts(TextSource(kind="gcide", min_words=8, max_words=40, limit=50)))
+    assert len(records) == 50 and {r.domain for r in records} == {"gcide"}
+    assert not any(re.search(r"--\S", r.text) or "[1913" in r.text for r in records)  # attributions cut

@@ -20,6 +20,13 @@ def test_interleaved_plan_alternates_within_the_paper_ranges():
             assert lo <= s.end - s.start <= hi
 
 
+def test_short_interleaved_texts_still_have_text_after_speech():
+    config = InterleaveConfig()
+    for seed in range(30):
+        spans = plan_spans(12, config, np.random.default_rng(seed))
+        assert any(a.speech and not b.speech for a, b in itertools.pairwise(spans)), spans
+
+
 def test_utterance_plan_is_speech_then_text():
     config = InterleaveConfig(mode=InterleaveMode.UTTERANCE)
     spans = plan_spans(40, config, np.random.default_rng(0))

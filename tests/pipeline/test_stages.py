@@ -1,0 +1,194 @@
+"""The pipeline's stage classes and the shard store, called directly (no Ray)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from salad_ray.audio import SAMPLE_RATE, encode_flac
+from salad_ray.config import InterleaveConfig, ModelRef, TTSConfig
+from salad_ray.pipeline.dataflow import JOB_COLUMNS, reason_kind
+from salad_ray.pipeline.records import OK, shard_table
+from salad_ray.pipeline.shards import ShardStore
+from salad_ray.pipeline.stages import ASRCheckStage, NaturalStage, PlanStage, ShardWriter, TTSStage
+
+LLM = ModelRef(source="asset:smollm2-135m-instruct")
+GOOD = "The old lighthouse keeper climbed the stairs every evening to light the lamp for passing ships."
+INTERLEAVE = InterleaveConfig(text_words=(4, 6), speech_words=(3, 5), max_tokens=64)
+
+
+def job(n, raw, problem=None, voice="en-us"):
+    row = dict.fromkeys(JOB_COLUMNS, "")
+    row.update(
+        sample_id=f"s{n}",
+        text_id=f"t{n}",
+        raw=raw,
+        problem=problem,
+        voice=voice,
+        cluster=-1,
+        source="active",
+        status=OK,
+    )
+    return row
+
+
+@pytest.fixture(scope="module")
+def planned():
+    plan = PlanStage(LLM, INTERLEAVE, seed=0, min_words=2, max_words=30)
+    rows = [
+        job(0, GOOD),
+        job(1, "   \n\t "),
+        job(2, b"caf\xe9 au lait with bytes that are not UTF-8"),
+        job(3, " ".join(["word"] * 31)),
+        job(4, "hello"),
+        job(5, "", problem="t.jsonl:3: not valid JSON (Expecting value)"),
+    ]
+    return plan(pd.DataFrame(rows)).to_dict("records")
+
+
+def test_plan_refuses_bad_texts_with_reasons(planned):
+    reasons = [r["status"] for r in planned]
+    assert reasons[0] == OK
+    assert reasons[1] == "empty or whitespace-only text"
+    assert reasons[2].startswith("not valid UTF-8")
+    assert reasons[3] == "over-long text: 31 words > 30"
+    assert reasons[4] == "too short: 1 words < 2"
+    assert reasons[5].startswith("t.jsonl:3: not valid JSON")
+    assert all(r["stage"] == "plan" for r in planned[1:])
+    good = planned[0]
+    assert good["text"] == GOOD and good["speech_texts"] and good["token_ids"][0] == 1  # BOS
+    assert any(s["speech"] for s in good["spans"]) and good["spans"][-1]["end"] == len(good["token_ids"])
+    assert reason_kind(reasons[3]) == "over-long text"
+
+
+def test_text_only_plan_is_one_text_span_cut_at_the_context():
+    plan = PlanStage(LLM, InterleaveConfig(max_tokens=16), seed=0, min_words=2, max_words=400, speech=False)
+    (row,) = plan(pd.DataFrame([job(0, GOOD + " " + GOOD)])).to_dict("records")
+    assert row["status"] == OK and len(row["token_ids"]) == 16 and row["speech_texts"] == []
+    assert row["spans"] == [{"start": 0, "end": 16, "speech": False}]
+    assert GOOD.startswith(row["text"])
+
+
+def test_tts_then_asr_keeps_intelligible_speech_and_refuses_the_rest(planned):
+    tts = TTSStage(TTSConfig())
+    asr = ASRCheckStage(ModelRef(source="asset:whisper-tiny-ct2"), max_cer=0.3)
+    good = dict(planned[0])
+    bad_voice = dict(planned[0], sample_id="v", voice="xx-nope")
+    gibberish = dict(planned[0], sample_id="g", speech_texts=["qzx vbnm kjhg pwtr"])
+    spoken = tts(pd.DataFrame([good, bad_voice, gibberish, planned[1]])).to_dict("records")
+    assert spoken[0]["status"] == OK and len(spoken[0]["audio"]) == len(good["speech_texts"])
+    assert spoken[0]["duration"] > 0.5 and spoken[0]["sample_rate"] == SAMPLE_RATE
+    assert spoken[1]["status"].startswith("synthesis failed") and spoken[1]["stage"] == "tts"
+    assert spoken[3]["status"] == planned[1]["status"]  # refused rows pass through untouched
+    checked = asr(pd.DataFrame(spoken)).to_dict("records")
+    assert checked[0]["status"] == OK and checked[0]["cer"] < 0.3
+    assert checked[2]["status"].startswith("ASR check failed: CER") and checked[2]["stage"] == "asr"
+
+
+def test_shard_store_commits_exactly_once_and_drops_orphans(tmp_path, planned):
+    store = ShardStore(tmp_path)
+    rows = [
+        dict(
+            planned[0],
+            sample_id=f"id{n}",
+            audio=[],
+            duration=0.0,
+            sample_rate=SAMPLE_RATE,
+            teacher_ids=[[-1]],
+            teacher_logprobs=[[0.0]],
+        )
+        for n in range(3)
+    ]
+    for r in rows:
+        r["token_ids"], r["spans"] = [1], [{"start": 0, "end": 1, "speech": False}]
+    a = store.write(shard_table(rows[:2]), "shards")
+    assert store.write(shard_table(rows[1::-1]), "shards") == a  # same ids, same file name
+    orphan = store.write(shard_table(rows[2:]), "shards")  # written, never returned by a task
+    assert store.commit([("shards", a, "id0"), ("shards", a, "id1")]) == {"shards": 2, "quarantine": 0}
+    assert not (store.dir("shards") / orphan).exists()
+    assert store.done_ids() == {"id0", "id1"} and store.table().num_rows == 2
+    with pytest.raises(ValueError, match="committed twice"):
+        store.commit([("shards", a, "id0")])
+    assert not list(store.dir("shards").glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_writer_round_trips_samples(tmp_path, planned):
+    row = dict(
+        planned[0], audio=[encode_flac(np.zeros(1600, np.float32))], duration=0.1, sample_rate=SAMPLE_RATE
+    )
+    n = len(row["token_ids"])
+    row["teacher_ids"] = [[-1, -1]] + [[3, 4]] * (n - 1)
+    row["teacher_logprobs"] = [[0.0, 0.0]] + [[-0.5, -1.5]] * (n - 1)
+    row["spans"] = [{"start": 0, "end": 2, "speech": True}, {"start": 2, "end": n, "speech": False}]
+    refused = dict(planned[1])
+    manifest = ShardWriter(str(tmp_path))(pd.DataFrame([row, refused]))
+    assert sorted(manifest["kind"]) == ["quarantine", "shards"]
+    store = ShardStore(tmp_path)
+    store.commit(manifest.itertuples(index=False, name=None))
+    (sample,) = store.samples()
+    assert sample.ids == row["token_ids"] and sample.teacher_ids.shape == (n, 2)
+    assert len(sample.audio) == 1 and len(sample.audio[0]) == 1600
+    quarantine = store.table("quarantine").to_pylist()
+    assert quarantine[0]["reason"] == "empty or whitespace-only text" and quarantine[0]["stage"] == "plan"
+
+
+@pytest.fixture(scope="module")
+def recording(espeak):
+    words = GOOD.split()
+    pieces = espeak.synthesize(words, "en-us")
+    times, t = [], 0.0
+    for p in pieces:
+        times.append([t, t + len(p) / SAMPLE_RATE])
+        t += len(p) / SAMPLE_RATE
+    return np.concatenate(pieces), times
+
+
+def natural_row(audio, raw=GOOD, continuation=None, word_times=None):
+    row = dict.fromkeys(JOB_COLUMNS, "")
+    row.update(
+        raw=raw,
+        audio_in=audio,
+        continuation=continuation,
+        word_times=word_times,
+        cluster=-1,
+        source="natural",
+        status=OK,
+    )
+    return row
+
+
+def test_natural_speech_alignment_and_refusals(recording):
+    wave, times = recording
+    stage = NaturalStage(LLM, INTERLEAVE, settings={}, seed=0, max_seconds=60, max_words=100)
+    flac = encode_flac(wave)
+    rows = [
+        natural_row({"bytes": flac}, word_times=times),
+        natural_row(
+            {"array": wave, "sampling_rate": SAMPLE_RATE},
+            raw="a spoken first sentence",
+            continuation="and the text that follows it",
+        ),
+        natural_row(flac),
+        natural_row(b"not audio at all", continuation="x y"),
+        natural_row(flac, word_times=times[:-1]),
+    ]
+    out = stage(pd.DataFrame(rows)).to_dict("records")
+    assert out[0]["status"] == OK
+    speech = [s for s in out[0]["spans"] if s["speech"]]
+    assert len(out[0]["audio"]) == len(speech) and out[0]["duration"] < len(wave) / SAMPLE_RATE
+    assert out[1]["status"] == OK and [s["speech"] for s in out[1]["spans"]] == [True, False]
+    assert out[1]["text"] == "a spoken first sentence and the text that follows it"
+    assert out[2]["status"].startswith("no word timestamps and no continuation")
+    assert out[3]["status"].startswith("bad audio")
+    assert out[4]["status"].startswith("word timestamps do not match the transcript")
+    assert len({r["sample_id"] for r in out}) == 5
+    # the same records again, with their ids committed: skipped, not redone
+    again = NaturalStage(
+        LLM,
+        INTERLEAVE,
+        settings={},
+        seed=0,
+        max_seconds=60,
+        max_words=100,
+        done=frozenset(r["sample_id"] for r in out),
+    )
+    assert {r["status"] for r in again(pd.DataFrame(rows)).to_dict("records")} == {"done"}
