@@ -315,27 +315,60 @@ class DistillConfig(_Strict):
     top_k: int = Field(20, ge=1)
 
 
+SOURCES = ("natural", "active", "text")
+
+
+def _check_mix(mix: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(mix) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"unknown sources {unknown}; choose from {list(SOURCES)}")
+    if any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+        raise ValueError(f"weights must be >= 0 with a positive sum, got {mix}")
+    return mix
+
+
 class TrainConfig(_Strict):
-    """Optimiser and schedule: AdamW, warmup, stable, linear decay over the last ``decay_fraction``."""
+    """Optimiser, schedule and loop.
+
+    AdamW with separate learning rates for the adapter and the LLM; the schedule warms up linearly,
+    stays flat, and decays linearly to zero over the last ``decay_fraction`` of a stage's steps.
+    A step is ``grad_accum`` micro-steps of ``batch_size`` samples per worker at the largest worker
+    count, so the global batch stays fixed when an elastic run has fewer workers.
+    """
 
     lr_adapter: float = Field(1e-3, gt=0)
     lr_llm: float = Field(5e-5, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(500, ge=0)
     decay_fraction: float = Field(0.2, ge=0, le=1)
-    batch_size: int = Field(8, ge=1)  # samples per worker per micro-step
+    batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     clip_norm: float | None = Field(1.0, gt=0)
-    # Share of batches that are text only, so text ability is not forgotten (the paper: 1/3).
-    text_fraction: float = Field(1 / 3, ge=0, le=1)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPUs that support it
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp shards students too large for one device
+    checkpoint_every: int = Field(500, ge=1)
+    num_to_keep: int = Field(2, ge=1)
+    max_failures: int = Field(3, ge=0)  # worker-group restarts from the latest checkpoint
+    log_every: int = Field(10, ge=1)  # metrics window, in steps
+    eval_every: int = Field(1000, ge=0)  # F and M on the held-out set; 0: only at the end
     seed: int = 0
 
 
 class StagesConfig(_Strict):
+    """Steps and data mixtures of the two stages (the paper mixes ~2/3 speech and ~1/3 text)."""
+
     stage1_steps: int = Field(20_000, ge=0)
     stage2_rounds: int = Field(4, ge=0)
     stage2_steps_per_round: int = Field(2_500, ge=0)
+    stage1_mix: dict[str, float] = Field(default_factory=lambda: {"natural": 2 / 3, "text": 1 / 3})
+    stage2_mix: dict[str, float] = Field(
+        default_factory=lambda: {"natural": 1 / 3, "active": 1 / 3, "text": 1 / 3}
+    )
+
+    @field_validator("stage1_mix", "stage2_mix")
+    @classmethod
+    def _mix(cls, v: dict[str, float]) -> dict[str, float]:
+        return _check_mix(v)
 
 
 class SelectionConfig(_Strict):

@@ -56,3 +56,19 @@ def asr_stage_options(config: RunConfig) -> dict[str, Any]:
 def light_stage_options(config: RunConfig, max_actors: int = 2) -> dict[str, Any]:
     """Ray Data options of the light stages (tokenising, asking the teacher, writing shards)."""
     return {"compute": _pool((1, max_actors)), "num_cpus": config.resources.cpus_per_light_actor}
+
+
+def train_scaling_config(config: RunConfig):
+    """Ray Train's ScalingConfig: a fixed worker count or an elastic (min, max) range."""
+    from ray.train import ScalingConfig
+
+    r = config.resources
+    workers = r.train_workers if isinstance(r.train_workers, int) else tuple(r.train_workers)
+    return ScalingConfig(
+        num_workers=workers, use_gpu=r.use_gpu, resources_per_worker={"CPU": r.cpus_per_train_worker}
+    )
+
+
+def max_train_workers(config: RunConfig) -> int:
+    workers = config.resources.train_workers
+    return workers if isinstance(workers, int) else workers[1]

@@ -21,6 +21,7 @@ A student saves to and loads from a directory::
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +33,48 @@ from torch.nn.utils.rnn import pad_sequence
 from salad_ray.assets import resolve
 from salad_ray.batch import Batch
 from salad_ray.config import ModelsConfig
-from salad_ray.interleave import MixedLayout, mixed_layout
+from salad_ray.interleave import MixedLayout, mixed_layout, text_rows
 from salad_ray.model.adapter import Adapter
 from salad_ray.model.encoders import SpeechEncoder, build_encoder
 
 STUDENT_FILE = "salad_student.json"
 ADAPTER_FILE = "adapter.safetensors"
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Flattened rows of a batch's hidden states: sample index, row in the flattened (B * L) states,
+    and the index in w of the token that row predicts."""
+
+    sample: torch.Tensor
+    flat: torch.Tensor
+    w: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.sample.numel()
+
+
+def _rows(sample: list[np.ndarray], flat: list[np.ndarray], w: list[np.ndarray]) -> Rows:
+    return Rows(*(torch.from_numpy(np.concatenate(a).astype(np.int64)) for a in (sample, flat, w)))
+
+
+def mixed_rows(layouts: list[MixedLayout], c_len: int) -> Rows:
+    """Text targets of c: row ``c_rows`` of sample b predicts w[w_rows]."""
+    return _rows(
+        [np.full(len(lay.c_rows), b) for b, lay in enumerate(layouts)],
+        [b * c_len + lay.c_rows for b, lay in enumerate(layouts)],
+        [lay.w_rows for lay in layouts],
+    )
+
+
+def pure_text_rows(batch: Batch) -> Rows:
+    """Every predicted position of w: row i - 1 of sample b predicts w[i]."""
+    lw = batch.w_ids.shape[1]
+    parts = [(b, *text_rows(int(n))) for b, n in enumerate(batch.w_lens)]
+    return _rows(
+        [np.full(len(r), b) for b, r, _ in parts], [b * lw + r for b, r, _ in parts], [i for _, _, i in parts]
+    )
 
 
 class SpeechLM(nn.Module):
@@ -103,17 +139,26 @@ class SpeechLM(nn.Module):
         student.adapter.load_state_dict(load_file(directory / ADAPTER_FILE))
         return student.to(device)
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write the student (see the module docstring).
+
+        ``state_dict`` replaces the module's own tensors: a sharded (FSDP) student passes its
+        gathered full state dict, keys as in ``self.state_dict()``.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in self.adapter.state_dict().items()},
-            directory / ADAPTER_FILE,
-        )
+        state = self.state_dict() if state_dict is None else state_dict
+        adapter = {
+            k.removeprefix("adapter."): v.detach().contiguous().cpu()
+            for k, v in state.items()
+            if k.startswith("adapter.")
+        }
+        llm = {k.removeprefix("llm."): v for k, v in state.items() if k.startswith("llm.")}
+        save_file(adapter, directory / ADAPTER_FILE)
         if self.models.lora.enabled:
-            self.llm.save_pretrained(directory / "llm-lora")
+            self.llm.save_pretrained(directory / "llm-lora", state_dict=llm)
         else:
-            self.llm.save_pretrained(directory / "llm")
+            self.llm.save_pretrained(directory / "llm", state_dict=llm)
             self.tokenizer.save_pretrained(directory / "llm")
         meta = {"format": FORMAT_VERSION, "models": self.models.model_dump(mode="json")}
         (directory / STUDENT_FILE).write_text(json.dumps(meta, indent=2))
@@ -151,6 +196,25 @@ class SpeechLM(nn.Module):
 
     # --------------------------------------------------------------------------------- forward
 
+    def forward(
+        self, batch: Batch, context: str = "mixed", rows: Rows | None = None
+    ) -> tuple[torch.Tensor, Rows]:
+        """Vocabulary logits (N, V) at N rows of the batch, and those rows.
+
+        ``context="mixed"`` runs the mixed contexts c (default rows: their text targets);
+        ``context="text"`` runs the pure texts w (default rows: every predicted position). All of a
+        step's computation goes through here, so DDP and FSDP see one forward per call.
+        """
+        if context == "mixed":
+            hidden, _, layouts = self.mixed_hidden(batch)
+            rows = rows if rows is not None else mixed_rows(layouts, hidden.shape[1])
+        elif context == "text":
+            hidden = self.text_hidden(batch)
+            rows = rows if rows is not None else pure_text_rows(batch)
+        else:
+            raise ValueError(f"context must be 'mixed' or 'text', got {context!r}")
+        return self.logits(hidden.flatten(0, 1)[rows.flat.to(hidden.device)]), rows
+
     def speech_embeddings(self, audio: list[np.ndarray]) -> list[torch.Tensor]:
         """Adapter outputs (frames(len(a)), H) for each speech span."""
         if not audio:
@@ -179,6 +243,11 @@ class SpeechLM(nn.Module):
             sequences.append(table[index.to(self.device)])
             layouts.append(layout)
         inputs = pad_sequence(sequences, batch_first=True)  # (B, Lc, H)
+        if not speech:
+            # A batch without speech still runs the adapter, weighted by zero: every worker of a
+            # sharded (FSDP) student then takes part in the adapter's collectives on every step.
+            idle = self.adapter(torch.zeros(1, self.adapter.stack, self.encoder.dim, device=self.device))
+            inputs = inputs + 0.0 * idle.sum()
         mask = pad_sequence([torch.ones(s.shape[0], dtype=torch.long) for s in sequences], batch_first=True)
         mask = mask.to(self.device)
         return self._decode(inputs, mask), mask, layouts

@@ -1,0 +1,298 @@
+"""The per-worker distillation loop that Ray Train runs (DDP or FSDP, CPU or GPU).
+
+One step:
+
+1. read this rank's slice of ``grad_accum`` micro-steps from the stream (:mod:`salad_ray.train.data`);
+2. count the text targets of every sample without running the model and all-reduce the sum: the
+   step's loss is (sum of per-target losses over all ranks and micro-batches) / that count, so it
+   does not depend on how samples are split across workers or micro-batches;
+3. forward and backward each micro-batch (DDP syncs gradients on the last one only); DDP and FSDP
+   average gradients over ranks, so each rank's loss is multiplied by the world size to make the
+   average a sum;
+4. clip, step AdamW and the WSD schedule; report metrics every ``log_every`` steps; checkpoint every
+   ``checkpoint_every`` steps and at ``until_step``; measure F and M on the held-out set every
+   ``eval_every`` steps and at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from salad_ray.batch import Sample, collate
+from salad_ray.config import SOURCES, RunConfig
+from salad_ray.interleave import mixed_layout
+from salad_ray.model.student import SpeechLM
+from salad_ray.objective import batch_gap, count_targets, distillation_loss
+from salad_ray.pipeline.shards import ShardStore
+from salad_ray.train import state
+from salad_ray.train.flops import matmul_peak, step_flops
+from salad_ray.train.schedule import WSD
+
+
+@dataclass
+class StageJob:
+    """What one TorchTrainer run trains (JSON-able: it travels in train_loop_config)."""
+
+    name: str
+    stores: dict[str, str]  # source name -> shard store directory
+    weights: dict[str, float]  # the mixture
+    total_steps: int  # the schedule's horizon
+    until_step: int  # stop after this step (<= total_steps); a later call with more resumes
+    init: str | None = None  # a saved student to start from (stage II starts from stage I)
+    heldout: str | None = None  # a shard store of held-out samples for F and M
+    metrics_file: str | None = None  # rank 0 appends one JSON line per report here
+
+
+def build_student(run: RunConfig, job: StageJob, checkpoint_dir: Path | None) -> SpeechLM:
+    torch.manual_seed(run.train.seed)  # identical initial weights on every rank (FSDP shards them)
+    if checkpoint_dir is not None:
+        return SpeechLM.load(checkpoint_dir / "student")
+    if job.init is not None:
+        return SpeechLM.load(job.init)
+    return SpeechLM.from_config(run.models)
+
+
+def wrap(student: SpeechLM, strategy: str, device: torch.device) -> nn.Module:
+    student.to(device)
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in student._causal_lm().get_decoder().layers:
+            fully_shard(layer)
+        for block in student.adapter.blocks:
+            fully_shard(block)
+        return fully_shard(student)
+    return nn.parallel.DistributedDataParallel(student)
+
+
+def make_optimizer(student: SpeechLM, run: RunConfig) -> torch.optim.Optimizer:
+    """AdamW; adapter and LLM at their own rates; no weight decay on biases and norm gains."""
+    t = run.train
+    groups = []
+    for name, params in student.param_groups().items():
+        lr = t.lr_adapter if name == "adapter" else t.lr_llm
+        groups.append(
+            {"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": t.weight_decay}
+        )
+        groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
+    return torch.optim.AdamW([g for g in groups if g["params"]])
+
+
+def autocast(run: RunConfig, device: torch.device):
+    """bf16 autocast where the device supports it (precision 'auto'), or where asked ('bf16')."""
+    precision = run.train.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def mixed_lengths(student: SpeechLM, samples: list[Sample]) -> tuple[list[int], list[int]]:
+    """LLM positions (len c) and adapter frames of each sample, for the FLOPs count."""
+    llm, adapter = [], []
+    for s in samples:
+        frames = [student.frames(len(a)) for a in s.audio]
+        llm.append(mixed_layout(len(s.ids), s.spans, frames).length)
+        adapter += frames
+    return llm, adapter
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, samples: list[Sample], batch_size: int, rank: int, world: int, device
+) -> dict[str, float]:
+    """F and M per token over the held-out samples, split across ranks (every rank runs the same
+    number of forwards, padding with a repeated sample that is left out of the sums)."""
+    mine = samples[rank::world]
+    n_batches = math.ceil(math.ceil(len(samples) / world) / batch_size)
+    totals = [0.0, 0.0, 0.0, 0.0]
+    model.eval()
+    for b in range(n_batches):
+        chunk = mine[b * batch_size : (b + 1) * batch_size]
+        real = len(chunk)
+        chunk = chunk + [samples[0]] * (batch_size - real)
+        gap = batch_gap(model, collate(chunk).to(device))
+        for k, t in enumerate((gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts)):
+            totals[k] += float(t[:real].sum())
+    model.train()
+    f_sum, f_count, m_sum, m_count = all_sum(totals, device)
+    return {"heldout_f": f_sum / max(f_count, 1), "heldout_m": m_sum / max(m_count, 1)}
+
+
+class Window:
+    """Global sums over the steps of one metrics window, and when it started."""
+
+    KEYS = ("loss", "dist", "nll", "flops", "positions", "samples")
+
+    def __init__(self):
+        self.start, self.steps = time.perf_counter(), 0
+        self.sums = dict.fromkeys(self.KEYS, 0.0)
+
+    def add(self, values: dict[str, float]) -> None:
+        self.steps += 1
+        for key in self.KEYS:
+            self.sums[key] += values[key]
+
+    def metrics(self, peak: float, world: int) -> dict[str, float]:
+        """Mean losses, throughput and MFU of the window (reporting and checkpointing excluded)."""
+        elapsed, steps, s = time.perf_counter() - self.start, max(self.steps, 1), self.sums
+        return {
+            "loss": s["loss"] / steps,
+            "loss_dist": s["dist"] / steps,
+            "loss_nll": s["nll"] / steps,
+            "tokens_per_s": s["positions"] / elapsed,
+            "samples_per_s": s["samples"] / elapsed,
+            "mfu": s["flops"] / (elapsed * peak * world),
+            "peak_flops": peak,
+        }
+
+
+def train_step(
+    model: nn.Module, student: SpeechLM, micro: list[list[Sample]], run: RunConfig, world: int, device
+) -> dict[str, float]:
+    """Forward and backward of one step's micro-batches (this rank's share); the optimiser is not stepped.
+
+    Returns this rank's contribution to the step's global sums.
+    """
+    t = run.train
+    local_targets = sum(count_targets(s, student.frames) for samples in micro for s in samples)
+    (normalizer,) = all_sum([local_targets], device)
+    loss = dist_part = nll_part = 0.0
+    for i, samples in enumerate(micro):
+        # DDP all-reduces on the last micro-batch only; FSDP reduce-scatters every backward.
+        sync = i == len(micro) - 1 or t.strategy == "fsdp"
+        with contextlib.nullcontext() if sync else model.no_sync(), autocast(run, device):
+            parts, _ = distillation_loss(
+                model,
+                collate(samples).to(device),
+                alpha=run.distill.alpha,
+                temperature=run.distill.temperature,
+                normalizer=max(normalizer, 1.0),
+            )
+            (parts.total * world).backward()
+        loss, dist_part, nll_part = (
+            loss + float(parts.total),
+            dist_part + float(parts.dist),
+            nll_part + float(parts.nll),
+        )
+    flat = [s for samples in micro for s in samples]
+    llm_lengths, adapter_lengths = mixed_lengths(student, flat)
+    return {
+        "loss": loss,
+        "dist": dist_part,
+        "nll": nll_part,
+        "flops": step_flops(student, llm_lengths, adapter_lengths),
+        "positions": float(sum(llm_lengths)),
+        "samples": float(len(flat)),
+    }
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from salad_ray.train.data import micro_steps
+
+    run = RunConfig.model_validate(loop_config["run"])
+    job = StageJob(**loop_config["job"])
+    t = run.train
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+
+    checkpoint = ray.train.get_checkpoint()
+    with contextlib.ExitStack() as stack:
+        checkpoint_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+        student = build_student(run, job, checkpoint_dir)
+        model = wrap(student, t.strategy, device)
+        optimizer = make_optimizer(student, run)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WSD(job.total_steps, t.warmup_steps, t.decay_fraction)
+        )
+        position = state.Position()
+        if checkpoint_dir is not None:
+            position = state.restore(
+                checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler, rank=rank
+            )
+
+    peak = matmul_peak(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    heldout = list(ShardStore(job.heldout).samples()) if job.heldout else []
+    stream = micro_steps(ray.train.get_dataset_shard("train").iter_rows(), position.step)
+    window = Window()
+    model.train()
+    for step in range(position.step, job.until_step):
+        micro = [next(stream) for _ in range(t.grad_accum)]
+        if any(m[0] != step for m in micro):
+            raise RuntimeError(f"rank {rank} read the data of step {[m[0] for m in micro]} at step {step}")
+        sums = train_step(model, student, [m[2] for m in micro], run, world, device)
+        if t.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        sources = [src for m in micro for src in m[3]]
+        total = all_sum(
+            [sums[k] for k in Window.KEYS] + [float(sources.count(src)) for src in SOURCES], device
+        )
+        step_sums, per_source = dict(zip(Window.KEYS, total, strict=False)), total[len(Window.KEYS) :]
+        window.add(step_sums)
+        position.step = step + 1
+        position.samples += int(step_sums["samples"])
+        position.tokens += int(step_sums["positions"])
+        for src, n in zip(SOURCES, per_source, strict=True):
+            position.seen[src] = position.seen.get(src, 0) + int(n)
+
+        last = position.step == job.until_step
+        log_now = position.step % t.log_every == 0 or last
+        save_now = position.step % t.checkpoint_every == 0 or last
+        eval_now = bool(heldout) and ((t.eval_every and position.step % t.eval_every == 0) or last)
+        if not (log_now or save_now or eval_now):
+            continue
+        metrics: dict = {
+            "step": position.step,
+            "samples": position.samples,
+            "tokens": position.tokens,
+            "lr_adapter": scheduler.get_last_lr()[0],
+            **{f"seen_{k}": v for k, v in position.seen.items()},
+        }
+        if log_now:
+            metrics.update(window.metrics(peak, world))
+        if eval_now:
+            metrics.update(evaluate(model, heldout, t.batch_size, rank, world, device))
+        if rank == 0 and job.metrics_file:
+            with open(job.metrics_file, "a") as f:
+                f.write(json.dumps({"stage": job.name, **metrics}) + "\n")
+        if save_now:
+            with tempfile.TemporaryDirectory() as tmp:
+                state.save(
+                    Path(tmp),
+                    model=model,
+                    student=student,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    position=position,
+                    rank=rank,
+                )
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+        if log_now:  # the next window starts after this report: reporting and saving are not timed
+            window = Window()
