@@ -52,9 +52,21 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
     yield ray
     from ray import serve
 
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_serve():
+    """Each module's teacher deployments go when the module ends: their CPUs are the next module's."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        from ray import serve
+
+        serve.shutdown()

@@ -7,11 +7,20 @@ when it cannot speak it; the pipeline quarantines that record and carries on.
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import numpy as np
 
 from salad_ray.config import TTSBackendKind, TTSConfig
+
+# Markup that a formant synthesiser reads out as symbol names ("asterisk"): emphasis, code, tables.
+_UNSPOKEN = re.compile(r"[*_#~^|<>`]+")
+
+
+def spoken_form(text: str) -> str:
+    """The text a TTS engine should say: markup symbols dropped, whitespace collapsed."""
+    return " ".join(_UNSPOKEN.sub(" ", text).split())
 
 
 class SynthesisError(RuntimeError):

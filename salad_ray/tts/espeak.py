@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 from salad_ray.audio import AudioError, read_audio
-from salad_ray.tts.base import SynthesisError
+from salad_ray.tts.base import SynthesisError, spoken_form
 
 
 class EspeakTTS:
@@ -26,11 +26,11 @@ class EspeakTTS:
         return [self._speak(text, voice) for text in texts]
 
     def _speak(self, text: str, voice: str):
-        if not text.strip():
-            raise SynthesisError("cannot speak an empty span")
+        if not spoken_form(text):
+            raise SynthesisError(f"cannot speak an empty span ({text!r})")
         # Text goes through stdin: a span starting with '-' must not be read as an option.
         cmd = [self.binary, "-v", voice, "-s", str(self.speed), "-p", str(self.pitch), "--stdout", "--stdin"]
-        proc = subprocess.run(cmd, input=text.encode(), capture_output=True, timeout=60)
+        proc = subprocess.run(cmd, input=spoken_form(text).encode(), capture_output=True, timeout=60)
         if proc.returncode != 0 or not proc.stdout:
             err = proc.stderr.decode(errors="replace").strip() or f"exit code {proc.returncode}"
             raise SynthesisError(f"espeak-ng (voice {voice!r}) failed on {text[:60]!r}: {err}")

@@ -59,7 +59,11 @@ def sequences(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def serve_port():
+def serve_port(ray_cluster):
+    """Serve's HTTP options are fixed when Serve starts on a cluster: this module starts its own."""
+    from ray import serve
+
+    serve.shutdown()
     return free_port()
 
 
