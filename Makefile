@@ -26,7 +26,7 @@ assets: venv
 	@$(PY) -m salad_ray.assets fetch --preset $(PRESET)
 
 run: setup
-	$(PY) -m salad_ray.measure --preset $(PRESET)
+	$(PY) -m salad_ray.run --preset $(PRESET) --run-dir runs/$(PRESET) --resume
 
 lint: venv
 	$(VENV)/bin/ruff check .

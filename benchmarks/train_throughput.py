@@ -114,7 +114,7 @@ def main() -> None:
 
     job = StageJob(
         name="bench",
-        stores={"natural": str(store.root)},
+        stores={"natural": [str(store.root)]},
         weights={"natural": 1.0},
         total_steps=args.steps,
         until_step=args.steps,

@@ -53,11 +53,12 @@ def cer(references: list[str], hypotheses: list[str]) -> float:
 class WhisperASR:
     """Greedy Whisper transcription with CTranslate2 (English)."""
 
-    def __init__(self, path: str | Path, threads: int = 0):
+    def __init__(self, path: str | Path, threads: int = 0, beam_size: int = 1):
         import ctranslate2
         from tokenizers import Tokenizer
 
         path = Path(path)
+        self.beam_size = beam_size
         self.model = ctranslate2.models.Whisper(
             str(path), device="cpu", compute_type="float32", intra_threads=threads
         )
@@ -79,7 +80,7 @@ class WhisperASR:
         results = self.model.generate(
             ctranslate2.StorageView.from_array(np.ascontiguousarray(mels, dtype=np.float32)),
             [self.prompt] * len(waves),
-            beam_size=1,
+            beam_size=self.beam_size,
             max_length=224,
         )
         return [self.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip() for r in results]

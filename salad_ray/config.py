@@ -196,6 +196,8 @@ class DataConfig(_Strict):
     natural_standin: StandInSpeech | None = None
     # Text-only samples, trained on their own distillation target so text ability is kept.
     text: TextSource = Field(default_factory=lambda: TextSource(kind="fortunes"))
+    # Broad candidate texts for active selection (the paper: a web pool such as FineWeb-Edu).
+    pool: TextSource = Field(default_factory=lambda: TextSource(kind="fortunes"))
     heldout: HeldoutConfig = Field(default_factory=HeldoutConfig)
     # Pipeline validation: texts outside [min_words, max_words] words are quarantined.
     min_words: int = Field(2, ge=2)
@@ -372,13 +374,76 @@ class StagesConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
-    """Active selection: p(c) ~ P_pool(c) * M(c)^gamma over K balanced clusters."""
+    """Active selection: p(c) ~ P_pool(c) * M(c)^gamma over K balanced clusters (salad_ray.selection)."""
 
     clusters: int = Field(128, ge=1)
-    gamma: float = Field(5.0, ge=0)  # 0 is uniform-by-pool selection, for comparison
+    gamma: float = Field(5.0, ge=0)  # 0 is selection in proportion to the pool, for comparison
     probes_per_cluster: int = Field(8, ge=1)
-    max_cer: float = Field(0.2, ge=0)  # clusters whose TTS is this hard to recognise are dropped
+    # Synthetic samples this hard to recognise are quarantined, and clusters whose probes are, dropped.
+    max_cer: float = Field(0.2, ge=0)
     round_budget_seconds: float = Field(36_000.0, gt=0)  # synthetic audio per round
+    # The paper's comparison: also run stage II with gamma = 0 from the same stage-I student, with the
+    # same budget and seed, and evaluate both (salad_ray.run's "uniform" arm).
+    compare_uniform: bool = False
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+BENCHMARK_KINDS = (
+    "fortune-cloze",
+    "jsonl",
+    "storycloze",
+    "mmsu",
+    "openbookqa",
+    "hellaswag",
+    "arc-challenge",
+    "piqa",
+)
+
+
+class BenchmarkSpec(_Strict):
+    """One multiple-choice benchmark (salad_ray.eval.items says how each kind is read).
+
+    ``path``: the JSONL file of a ``jsonl`` benchmark; for the Hugging Face kinds, a dataset id or a
+    directory saved with ``save_to_disk`` (default: the kind's usual dataset id).
+    The ``fortune-cloze`` fields (``categories``, ``min_words``, ``max_words``, ``options``) shape the
+    offline benchmark of the ``local`` preset.
+    """
+
+    name: str
+    kind: Literal[BENCHMARK_KINDS]  # type: ignore[valid-type]
+    path: str | None = None
+    split: str | None = None
+    limit: int | None = Field(None, ge=1)
+    categories: list[str] | None = None
+    min_words: int = Field(14, ge=6)
+    max_words: int = Field(40, ge=6)
+    options: int = Field(4, ge=2)
+
+    @model_validator(mode="after")
+    def _path(self) -> BenchmarkSpec:
+        if self.kind == "jsonl" and not self.path:
+            raise ValueError("a jsonl benchmark needs a path")
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        return self
+
+
+def _paper_suite() -> list[BenchmarkSpec]:
+    kinds = ("storycloze", "mmsu", "openbookqa", "hellaswag", "arc-challenge", "piqa")
+    return [BenchmarkSpec(name=kind, kind=kind) for kind in kinds]
+
+
+class EvalConfig(_Strict):
+    """Spoken multiple-choice evaluation (salad_ray.eval): text, speech and cascade modes."""
+
+    enabled: bool = True  # the eval phase at the end of salad_ray.run
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=_paper_suite, min_length=1)
+    shots: int = Field(5, ge=0, le=5)  # few-shot examples, as many as fit interleave.max_tokens
+    span_words: int = Field(30, ge=1)  # spoken contexts are synthesized in chunks of this many words
+    voice: str | None = None  # default: the first of tts.voices
+    batch_size: int = Field(8, ge=1)  # option sequences per forward
+    asr_beam_size: int = Field(5, ge=1)  # the cascade's Whisper decoding
 
 
 # ------------------------------------------------------------------------------------ resources
@@ -400,10 +465,24 @@ class ResourcesConfig(_Strict):
     gpus_per_asr_actor: float = Field(0.0, ge=0)
     # Light stages (tokenising, calling the teacher): mostly waiting, so fractional CPUs.
     cpus_per_light_actor: float = Field(0.25, gt=0)
+    # Sentence embedding of the pool, and the scorers that measure M with the newest student.
+    embed_actors: tuple[int, int] = (1, 1)
+    cpus_per_embed_actor: float = Field(1.0, gt=0)
+    gpus_per_embed_actor: float = Field(0.0, ge=0)
+    scorer_actors: tuple[int, int] = (1, 1)
+    cpus_per_scorer_actor: float = Field(1.0, gt=0)
+    gpus_per_scorer_actor: float = Field(0.0, ge=0)
+    # The evaluation task (salad_ray.eval): the original LLM, the cascade and each student in turn.
+    cpus_per_eval_task: float = Field(1.0, gt=0)
+    gpus_per_eval_task: float = Field(0.0, ge=0)
+    # Logical CPUs of a local Ray instance started by the driver; 0: the machine's count, or the run's
+    # peak need (salad_ray.resources.peak_cpus) if that is more, so that the teacher, TTS, scorers
+    # and a trainer can coexist on a 2-core laptop (oversubscribed, never deadlocked).
+    local_cpus: int = Field(0, ge=0)
     cpus_per_teacher_replica: float = Field(1.0, gt=0)
     gpus_per_teacher_replica: float = Field(0.0, ge=0)
 
-    @field_validator("tts_actors", "asr_actors")
+    @field_validator("tts_actors", "asr_actors", "embed_actors", "scorer_actors")
     @classmethod
     def _pool(cls, v: tuple[int, int]) -> tuple[int, int]:
         if not 1 <= v[0] <= v[1]:
@@ -427,6 +506,7 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     def to_yaml(self) -> str:

@@ -14,7 +14,7 @@ from torch import nn
 
 from salad_ray.batch import Batch, Sample
 from salad_ray.interleave import mixed_layout
-from salad_ray.losses import LossParts, SparseTargets, salad_loss
+from salad_ray.losses import LossParts, SparseTargets, kl_to_teacher, salad_loss
 from salad_ray.metrics import forgetting_rows, misalignment_rows, per_sample
 from salad_ray.model.student import Rows
 
@@ -52,17 +52,20 @@ def distillation_loss(
 
 @dataclass(frozen=True)
 class BatchGap:
-    """Per-sample sums and counts of F and M for one batch, (B,) each."""
+    """Per-sample sums and counts of F and M for one batch, (B,) each; ``d_sums`` is the distillation
+    KL(Q || P_mixed) over the same targets as M (so its counts are ``m_counts``)."""
 
     f_sums: torch.Tensor
     f_counts: torch.Tensor
     m_sums: torch.Tensor
     m_counts: torch.Tensor
+    d_sums: torch.Tensor
 
 
 @torch.no_grad()
 def batch_gap(student: nn.Module, batch: Batch) -> BatchGap:
-    """F (student on w vs teacher) and M (student on w vs student on c) of every sample in a batch."""
+    """F (student on w vs teacher), M (student on w vs student on c) and the distillation KL
+    (teacher on w vs student on c) of every sample in a batch."""
     n = len(batch)
     text_logits, f = student(batch, "text")  # every predicted position of w, sample by sample
     f_rows = forgetting_rows(teacher_at(batch, f, text_logits.device), text_logits)
@@ -71,6 +74,8 @@ def batch_gap(student: nn.Module, batch: Batch) -> BatchGap:
     # row for w[i] sits at offset[b] + i - 1.
     offset = torch.cumsum(batch.w_lens - 1, 0) - (batch.w_lens - 1)
     m_rows = misalignment_rows(text_logits[(offset[m.sample] + m.w - 1).to(text_logits.device)], mixed_logits)
+    d_rows = kl_to_teacher(teacher_at(batch, m, mixed_logits.device), mixed_logits)
     f_sums, f_counts = per_sample(f_rows, f.sample, n)
     m_sums, m_counts = per_sample(m_rows, m.sample, n)
-    return BatchGap(f_sums, f_counts, m_sums, m_counts)
+    d_sums, _ = per_sample(d_rows, m.sample, n)
+    return BatchGap(f_sums, f_counts, m_sums, m_counts, d_sums)

@@ -47,10 +47,32 @@ def tts_stage_options(config: RunConfig) -> dict[str, Any]:
 def asr_stage_options(config: RunConfig) -> dict[str, Any]:
     """Ray Data options of the ASR (CER check) actor pool."""
     r = config.resources
-    options: dict[str, Any] = {"compute": _pool(r.asr_actors), "num_cpus": r.cpus_per_asr_actor}
-    if r.gpus_per_asr_actor:
-        options["num_gpus"] = r.gpus_per_asr_actor
+    return _model_stage(r.asr_actors, r.cpus_per_asr_actor, r.gpus_per_asr_actor)
+
+
+def _model_stage(pool: tuple[int, int], cpus: float, gpus: float) -> dict[str, Any]:
+    options: dict[str, Any] = {"compute": _pool(pool), "num_cpus": cpus}
+    if gpus:
+        options["num_gpus"] = gpus
     return options
+
+
+def embed_stage_options(config: RunConfig) -> dict[str, Any]:
+    """Ray Data options of the sentence-embedding actor pool."""
+    r = config.resources
+    return _model_stage(r.embed_actors, r.cpus_per_embed_actor, r.gpus_per_embed_actor)
+
+
+def scorer_stage_options(config: RunConfig) -> dict[str, Any]:
+    """Ray Data options of the scorer actors (a student checkpoint each, measuring M)."""
+    r = config.resources
+    return _model_stage(r.scorer_actors, r.cpus_per_scorer_actor, r.gpus_per_scorer_actor)
+
+
+def eval_task_options(config: RunConfig) -> dict[str, Any]:
+    """Ray task options of the evaluation (one task scoring every system in turn)."""
+    r = config.resources
+    return {"num_cpus": r.cpus_per_eval_task, "num_gpus": r.gpus_per_eval_task}
 
 
 def light_stage_options(config: RunConfig, max_actors: int = 2) -> dict[str, Any]:
@@ -72,3 +94,34 @@ def train_scaling_config(config: RunConfig):
 def max_train_workers(config: RunConfig) -> int:
     workers = config.resources.train_workers
     return workers if isinstance(workers, int) else workers[1]
+
+
+def peak_cpus(config: RunConfig) -> float:
+    """CPUs the run needs at once at its busiest (stage II: the teacher, one round being prepared and
+    the trainer), each pool at its minimum size. Fewer and some stage would wait forever."""
+    r = config.resources
+    teacher = (
+        0.0
+        if config.teacher.url
+        else r.cpus_per_teacher_replica * max(1, config.teacher.replicas.min_replicas)
+    )
+    pipeline = (
+        3 * r.cpus_per_light_actor
+        + r.tts_actors[0] * r.cpus_per_tts_actor
+        + r.asr_actors[0] * r.cpus_per_asr_actor
+    )
+    prepare = max(
+        pipeline, r.scorer_actors[0] * r.cpus_per_scorer_actor, r.embed_actors[0] * r.cpus_per_embed_actor
+    )
+    workers = r.train_workers if isinstance(r.train_workers, int) else r.train_workers[0]
+    return teacher + prepare + workers * r.cpus_per_train_worker
+
+
+def check_cluster(config: RunConfig, available_cpus: float) -> None:
+    """Fail early, naming the numbers, when a cluster can never run the whole loop."""
+    need = peak_cpus(config)
+    if available_cpus < need:
+        raise RuntimeError(
+            f"the Ray cluster has {available_cpus:g} CPUs but this run needs {need:g} at once (teacher "
+            f"replica, TTS/ASR/light stage minimums, train workers); add nodes or lower resources.*"
+        )

@@ -179,8 +179,13 @@ def run_texts(
     name: str,
     speech: bool = True,
     check_asr: bool = True,
+    max_cer: float | None = None,
 ) -> PipelineReport:
-    """Texts to shards: spoken by TTS (``speech``), or as text-only samples."""
+    """Texts to shards: spoken by TTS (``speech``), or as text-only samples.
+
+    ``check_asr`` transcribes the speech and records its CER, refusing samples above ``max_cer``
+    (default ``selection.max_cer``; ``inf`` records without refusing, as probes need).
+    """
     import ray
 
     t0 = time.time()
@@ -218,7 +223,10 @@ def run_texts(
         if check_asr:
             ds = ds.map_batches(
                 ASRCheckStage,
-                fn_constructor_args=(config.models.asr, config.selection.max_cer),
+                fn_constructor_args=(
+                    config.models.asr,
+                    config.selection.max_cer if max_cer is None else max_cer,
+                ),
                 batch_size=config.data.asr_batch_size,
                 batch_format="pandas",
                 **asr_stage_options(config),

@@ -45,7 +45,10 @@ def train_stage(config: RunConfig, storage: Path, job: StageJob) -> StageResult:
     if not 0 < job.until_step <= job.total_steps:
         raise ValueError(f"{job.name}: until_step {job.until_step} must be in 1 .. {job.total_steps}")
     storage = Path(storage).resolve()
-    pools = {src: pool_refs(ShardStore(root), src) for src, root in job.stores.items()}
+    pools = {
+        src: [ref for root in roots for ref in pool_refs(ShardStore(root), src)]
+        for src, roots in job.stores.items()
+    }
     g, accum = global_batch(config), config.train.grad_accum
     stream = mixture_stream(pools, job.weights, job.total_steps * g * accum, config.train.seed)
     checkpoint, start = state.latest(storage / job.name)

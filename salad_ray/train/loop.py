@@ -44,7 +44,7 @@ class StageJob:
     """What one TorchTrainer run trains (JSON-able: it travels in train_loop_config)."""
 
     name: str
-    stores: dict[str, str]  # source name -> shard store directory
+    stores: dict[str, list[str]]  # source name -> its shard store directories
     weights: dict[str, float]  # the mixture
     total_steps: int  # the schedule's horizon
     until_step: int  # stop after this step (<= total_steps); a later call with more resumes

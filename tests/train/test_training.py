@@ -74,7 +74,7 @@ def stores(ray_cluster, tmp_path_factory):
         ).written
         == 4
     )
-    return {"natural": str(root / "natural"), "text": str(root / "text")}
+    return {"natural": [str(root / "natural")], "text": [str(root / "text")]}
 
 
 def job(stores, tmp_path, name, total, until, weights=None, **kwargs):

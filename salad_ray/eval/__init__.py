@@ -1,0 +1,1 @@
+"""Evaluation: spoken multiple-choice benchmarks in text, speech and cascade modes (the gap)."""

@@ -1,0 +1,72 @@
+"""``python -m salad_ray.eval``: the text-speech gap of students on spoken multiple-choice benchmarks.
+
+    python -m salad_ray.eval --run-dir runs/local                 # a run's students, its config
+    python -m salad_ray.eval --preset local --student mine=DIR     # any saved students
+                             [--config FILE] [--set key=value ...] [--out DIR]
+
+With ``--run-dir`` the run's configuration (``config.yaml``, ``--set`` layered over it), its final
+students (stage I and each stage-II arm) and its held-out spoken set are used, and the result goes to
+``<run-dir>/eval/results.json`` (the run's report picks it up). Otherwise the original LLM, the
+cascade and the ``--student`` directories are scored on the configured benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from salad_ray.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m salad_ray.eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", default=None, help="evaluate this run's students with its config")
+    parser.add_argument("--preset", default=None)
+    parser.add_argument("--config", default=None, help="YAML file layered over the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--student", action="append", default=[], metavar="NAME=DIR", help="a saved student")
+    parser.add_argument("--out", default=None, help="output directory (default: <run-dir>/eval or ./eval)")
+    args = parser.parse_args(argv)
+    try:
+        students: dict[str, Path] = {}
+        for item in args.student:
+            name, sep, path = item.partition("=")
+            if not sep or not Path(path).is_dir():
+                raise ConfigError(f"--student {item!r}: expected NAME=DIR with DIR a saved student")
+            students[name] = Path(path)
+        heldout = None
+        if args.run_dir:
+            from salad_ray.run import Driver
+
+            run_dir = Path(args.run_dir).resolve()
+            saved = run_dir / "config.yaml"
+            if not saved.is_file():
+                raise ConfigError(f"{run_dir} is not a run directory: {saved} is missing")
+            config = load_config(file=saved, overrides=args.overrides)
+            found = {n: p for n, p in Driver(config, run_dir).final_students().items() if p.is_dir()}
+            students = {**found, **students}
+            heldout = run_dir / "data" / "heldout"
+            out = Path(args.out or run_dir / "eval")
+        else:
+            config = load_config(args.preset, args.config, args.overrides)
+            out = Path(args.out or "eval")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from salad_ray.eval.suite import run_eval
+    from salad_ray.eval.tables import forgetting_table, gap_table
+
+    path = run_eval(config, students, heldout if heldout and heldout.is_dir() else None, out)
+    results = json.loads(path.read_text())
+    print(f"\n{gap_table(results)}\n")
+    if students:
+        print(f"{forgetting_table(results)}\n")
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The run report: a Markdown page and PNG plots, made from what the run directory holds.
+
+Plots: M per cluster per round (as measured on the probes), the selection share per cluster per
+round and arm, F and M on the held-out set over training, and the training losses. Tables: the gap
+after each stage, the rounds' plans, the evaluation (salad_ray.eval.tables) and the data pipeline's
+counts. Everything is read back from the run directory (state.json, metrics.jsonl,
+rounds/<arm>/<r>/plan.json, eval/results.json), so a report can be remade at any time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from salad_ray.selection import RoundPlan
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Training metrics, one entry per (stage, step): a step redone after a restart keeps its last record."""
+    if not path.is_file():
+        return []
+    latest: dict[tuple[str, int], dict] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            latest[(record["stage"], record["step"])] = record
+    return list(latest.values())
+
+
+def read_plans(run_dir: Path) -> dict[str, list[RoundPlan]]:
+    """The plans of every stage-II arm (rounds/<arm>/<r>/plan.json), by arm, in round order."""
+    plans: dict[str, list[RoundPlan]] = {}
+    for path in sorted((run_dir / "rounds").glob("*/*/plan.json")):
+        plans.setdefault(path.parent.parent.name, []).append(RoundPlan(**json.loads(path.read_text())))
+    return {arm: sorted(p, key=lambda p: p.round) for arm, p in sorted(plans.items())}
+
+
+def _series(metrics: list[dict], stage1_steps: int) -> dict[str, list[tuple[int, dict]]]:
+    """Per arm, its training records on one step axis: stage I, then that arm's stage II."""
+    stage1 = [(m["step"], m) for m in metrics if m["stage"] == "stage1"]
+    arms = sorted({m["stage"].removeprefix("stage2-") for m in metrics if m["stage"].startswith("stage2-")})
+    out = {}
+    for arm in arms or ["stage I"]:
+        stage2 = [(m["step"] + stage1_steps, m) for m in metrics if m["stage"] == f"stage2-{arm}"]
+        out[arm] = sorted(stage1 + stage2, key=lambda x: x[0])
+    return out
+
+
+def plot_round_matrix(series: dict[str, list[float]], ylabel: str, title: str, path: Path) -> None:
+    """Grouped bars: one group per cluster, one bar per series (a round, or an arm's round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(next(iter(series.values())))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * k + 2), 3.5))
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(np.arange(k) + i * width, values, width, label=label)
+    ax.set_xticks(np.arange(k) + 0.4 - width / 2, [str(c) for c in range(k)])
+    ax.set_xlabel("cluster")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(
+    series: dict[str, list[tuple[int, dict]]],
+    keys: list[str],
+    ylabel: str,
+    title: str,
+    path: Path,
+    stage1_steps: int,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for arm, points in series.items():
+        for key in keys:
+            xs = [step for step, m in points if key in m]
+            ys = [m[key] for step, m in points if key in m]
+            if xs:
+                label = key if len(series) == 1 else f"{key} ({arm})"
+                ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    ax.axvline(stage1_steps, color="grey", linestyle=":", label="stage I | stage II")
+    ax.set_xlabel("training step (stage I, then stage II)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
+    """Write report/report.md and its plots from what the run directory holds."""
+    out = run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    series = _series(read_metrics(run_dir / "metrics.jsonl"), stage1_steps)
+    plans = read_plans(run_dir)
+    parts = [f"# salad-ray run report\n\nRun directory: `{run_dir}`\n"]
+
+    gap_rows = [
+        [stage, g.get("heldout_f", float("nan")), g.get("heldout_m", float("nan"))]
+        for stage, g in notes.get("gap", {}).items()
+    ]
+    if gap_rows:
+        parts.append(
+            "## The gap on the held-out broad-domain speech\n\n"
+            "F and M in nats per text target, measured at the end of each stage and round.\n"
+        )
+        parts.append(_table(["after", "forgetting F", "misalignment M"], gap_rows))
+
+    if any(series.values()):
+        plot_curves(
+            series,
+            ["heldout_f", "heldout_m"],
+            "nats / text target",
+            "F and M on the held-out set",
+            out / "heldout_gap.png",
+            stage1_steps,
+        )
+        plot_curves(
+            series, ["loss_dist", "loss_nll"], "loss", "Training loss", out / "losses.png", stage1_steps
+        )
+        parts.append(
+            "\n## Training\n\n![F and M on the held-out set](heldout_gap.png)\n\n![losses](losses.png)\n"
+        )
+
+    if plans:
+        active = plans.get("active") or next(iter(plans.values()))
+        plot_round_matrix(
+            {f"round {p.round}": p.m for p in active},
+            "M (nats / text target)",
+            "M per cluster per round (probes)",
+            out / "m_per_cluster.png",
+        )
+        plot_round_matrix(
+            {f"{arm} round {p.round}": p.shares() for arm, arm_plans in plans.items() for p in arm_plans},
+            "share of selected seconds",
+            "Selection share per cluster per round",
+            out / "selection_share.png",
+        )
+        parts.append(
+            "\n## Active rounds\n\n![M per cluster](m_per_cluster.png)\n\n![selection share](selection_share.png)\n"
+        )
+        for arm, arm_plans in plans.items():
+            for plan in arm_plans:
+                rows = [
+                    [
+                        c,
+                        plan.m[c],
+                        plan.cer[c],
+                        "yes" if plan.kept[c] else "dropped",
+                        plan.p[c],
+                        plan.shares()[c],
+                    ]
+                    for c in range(len(plan.m))
+                ]
+                used = notes.get("rounds", {}).get(arm, {}).get(str(plan.round), {})
+                parts.append(
+                    f"\n### {arm.capitalize()} round {plan.round} (γ = {plan.gamma:g}, budget {plan.budget_seconds:g} s, "
+                    f"{len(plan.selected)} texts selected, {used.get('seconds', float('nan')):.0f} s synthesized)\n"
+                )
+                parts.append(_table(["cluster", "M", "TTS CER", "kept", "p(c)", "share"], rows))
+
+    results = run_dir / "eval" / "results.json"
+    if results.is_file():
+        from salad_ray.eval.tables import eval_sections
+
+        parts += eval_sections(json.loads(results.read_text()), out)
+
+    pipelines = notes.get("pipelines", {})
+    if pipelines:
+        parts.append("\n## Data pipeline\n")
+        parts.append("\n".join(f"- {summary}" for summary in pipelines.values()))
+    path = out / "report.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path

@@ -1,0 +1,632 @@
+"""``python -m salad_ray.run``: the active loop, as a resumable state machine over a run directory.
+
+    python -m salad_ray.run [--preset local] [--config FILE] [--set key=value ...]
+                            [--run-dir DIR] [--resume] [--address ADDR]
+
+It joins a running Ray cluster if there is one (``ray job submit --working-dir . --
+python -m salad_ray.run`` works) and starts a local one otherwise. Phases, each recorded in
+``state.json`` when done and each safe to redo (pipelines skip committed samples, training resumes
+from its checkpoint):
+
+    heldout        broad-domain held-out texts, spoken (F and M are measured on them)
+    natural        natural speech (recorded corpora, or the synthetic stand-in of the local preset)
+    text           text-only samples
+    pool           the candidate pool (minus benchmark texts), embedded, cut into balanced clusters
+    stage1         distillation on natural speech + text
+    round-r/probes a few texts per cluster, spoken;   round-r/scores: M(c) and CER(c) with a student
+    <arm>/round-r  plan: p(c) ~ P(c) M(c)^gamma, texts drawn to the budget;  synthesis;  train
+    eval           spoken benchmarks (text / speech / cascade) and held-out F, M per domain
+    report         Markdown and plots
+
+The arms of stage II are ``active`` (the config's gamma) and, with ``selection.compare_uniform``,
+``uniform`` (gamma = 0, the paper's comparison: same stage-I student, probes, budget and seed).
+An arm is pipelined: while the trainer trains on round r, round r+1 is probed, scored, selected and
+synthesized, so the trainer does not wait for data and the TTS actors do not sit idle. Round r+1
+is scored with the active student saved at the end of round r-1 (the newest one that already exists
+when its probing starts), which keeps every decision reproducible: a run killed anywhere and
+resumed synthesizes exactly the samples an uninterrupted run would.
+
+    <run-dir>/
+      config.yaml  state.json  metrics.jsonl
+      data/{heldout,natural,text,probes-<r>,<arm>-<r>}/   shard stores
+      pool/                     texts.parquet, centroids.npy
+      rounds/probes/<r>/        scores.parquet (per probe: M, distillation KL, CER, duration)
+      rounds/<arm>/<r>/         plan.json (M, CER, p(c) per cluster; the texts drawn)
+      students/                 stage1, <arm>-round-<r>: the student after each stage and round
+      train/                    Ray Train storage: checkpoints of stage1 and stage2-<arm>
+      eval/                     results.json
+      report/                   report.md and PNG plots
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from salad_ray.config import ConfigError, RunConfig, load_config
+from salad_ray.corpus import TextRecord, read_texts, sample_across_domains
+
+STATE_FILE = "state.json"
+
+
+class RunState:
+    """Which phases are done, and what they left for later phases (persisted atomically)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        self.done: list[str] = data.get("done", [])
+        self.notes: dict[str, Any] = data.get("notes", {})
+        self.lock = threading.Lock()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": self.done, "notes": self.notes}, indent=2, default=float))
+        tmp.replace(self.path)
+
+    def finish(self, phase: str, **notes: Any) -> None:
+        with self.lock:
+            _merge_into(self.notes, notes)
+            if phase not in self.done:
+                self.done.append(phase)
+            self.save()
+
+
+def _merge_into(target: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_into(target[key], value)
+        else:
+            target[key] = value
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One branch of stage II: the active loop (the config's gamma) or the uniform baseline (gamma 0).
+
+    Both start from the stage-I student and use the same probes, budget and seed; each has its own
+    selections (``rounds/<arm>/<r>/plan.json``), shard stores (``data/<arm>-<r>``), training run
+    (``stage2-<arm>``) and students (``students/<arm>-round-<r>``).
+    """
+
+    name: str
+    gamma: float
+
+    def phase(self, r: int, part: str) -> str:
+        return f"{self.name}/round-{r}/{part}"
+
+    def store(self, r: int) -> str:
+        return f"{self.name}-{r}"
+
+    def student(self, r: int) -> str:
+        return f"{self.name}-round-{r}"
+
+    def with_gamma(self, gamma: float) -> Arm:
+        return replace(self, gamma=gamma)
+
+
+ACTIVE = Arm("active", 5.0)
+UNIFORM = Arm("uniform", 0.0)
+
+
+def _records(frame: pd.DataFrame) -> list[TextRecord]:
+    return [TextRecord(t.text_id, t.text, t.domain) for t in frame.itertuples()]
+
+
+class Status:
+    """A one-line status of the loop, printed every ``every`` seconds from a background thread."""
+
+    def __init__(self, driver: Driver, every: float = 20.0):
+        self.driver, self.every = driver, every
+        self.phase = "starting"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Status:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def line(self) -> str:
+        d = self.driver
+        stages = d.config.stages
+        step = "-"
+        metrics = d.run_dir / "metrics.jsonl"
+        if metrics.is_file():
+            lines = metrics.read_text().splitlines()
+            if lines:
+                last = json.loads(lines[-1])
+                total = (
+                    stages.stage1_steps
+                    if last["stage"] == "stage1"
+                    else stages.stage2_rounds * stages.stage2_steps_per_round
+                )
+                step = f"{last['stage']} {last['step']}/{total}"
+        queue = d.queue_depth()
+        return f"[salad-ray] {self.phase} | trainer {step} | synthesis queue {queue} texts | budget used {d.budget_used()}"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            print(self.line(), flush=True)
+
+
+class Driver:
+    def __init__(self, config: RunConfig, run_dir: Path):
+        self.config = config
+        self.run_dir = run_dir
+        self.state = RunState(run_dir / STATE_FILE)
+        self.status = Status(self)
+        self._pending: dict[str, tuple[Any, int]] = {}  # store name -> (store, texts submitted)
+
+    # ----------------------------------------------------------------------------------- helpers
+
+    def store(self, name: str):
+        from salad_ray.pipeline.shards import ShardStore
+
+        return ShardStore(self.run_dir / "data" / name)
+
+    def _synthesize(
+        self,
+        name: str,
+        records: list[TextRecord],
+        *,
+        voices: list[str],
+        source: str,
+        clusters=None,
+        speech: bool = True,
+        max_cer: float | None = None,
+    ) -> str:
+        from salad_ray.pipeline.dataflow import run_texts, text_jobs
+
+        store = self.store(name)
+        jobs = text_jobs(records, self.config, voices=voices, source=source, clusters=clusters)
+        self._pending[name] = (store, len(jobs))
+        try:
+            report = run_texts(self.config, jobs, store, name=name, speech=speech, max_cer=max_cer)
+        finally:
+            self._pending.pop(name, None)
+        print(report.summary(), flush=True)
+        return report.summary()
+
+    def queue_depth(self) -> int:
+        return sum(max(n - len(store.done_ids()), 0) for store, n in list(self._pending.values()))
+
+    def budget_used(self) -> str:
+        """Synthetic seconds made so far against the budget of the rounds planned so far."""
+        rounds = [r for arm in self.state.notes.get("rounds", {}).values() for r in arm.values()]
+        if not rounds:
+            return "-"
+        used = sum(r["seconds"] for r in rounds)
+        return f"{used:.0f}/{self.config.selection.round_budget_seconds * len(rounds):.0f} s"
+
+    def phase(self, name: str, fn) -> None:
+        if name in self.state.done:
+            return
+        self.status.phase = name
+        print(f"[salad-ray] phase {name}", flush=True)
+        t0 = time.time()
+        fn()
+        print(f"[salad-ray] phase {name} done in {time.time() - t0:.0f} s", flush=True)
+
+    # ------------------------------------------------------------------------------------ phases
+
+    def build_heldout(self) -> None:
+        h = self.config.data.heldout
+        records = sample_across_domains(list(read_texts(h.text)), h.samples, self.config.seed)
+        summary = self._synthesize("heldout", records, voices=h.voices, source="heldout")
+        self.state.finish("heldout", heldout_ids=[r.text_id for r in records], pipelines={"heldout": summary})
+
+    def build_natural(self) -> None:
+        from salad_ray.pipeline.dataflow import run_natural
+
+        data = self.config.data
+        summaries, ids = [], []
+        for n, source in enumerate(data.natural):
+            report = run_natural(self.config, source, self.store("natural"), name=f"natural-{n}")
+            print(report.summary(), flush=True)
+            summaries.append(report.summary())
+        if data.natural_standin is not None:
+            records = list(read_texts(data.natural_standin.text))
+            ids = [r.text_id for r in records]
+            summaries.append(
+                self._synthesize("natural", records, voices=data.natural_standin.voices, source="natural")
+            )
+        if not summaries:
+            raise ConfigError(
+                "no natural speech: set data.natural (recorded corpora) or data.natural_standin"
+            )
+        self.state.finish("natural", natural_ids=ids, pipelines={"natural": "; ".join(summaries)})
+
+    def build_text(self) -> None:
+        records = list(read_texts(self.config.data.text))
+        summary = self._synthesize("text", records, voices=[], source="text", speech=False)
+        self.state.finish("text", pipelines={"text": summary})
+
+    def build_data(self) -> None:
+        """The held-out, natural and text stores: independent pipelines, run side by side."""
+        from salad_ray.pipeline.dataflow import ensure_teacher
+
+        phases = [
+            (name, fn)
+            for name, fn in (
+                ("heldout", self.build_heldout),
+                ("natural", self.build_natural),
+                ("text", self.build_text),
+            )
+            if name not in self.state.done
+        ]
+        if not phases:
+            return
+        ensure_teacher(self.config)  # once, before the pipelines that share it
+        with ThreadPoolExecutor(max_workers=len(phases)) as pool:
+            for future in [pool.submit(self.phase, name, fn) for name, fn in phases]:
+                future.result()
+
+    def benchmark_text_ids(self) -> set[str]:
+        """Texts of the offline benchmarks (fortune cloze items are fortunes): never trained on."""
+        from salad_ray.eval.items import load_items
+
+        if not self.config.eval.enabled:
+            return set()
+        specs = [b for b in self.config.eval.benchmarks if b.kind == "fortune-cloze"]
+        return {item.item_id for spec in specs for item in load_items(spec, self.config.seed)}
+
+    def build_pool(self) -> None:
+        from salad_ray.pool import build_pool
+
+        exclude = set(self.state.notes.get("heldout_ids", [])) | set(self.state.notes.get("natural_ids", []))
+        exclude |= self.benchmark_text_ids()
+        pool = build_pool(self.config, self.run_dir / "pool", exclude)
+        print(f"pool: {len(pool.texts)} texts in {pool.clusters} balanced clusters", flush=True)
+        self.state.finish("pool", pool={"texts": len(pool.texts), "clusters": pool.clusters})
+
+    def stage_job(self, until: int, arm: Arm | None = None):
+        from salad_ray.train.loop import StageJob
+
+        data, stages = self.run_dir / "data", self.config.stages
+        stores = {"natural": [str(data / "natural")], "text": [str(data / "text")]}
+        common = {"heldout": str(data / "heldout"), "metrics_file": str(self.run_dir / "metrics.jsonl")}
+        if arm is None:
+            return StageJob(
+                name="stage1",
+                stores=stores,
+                weights=stages.stage1_mix,
+                total_steps=stages.stage1_steps,
+                until_step=until,
+                **common,
+            )
+        rounds = until // stages.stage2_steps_per_round
+        stores["active"] = [str(data / arm.store(r)) for r in range(1, rounds + 1)]
+        return StageJob(
+            name=f"stage2-{arm.name}",
+            stores=stores,
+            weights=stages.stage2_mix,
+            total_steps=stages.stage2_rounds * stages.stage2_steps_per_round,
+            until_step=until,
+            init=str(self.run_dir / "students" / "stage1"),
+            **common,
+        )
+
+    def _train(self, until: int, export: str, arm: Arm | None = None) -> dict:
+        from salad_ray.train.launcher import train_stage
+
+        result = train_stage(self.config, self.run_dir / "train", self.stage_job(until, arm))
+        target = self.run_dir / "students" / export
+        if not target.is_dir():
+            tmp = target.with_name(f".{export}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(result.student, tmp)
+            tmp.replace(target)
+        return {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
+
+    def train_stage1(self) -> None:
+        gap = self._train(self.config.stages.stage1_steps, "stage1")
+        self.state.finish("stage1", gap={"stage I": gap})
+
+    # ----------------------------------------------------------------------------------- rounds
+
+    def used_text_ids(self, arm: Arm, before_round: int) -> set[str]:
+        """Texts an arm may not draw in a round: every probe so far and the arm's earlier selections."""
+        used: set[str] = set()
+        for r in range(1, before_round + 1):
+            used |= set(self.state.notes.get("probes", {}).get(str(r), []))
+        for r in range(1, before_round):
+            plan = self.round_dir(arm, r) / "plan.json"
+            if plan.is_file():
+                used |= {c["text_id"] for c in json.loads(plan.read_text())["selected"]}
+        return used
+
+    def round_dir(self, arm: Arm, r: int) -> Path:
+        return self.run_dir / "rounds" / arm.name / str(r)
+
+    def student_for_round(self, r: int) -> Path:
+        """Round r is scored with the active arm's student after round r - 2 (stage I for rounds 1, 2)."""
+        return self.run_dir / "students" / ("stage1" if r <= 2 else ACTIVE.student(r - 2))
+
+    def probe_round(self, r: int) -> None:
+        """A few texts per cluster, spoken and scored with the newest finished student: M(c), CER(c)."""
+        from salad_ray.pool import Pool
+        from salad_ray.scoring import score_store
+
+        if f"round-{r}/probes" not in self.state.done:
+            pool = Pool.load(self.run_dir / "pool")
+            free = pool.texts[~pool.texts["text_id"].isin(self.used_text_ids(ACTIVE, r))]
+            rng = np.random.default_rng([self.config.seed, r])
+            per_cluster = self.config.selection.probes_per_cluster
+            probes = pd.concat(
+                [g.iloc[rng.permutation(len(g))[:per_cluster]] for _, g in free.groupby("cluster")]
+            )
+            self.status.phase = f"round {r}: probe"
+            summary = self._synthesize(
+                f"probes-{r}",
+                _records(probes),
+                voices=self.config.tts.voices,
+                source="probe",
+                clusters=probes["cluster"],
+                max_cer=float("inf"),
+            )
+            self.state.finish(
+                f"round-{r}/probes",
+                probes={str(r): list(probes["text_id"])},
+                pipelines={f"probes-{r}": summary},
+            )
+        if f"round-{r}/scores" not in self.state.done:
+            self.status.phase = f"round {r}: score"
+            scores = score_store(self.config, self.store(f"probes-{r}"), self.student_for_round(r))
+            path = self.run_dir / "rounds" / "probes" / str(r) / "scores.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scores.to_parquet(path)
+            self.state.finish(f"round-{r}/scores")
+
+    def prepare_round(self, arm: Arm, r: int) -> None:
+        """Probe and score (shared by the arms), select by the arm's gamma, synthesize round r."""
+        from salad_ray.pool import Pool
+        from salad_ray.scoring import per_cluster
+        from salad_ray.selection import Candidate, plan_round
+
+        self.probe_round(r)
+        sel, rdir = self.config.selection, self.round_dir(arm, r)
+        if arm.phase(r, "plan") not in self.state.done:
+            pool = Pool.load(self.run_dir / "pool")
+            scores = pd.read_parquet(self.run_dir / "rounds" / "probes" / str(r) / "scores.parquet")
+            m, cer, _ = per_cluster(scores, pool.clusters)
+            seconds_per_word = scores["duration"].sum() / max(scores["words"].sum(), 1)
+            used = self.used_text_ids(arm, r)
+            candidates = [
+                Candidate(t.text_id, int(t.cluster), float(t.words * seconds_per_word))
+                for t in pool.texts.itertuples()
+                if t.text_id not in used
+            ]
+            plan = plan_round(
+                r,
+                m,
+                cer,
+                pool.share(),
+                candidates,
+                gamma=arm.gamma,
+                max_cer=sel.max_cer,
+                budget_seconds=sel.round_budget_seconds,
+                seed=self.config.seed * 1000 + r,
+            )
+            rdir.mkdir(parents=True, exist_ok=True)
+            (rdir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2))
+            self.state.finish(arm.phase(r, "plan"))
+        if arm.phase(r, "synthesis") not in self.state.done:
+            pool = Pool.load(self.run_dir / "pool")
+            plan = json.loads((rdir / "plan.json").read_text())
+            chosen = (
+                pool.texts.set_index("text_id").loc[[c["text_id"] for c in plan["selected"]]].reset_index()
+            )
+            self.status.phase = f"{arm.name} round {r}: synthesize"
+            summary = self._synthesize(
+                arm.store(r),
+                _records(chosen),
+                voices=self.config.tts.voices,
+                source="active",
+                clusters=chosen["cluster"],
+            )
+            seconds = float(
+                self.store(arm.store(r)).table(columns=["duration"]).column("duration").to_numpy().sum()
+            )
+            self.state.finish(
+                arm.phase(r, "synthesis"),
+                rounds={arm.name: {str(r): {"seconds": seconds, "texts": len(chosen)}}},
+                pipelines={arm.store(r): summary},
+            )
+
+    def train_round(self, arm: Arm, r: int) -> None:
+        last = r == self.config.stages.stage2_rounds
+        gap = self._train(r * self.config.stages.stage2_steps_per_round, arm.student(r), arm)
+        self.state.finish(
+            arm.phase(r, "train"), gap={f"stage II {arm.name}" if last else f"{arm.name} round {r}": gap}
+        )
+
+    def stage2(self, arm: Arm) -> None:
+        """The arm's rounds, pipelined: round r trains while round r + 1 is prepared."""
+        rounds = self.config.stages.stage2_rounds
+        if rounds == 0:
+            return
+        self.prepare_round(arm, 1)
+        with ThreadPoolExecutor(max_workers=1) as trainer:
+            for r in range(1, rounds + 1):
+                training = None
+                if arm.phase(r, "train") not in self.state.done:
+                    self.status.phase = f"{arm.name} round {r}: train"
+                    training = trainer.submit(self.train_round, arm, r)
+                if r < rounds:
+                    self.prepare_round(arm, r + 1)  # overlaps the training of round r
+                if training is not None:
+                    training.result()
+
+    def arms(self) -> list[Arm]:
+        return [ACTIVE.with_gamma(self.config.selection.gamma)] + (
+            [UNIFORM] if self.config.selection.compare_uniform else []
+        )
+
+    def final_students(self) -> dict[str, Path]:
+        """The students the evaluation compares, in the order of the paper's table."""
+        students = {"stage I": self.run_dir / "students" / "stage1"}
+        rounds = self.config.stages.stage2_rounds
+        if rounds:
+            for arm in sorted(self.arms(), key=lambda a: a.name != "uniform"):
+                students[f"stage II {arm.name}"] = self.run_dir / "students" / arm.student(rounds)
+        return students
+
+    def evaluate(self) -> None:
+        """The spoken benchmarks and the held-out gap of every final student, in a Ray task."""
+        import ray
+
+        from salad_ray.eval.suite import run_eval
+        from salad_ray.resources import eval_task_options
+
+        task = ray.remote(run_eval).options(**eval_task_options(self.config))
+        out = self.run_dir / "eval"
+        ray.get(task.remote(self.config, self.final_students(), self.run_dir / "data" / "heldout", out))
+        self.state.finish("eval")
+
+    # -------------------------------------------------------------------------------------- run
+
+    def run(self) -> Path:
+        from salad_ray.report import write_report
+
+        with self.status:
+            self.build_data()
+            self.phase("pool", self.build_pool)
+            self.phase("stage1", self.train_stage1)
+            for arm in self.arms():
+                self.stage2(arm)
+            if self.config.eval.enabled:
+                self.phase("eval", self.evaluate)
+            self.status.phase = "report"
+            report = write_report(self.run_dir, self.state.notes, self.config.stages.stage1_steps)
+            self.state.finish("report")
+        return report
+
+    def summary(self) -> str:
+        notes = self.state.notes
+        lines = [f"run {self.run_dir} ({self.config.preset}): {', '.join(self.state.done)}"]
+        for stage, gap in notes.get("gap", {}).items():
+            lines.append(
+                f"  after {stage:9s} held-out F = {gap.get('heldout_f', float('nan')):.4f}  M = {gap.get('heldout_m', float('nan')):.4f}"
+            )
+        for arm, rounds in notes.get("rounds", {}).items():
+            for r, info in sorted(rounds.items()):
+                lines.append(f"  {arm} round {r}: {info['texts']} texts, {info['seconds']:.0f} s synthesized")
+        lines.append(f"  report: {self.run_dir / 'report' / 'report.md'}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- cli
+
+
+def running_cluster() -> str | None:
+    """The GCS address of a Ray cluster running on this machine (``ray start``), or None.
+
+    Ray's own ``address="auto"`` trusts the address file of the last ``ray start`` even after that
+    cluster has stopped, and then retries a dead address for minutes; only live GCS processes count here.
+    """
+    from ray._private.services import find_bootstrap_address, find_gcs_addresses
+
+    live = set(find_gcs_addresses())
+    if not live:
+        return None
+    latest = find_bootstrap_address(None)
+    return latest if latest in live else sorted(live)[0]
+
+
+def connect(config: RunConfig, address: str | None = None) -> None:
+    """Join a Ray cluster, or start a local instance; then check the cluster can run the whole loop.
+
+    ``address`` (or ``$RAY_ADDRESS``, which ``ray job submit`` sets for its entrypoint) names the
+    cluster; without one, a cluster running on this machine (``ray start``) is joined if there is
+    one, else a local instance is started. ``local`` always starts a local instance.
+    """
+    import ray
+
+    from salad_ray.resources import check_cluster, peak_cpus
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or running_cluster() or "local"
+    if not ray.is_initialized():
+        if address == "local":
+            cpus = config.resources.local_cpus or max(os.cpu_count() or 1, math.ceil(peak_cpus(config)))
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            print(f"[salad-ray] started a local Ray instance ({cpus} logical CPUs)", flush=True)
+        else:
+            ray.init(address=address, log_to_driver=False)
+            print(f"[salad-ray] connected to the Ray cluster at {ray.get_runtime_context().gcs_address}")
+    check_cluster(config, ray.cluster_resources().get("CPU", 0))
+
+
+def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
+    saved = run_dir / "config.yaml"
+    given = args.preset or args.config or args.overrides
+    if saved.is_file():
+        if not args.resume:
+            raise ConfigError(
+                f"{run_dir} holds a run already: pass --resume to continue it, or choose another --run-dir"
+            )
+        config = load_config(file=saved)
+        if given and load_config(args.preset or config.preset, args.config, args.overrides) != config:
+            raise ConfigError(
+                f"{run_dir} was started with another configuration ({saved}); start a new --run-dir to change it"
+            )
+        return config
+    config = load_config(args.preset, args.config, args.overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(config.to_yaml())
+    return config
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m salad_ray.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default=None)
+    parser.add_argument("--config", default=None, help="YAML file layered over the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--run-dir", default=None, help="where the run lives (default runs/<preset>)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir (start it if there is none)"
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a `ray start` cluster on this machine, "
+        "else a new local instance); 'local' always starts a local instance",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    run_dir = Path(args.run_dir or Path("runs") / (args.preset or "local")).resolve()
+    try:
+        config = resolve_config(args, run_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"[salad-ray] run {run_dir} (preset {config.preset})", flush=True)
+    connect(config, args.address)
+    t0 = time.time()
+    driver = Driver(config, run_dir)
+    report = driver.run()
+    print(f"\n{driver.summary()}\n  wall time: {time.time() - t0:.0f} s\n  report: {report}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

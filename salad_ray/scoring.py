@@ -1,0 +1,85 @@
+"""Scoring probes: scorer actors holding a student checkpoint measure M (and the distillation KL)
+of every spoken probe, in a Ray Data stage; per-cluster M is the token-weighted mean.
+
+    M(c) = Σ_{probes x in c} M_sum(x) / Σ_{x in c} M_count(x)        (nats per text target)
+
+A cluster with no probe left to score (all failed synthesis) gets M = 0 and is not kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from salad_ray.batch import collate
+from salad_ray.config import RunConfig
+from salad_ray.pipeline.records import sample_from_row
+from salad_ray.pipeline.shards import ShardStore
+
+SCORE_COLUMNS = ["sample_id", "cluster", "cer", "duration", "words", "m_sum", "m_count", "d_sum"]
+
+
+class ScoreStage:
+    """Per-sample M and distillation KL of shard rows, with one student loaded for the actor's life."""
+
+    def __init__(self, student_dir: str):
+        import torch
+
+        from salad_ray.model.student import SpeechLM
+
+        torch.set_grad_enabled(False)
+        self.student = SpeechLM.load(
+            student_dir, device="cuda" if torch.cuda.is_available() else "cpu"
+        ).eval()
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        from salad_ray.objective import batch_gap
+
+        rows = batch.to_dict("records")
+        gap = batch_gap(self.student, collate([sample_from_row(r) for r in rows]).to(self.student.device))
+        return pd.DataFrame(
+            {
+                "sample_id": [r["sample_id"] for r in rows],
+                "cluster": [int(r["cluster"]) for r in rows],
+                "cer": [float(r["cer"]) for r in rows],
+                "duration": [float(r["duration"]) for r in rows],
+                "words": [len(r["text"].split()) for r in rows],  # all words: seconds of speech per text word
+                "m_sum": gap.m_sums.tolist(),
+                "m_count": gap.m_counts.tolist(),
+                "d_sum": gap.d_sums.tolist(),
+            },
+            columns=SCORE_COLUMNS,
+        )
+
+
+def score_store(config: RunConfig, store: ShardStore, student_dir: Path) -> pd.DataFrame:
+    """Score every committed sample of a store with the student saved at ``student_dir``."""
+    import ray
+
+    from salad_ray.resources import scorer_stage_options
+
+    files = [str(f) for f in store.files("shards")]
+    if not files:
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    ds = ray.data.read_parquet(files).map_batches(
+        ScoreStage,
+        fn_constructor_args=(str(student_dir),),
+        batch_size=config.train.batch_size,
+        batch_format="pandas",
+        **scorer_stage_options(config),
+    )
+    return ds.to_pandas().sort_values("sample_id", ignore_index=True)
+
+
+def per_cluster(scores: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(M, CER, distillation KL) per cluster; clusters without probes get M = KL = 0 and CER = inf."""
+    m, cer, d = np.zeros(k), np.full(k, np.inf), np.zeros(k)
+    for c, group in scores.groupby("cluster"):
+        count = group["m_count"].sum()
+        if count > 0:
+            m[int(c)] = group["m_sum"].sum() / count
+            d[int(c)] = group["d_sum"].sum() / count
+        cer[int(c)] = group["cer"].mean()
+    return m, cer, d

@@ -1,0 +1,265 @@
+"""The active loop end to end (the smoke preset) on a `ray start --head` cluster: `ray job submit`
+runs it uninterrupted while, beside it, a driver killed twice and resumed must end with the very
+samples, plans and step counts of that uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from salad_ray.config import ConfigError
+from salad_ray.pipeline.shards import ShardStore
+from salad_ray.run import RunState, main, resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def synthesized(run_dir: Path) -> dict[str, set[str]]:
+    """Every committed sample id (shards and quarantine) of every store of a run."""
+    return {store.name: ShardStore(store).done_ids() for store in sorted((run_dir / "data").iterdir())}
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+    """Signal a process started in a session of its own, and everything it started."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def serve_port():
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A `ray start --head` cluster on this machine: (dashboard URL, GCS address)."""
+    dashboard, gcs = free_port(), free_port()
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs}",
+            "--num-cpus=10",  # two runs side by side; the machine's 2 cores are oversubscribed
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--disable-usage-stats",
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.time() + 120
+    while True:  # the job server answers once the dashboard is up
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=5)
+            break
+        except OSError:
+            assert head.poll() is None, "ray start --head exited"
+            assert time.time() < deadline, "the Ray dashboard did not come up in 120 s"
+            time.sleep(2)
+    yield address, f"127.0.0.1:{gcs}"
+    stop(head)
+
+
+class Job:
+    """`ray job submit` of the smoke preset, running in the background until ``result()``."""
+
+    def __init__(self, cluster, run_dir: Path, serve_port: int, log: Path):
+        self.run_dir, self.log = run_dir, log
+        self.submit = [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            f"--address={cluster[0]}",
+            f"--working-dir={ROOT}",
+            "--",
+            "python",
+            "-m",
+            "salad_ray.run",
+            "--preset=smoke",
+            f"--run-dir={run_dir}",
+            f"--set=teacher.http_port={serve_port}",
+        ]
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen(self.submit, env=ENV, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+
+    def result(self, timeout: float = 900) -> tuple[int, str]:
+        deadline = time.time() + timeout
+        while True:
+            code = self.proc.wait(timeout=max(deadline - time.time(), 1))
+            output = self.log.read_text()
+            # the head's job agent registers a little after the dashboard answers: submit again
+            if code != 0 and "No available agent" in output and time.time() < deadline:
+                time.sleep(3)
+                self.proc = self._start()
+                continue
+            return code, output
+
+
+@pytest.fixture(scope="module")
+def submitted_run(cluster, serve_port, tmp_path_factory):
+    """The smoke preset, run to completion by `ray job submit` (the uninterrupted reference)."""
+    root = tmp_path_factory.mktemp("submitted")
+    return Job(cluster, root / "run", serve_port, root / "job.log")
+
+
+def plan(run_dir: Path, arm: str, r: int) -> dict:
+    return json.loads((run_dir / "rounds" / arm / str(r) / "plan.json").read_text())
+
+
+def wait_for_phase(proc: subprocess.Popen, run_dir: Path, phase: str, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while phase not in RunState(run_dir / "state.json").done:
+        assert proc.poll() is None, f"the driver exited ({proc.returncode}) before {phase}"
+        assert time.time() < deadline, f"{phase} not reached in {timeout} s"
+        time.sleep(0.5)
+
+
+def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
+    cluster, submitted_run, serve_port, tmp_path
+):
+    """A driver killed twice on a long-lived cluster (as when a job's driver dies), resumed each time,
+    while the reference runs beside it; both end with the same samples, plans and step counts."""
+    run_dir = tmp_path / "run"
+    log = (tmp_path / "driver.log").open("w")
+    cmd = [
+        sys.executable,
+        "-m",
+        "salad_ray.run",
+        "--preset=smoke",
+        f"--run-dir={run_dir}",
+        f"--set=teacher.http_port={serve_port}",
+        f"--address={cluster[1]}",
+        "--resume",
+    ]
+
+    def driver() -> subprocess.Popen:
+        return subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    # killed while round 1's selected texts are being synthesized ...
+    proc = driver()
+    wait_for_phase(proc, run_dir, "active/round-1/plan")
+    stop(proc, signal.SIGKILL)
+    # ... and again while round 1 trains and round 2 is probed, side by side
+    proc = driver()
+    wait_for_phase(proc, run_dir, "active/round-1/synthesis")
+    time.sleep(3)
+    stop(proc, signal.SIGKILL)
+    assert "report" not in RunState(run_dir / "state.json").done
+    finished = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    code, output = submitted_run.result()
+    assert code == 0, output[-3000:]
+    reference = submitted_run.run_dir
+    assert synthesized(run_dir) == synthesized(reference)
+    state = RunState(run_dir / "state.json")
+    assert state.notes["gap"]["stage II active"]["step"] == 4
+    for arm in ("active", "uniform"):
+        for r in (1, 2):
+            assert plan(run_dir, arm, r) == plan(reference, arm, r)
+
+
+def test_ray_job_submit_runs_the_smoke_loop_end_to_end(submitted_run):
+    code, output = submitted_run.result()
+    run_dir = submitted_run.run_dir
+    assert code == 0, output[-5000:]
+    assert "connected to the Ray cluster" in output  # it joined the cluster, started none
+    state = RunState(run_dir / "state.json")
+    assert state.done[-2:] == ["eval", "report"]
+    arms = ("active", "uniform")  # the smoke preset compares active with uniform selection
+    assert {
+        f"{arm}/round-{r}/{part}" for arm in arms for r in (1, 2) for part in ("plan", "synthesis", "train")
+    } <= set(state.done)
+    # stage I, then each arm, trained to the planned step counts (smoke: 4 steps, then 2 rounds x 2 steps)
+    gap = state.notes["gap"]
+    assert (
+        gap["stage I"]["step"] == 4 and gap["stage II active"]["step"] == gap["stage II uniform"]["step"] == 4
+    )
+    ids = synthesized(run_dir)
+    assert set(ids) == {"heldout", "natural", "text", "probes-1", "probes-2"} | {
+        f"{a}-{r}" for a in arms for r in (1, 2)
+    }
+    for arm in arms:
+        chosen = [c["text_id"] for r in (1, 2) for c in plan(run_dir, arm, r)["selected"]]
+        assert len(chosen) == len(set(chosen)) == sum(len(ids[f"{arm}-{r}"]) for r in (1, 2))  # none twice
+        for r in (1, 2):
+            assert (
+                state.notes["rounds"][arm][str(r)]["seconds"] > 0
+                and abs(sum(plan(run_dir, arm, r)["p"]) - 1) < 1e-9
+            )
+    for r in (1, 2):  # the arms saw the same measurements and differ by gamma alone
+        active, uniform = plan(run_dir, "active", r), plan(run_dir, "uniform", r)
+        assert active["m"] == uniform["m"] and active["cer"] == uniform["cer"]
+        assert (active["gamma"], uniform["gamma"]) == (5.0, 0.0) and uniform["p"] == uniform["pool_share"]
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert list(results["systems"]) == [
+        "original LLM",
+        "cascade",
+        "stage I",
+        "stage II uniform",
+        "stage II active",
+    ]
+    assert results["tasks"] == {"fortune-cloze": 6}
+    report = (run_dir / "report" / "report.md").read_text()
+    for row in ("| original LLM | text |", "| cascade | ASR transcript |", "| stage II uniform | speech |"):
+        assert row in report  # the Table 3 rows, all measured
+    assert "### Uniform round 2" in report and "| stage II active |" in report
+    for png in (
+        "heldout_gap.png",
+        "losses.png",
+        "m_per_cluster.png",
+        "selection_share.png",
+        "accuracy_vs_gap.png",
+    ):
+        assert (run_dir / "report" / png).stat().st_size > 5000
+    assert "report:" in output and "uniform round 2:" in output  # the final summary
+
+
+def test_a_run_directory_keeps_its_configuration(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["--preset=smoke", f"--run-dir={run_dir}"]
+    first = resolve_config(_parse(args), run_dir)
+    assert (run_dir / "config.yaml").is_file()
+    with pytest.raises(ConfigError, match="pass --resume"):
+        resolve_config(_parse(args), run_dir)
+    assert resolve_config(_parse([*args, "--resume"]), run_dir) == first
+    with pytest.raises(ConfigError, match="another configuration"):
+        resolve_config(_parse([*args, "--resume", "--set=selection.gamma=0"]), run_dir)
+    assert main(["--preset=smoke", f"--run-dir={tmp_path / 'other'}", "--set=train.lrr=1"]) == 2
+    assert "train.lrr: unknown key" in capsys.readouterr().err  # a bad key stops before anything starts
+
+
+def _parse(argv):
+    from salad_ray.run import parser
+
+    return parser().parse_args(argv)
