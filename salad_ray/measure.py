@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from salad_ray.assets import resolve
 from salad_ray.batch import Sample, collate
-from salad_ray.config import ConfigError, RunConfig, load_config
+from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import read_texts, sample_across_domains
 from salad_ray.metrics import GapSummary, summarize
 from salad_ray.model.student import SpeechLM
@@ -67,9 +67,7 @@ def measure_gap(student: SpeechLM, samples: list[Sample], batch_size: int) -> Ga
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m salad_ray.measure", description=__doc__.split("\n")[1])
-    parser.add_argument("--preset", default=None)
-    parser.add_argument("--config", default=None, help="YAML file layered over the preset")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_arguments(parser)
     parser.add_argument("--student", default=None, help="a saved student directory (default: untrained)")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ functions, so a cluster layout that could never satisfy a run is caught before i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from salad_ray.config import RunConfig
@@ -106,7 +107,7 @@ def peak_cpus(config: RunConfig) -> float:
         else r.cpus_per_teacher_replica * max(1, config.teacher.replicas.min_replicas)
     )
     pipeline = (
-        3 * r.cpus_per_light_actor
+        2 * r.cpus_per_light_actor
         + r.tts_actors[0] * r.cpus_per_tts_actor
         + r.asr_actors[0] * r.cpus_per_asr_actor
     )
@@ -125,3 +126,55 @@ def check_cluster(config: RunConfig, available_cpus: float) -> None:
             f"the Ray cluster has {available_cpus:g} CPUs but this run needs {need:g} at once (teacher "
             f"replica, TTS/ASR/light stage minimums, train workers); add nodes or lower resources.*"
         )
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one kind of actor, replica, worker or task asks of a node, and how many run at once."""
+
+    what: str
+    bundle: dict[str, float]  # Ray resources of one: CPU, GPU, custom ones such as tts
+    at_least: int  # how many must fit at the same time (pool minimums, the smallest worker count)
+
+
+def _bundle(options: dict[str, Any]) -> dict[str, float]:
+    bundle = {"CPU": float(options.get("num_cpus", 1))}
+    if options.get("num_gpus"):
+        bundle["GPU"] = float(options["num_gpus"])
+    bundle.update({k: float(v) for k, v in options.get("resources", {}).items()})
+    return bundle
+
+
+def _min_actors(options: dict[str, Any]) -> int:
+    return int(options["compute"].min_size)
+
+
+def demands(config: RunConfig) -> list[Demand]:
+    """Every resource request of a run, from the same functions the run's actors are made with."""
+    r = config.resources
+    out = []
+    if not config.teacher.url:
+        teacher = teacher_deployment_options(config)
+        out.append(
+            Demand(
+                "teacher replica",
+                _bundle(teacher["ray_actor_options"]),
+                max(1, teacher["autoscaling_config"]["min_replicas"]),
+            )
+        )
+    workers = r.train_workers if isinstance(r.train_workers, int) else r.train_workers[0]
+    out.append(
+        Demand(
+            "train worker", {"CPU": r.cpus_per_train_worker, **({"GPU": 1.0} if r.use_gpu else {})}, workers
+        )
+    )
+    for what, options in (
+        ("TTS actor", tts_stage_options(config)),
+        ("ASR actor", asr_stage_options(config)),
+        ("embedding actor", embed_stage_options(config)),
+        ("scorer actor", scorer_stage_options(config)),
+        ("light stage actor", light_stage_options(config)),
+    ):
+        out.append(Demand(what, _bundle(options), _min_actors(options)))
+    out.append(Demand("evaluation task", _bundle(eval_task_options(config)), 1))
+    return out

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from salad_ray.config import ConfigError, RunConfig, load_config
+from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import TextRecord, read_texts, sample_across_domains
 
 STATE_FILE = "state.json"
@@ -127,10 +127,11 @@ def _records(frame: pd.DataFrame) -> list[TextRecord]:
 
 
 class Status:
-    """A one-line status of the loop, printed every ``every`` seconds from a background thread."""
+    """A one-line status of the loop from a background thread: looked at every ``every`` seconds,
+    printed when it changed, or after ``quiet`` seconds without a change."""
 
-    def __init__(self, driver: Driver, every: float = 20.0):
-        self.driver, self.every = driver, every
+    def __init__(self, driver: Driver, every: float = 20.0, quiet: float = 120.0):
+        self.driver, self.every, self.quiet = driver, every, quiet
         self.phase = "starting"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -157,12 +158,22 @@ class Status:
                     else stages.stage2_rounds * stages.stage2_steps_per_round
                 )
                 step = f"{last['stage']} {last['step']}/{total}"
+        from salad_ray.eval.suite import PROGRESS_FILE
+
         queue = d.queue_depth()
-        return f"[salad-ray] {self.phase} | trainer {step} | synthesis queue {queue} texts | budget used {d.budget_used()}"
+        phase = self.phase
+        progress = d.run_dir / "eval" / PROGRESS_FILE
+        if phase == "eval" and progress.is_file():
+            phase = f"eval: {progress.read_text().strip()}"
+        return f"[salad-ray] {phase} | trainer {step} | synthesis queue {queue} texts | budget used {d.budget_used()}"
 
     def _run(self) -> None:
+        last, printed = "", 0.0
         while not self._stop.wait(self.every):
-            print(self.line(), flush=True)
+            line = self.line()
+            if line != last or time.time() - printed >= self.quiet:
+                print(line, flush=True)
+                last, printed = line, time.time()
 
 
 class Driver:
@@ -225,9 +236,14 @@ class Driver:
 
     # ------------------------------------------------------------------------------------ phases
 
+    def heldout_records(self) -> list[TextRecord]:
+        """The held-out texts: spread across domains, a deterministic function of the config."""
+        h = self.config.data.heldout
+        return sample_across_domains(list(read_texts(h.text)), h.samples, self.config.seed)
+
     def build_heldout(self) -> None:
         h = self.config.data.heldout
-        records = sample_across_domains(list(read_texts(h.text)), h.samples, self.config.seed)
+        records = self.heldout_records()
         summary = self._synthesize("heldout", records, voices=h.voices, source="heldout")
         self.state.finish("heldout", heldout_ids=[r.text_id for r in records], pipelines={"heldout": summary})
 
@@ -241,7 +257,8 @@ class Driver:
             print(report.summary(), flush=True)
             summaries.append(report.summary())
         if data.natural_standin is not None:
-            records = list(read_texts(data.natural_standin.text))
+            heldout = {r.text_id for r in self.heldout_records()}  # never train on held-out texts
+            records = [r for r in read_texts(data.natural_standin.text) if r.text_id not in heldout]
             ids = [r.text_id for r in records]
             summaries.append(
                 self._synthesize("natural", records, voices=data.natural_standin.voices, source="natural")
@@ -595,9 +612,7 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m salad_ray.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default=None)
-    parser.add_argument("--config", default=None, help="YAML file layered over the preset")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_arguments(parser)
     parser.add_argument("--run-dir", default=None, help="where the run lives (default runs/<preset>)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir (start it if there is none)"

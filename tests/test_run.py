@@ -263,3 +263,25 @@ def _parse(argv):
     from salad_ray.run import parser
 
     return parser().parse_args(argv)
+
+
+def test_eval_cli_reevaluates_a_finished_run(submitted_run, tmp_path):
+    code, _ = submitted_run.result()
+    assert code == 0
+    out = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, "-m", "salad_ray.eval", f"--run-dir={submitted_run.run_dir}", f"--out={out}"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((out / "results.json").read_text())
+    first = json.loads((submitted_run.run_dir / "eval" / "results.json").read_text())
+    for name in first["systems"]:  # deterministic: the same accuracies and held-out gap
+        assert again["systems"][name]["accuracy"] == first["systems"][name]["accuracy"]
+    assert again["systems"]["stage II active"]["heldout"]["m"] == pytest.approx(
+        first["systems"]["stage II active"]["heldout"]["m"], rel=1e-5
+    )
+    assert "| stage II active | speech |" in proc.stdout and "student (fed text)" in proc.stdout

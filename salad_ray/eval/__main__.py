@@ -17,15 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-from salad_ray.config import ConfigError, load_config
+from salad_ray.config import ConfigError, add_config_arguments, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m salad_ray.eval", description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default=None, help="evaluate this run's students with its config")
-    parser.add_argument("--preset", default=None)
-    parser.add_argument("--config", default=None, help="YAML file layered over the preset")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_arguments(parser)
     parser.add_argument("--student", action="append", default=[], metavar="NAME=DIR", help="a saved student")
     parser.add_argument("--out", default=None, help="output directory (default: <run-dir>/eval or ./eval)")
     args = parser.parse_args(argv)

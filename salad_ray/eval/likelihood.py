@@ -5,7 +5,8 @@ For a prompt x (few-shot examples, then the item's context) and an option o of |
     score(o) = (1 / |o|) * sum_{t=1}^{|o|} log P(o_t | x, o_<t)
 
 and the prediction is the option with the highest score (the paper's scoring; per-token
-normalisation keeps long options from losing by length alone). The model is a
+normalisation keeps long options from losing by length alone). Each prompt runs once and its
+options continue from its KV cache. The model is a
 :class:`~salad_ray.model.student.SpeechLM`: in every mode the options are text, and the prompt is
 text (``text``), speech spans for the spoken pieces (``speech``), or the ASR transcript of that
 speech (``cascade``). The original LLM is a student before training: its LLM is the original
@@ -28,9 +29,9 @@ import torch.nn.functional as F
 
 from salad_ray.batch import Sample, collate
 from salad_ray.eval.items import Item
-from salad_ray.interleave import TokenSpan, mixed_layout
+from salad_ray.interleave import TokenSpan
 from salad_ray.metrics import per_sample
-from salad_ray.model.student import Rows, SpeechLM, mixed_rows
+from salad_ray.model.student import SpeechLM
 
 MODES = ("text", "speech", "cascade")
 
@@ -80,8 +81,8 @@ def fit_prompt(
     raise AssertionError("unreachable")
 
 
-def encode(tokenizer, bos_id: int | None, pieces: list[tuple[str, bool]], option: str):
-    """Token ids, spans and the index of the option's first token, for pieces (text, is_speech)."""
+def encode_prompt(tokenizer, bos_id: int | None, pieces: list[tuple[str, bool]]):
+    """Token ids and spans of a prompt given as pieces (text, is_speech), one span per piece."""
     ids = [bos_id] if bos_id is not None else []
     spans = []
     for k, (text, speech) in enumerate(pieces):
@@ -90,20 +91,22 @@ def encode(tokenizer, bos_id: int | None, pieces: list[tuple[str, bool]], option
             raise ValueError(f"the prompt piece {text!r} has no tokens")
         spans.append(TokenSpan(len(ids), len(ids) + len(piece), speech))
         ids.extend(piece)
-    start = len(ids)
-    option_ids = tokenizer.encode(" " + option, add_special_tokens=False)
-    spans.append(TokenSpan(start, start + len(option_ids), False))
-    return ids + option_ids, spans, start
+    return ids, spans
+
+
+def encode_option(tokenizer, option: str) -> list[int]:
+    """An option's tokens, as a continuation after a space."""
+    return tokenizer.encode(" " + option, add_special_tokens=False)
 
 
 def prompt_tokens(tokenizer, bos_id: int | None, prompt: Prompt) -> int:
     """Text tokens of the prompt with its longest option."""
-    pieces = [(p.text, False) for p in prompt.pieces]
-    return max(len(encode(tokenizer, bos_id, pieces, o)[0]) for o in prompt.item.options)
+    ids, _ = encode_prompt(tokenizer, bos_id, [(p.text, False) for p in prompt.pieces])
+    return len(ids) + max(len(encode_option(tokenizer, o)) for o in prompt.item.options)
 
 
-def option_samples(student: SpeechLM, prompt: Prompt, mode: str) -> list[tuple[Sample, int]]:
-    """One sample per option of a prompt in ``mode``, with the index of the option's first token."""
+def prompt_sample(student: SpeechLM, prompt: Prompt, mode: str) -> Sample:
+    """The prompt in ``mode`` as a sample: text pieces, spoken pieces, or their transcripts."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "text":
@@ -118,46 +121,49 @@ def option_samples(student: SpeechLM, prompt: Prompt, mode: str) -> list[tuple[S
         heard = iter(prompt.transcripts)
         # an empty transcript (ASR heard nothing) still leaves a token in the prompt
         pieces = [((next(heard) or "...") if p.spoken else p.text, False) for p in prompt.pieces]
+    ids, spans = encode_prompt(student.tokenizer, student.bos_id, pieces)
     audio = list(prompt.audio) if mode == "speech" else []
-    out = []
-    for n, option in enumerate(prompt.item.options):
-        ids, spans, start = encode(student.tokenizer, student.bos_id, pieces, option)
-        out.append((Sample(f"{prompt.item.item_id}/{n}", ids, spans, audio), start))
-    return out
+    return Sample(prompt.item.item_id, ids, spans, audio)
 
 
 @torch.no_grad()
-def continuation_scores(student: SpeechLM, samples: list[Sample], starts: list[int]) -> np.ndarray:
-    """Mean log-probability of the tokens from ``starts[b]`` on of each sample (the option)."""
-    batch = collate(samples)
-    layouts = [mixed_layout(len(s.ids), s.spans, [student.frames(len(a)) for a in s.audio]) for s in samples]
-    rows = mixed_rows(layouts, max(lay.length for lay in layouts))
-    keep = rows.w >= torch.tensor(starts)[rows.sample]
-    rows = Rows(rows.sample[keep], rows.flat[keep], rows.w[keep])
-    logits, rows = student(batch, "mixed", rows=rows)
-    targets = batch.w_ids[rows.sample, rows.w].to(logits.device)
-    logp = F.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
-    sums, counts = per_sample(logp, rows.sample, len(samples))
+def option_scores(student: SpeechLM, prompt: Sample, options: list[list[int]]) -> np.ndarray:
+    """Mean log-probability of each option's tokens after the prompt (module docstring).
+
+    The prompt runs once (speech spans through the encoder and adapter) into a KV cache; the
+    options then run together on copies of that cache, right-padded. Option token t is predicted
+    by the prompt's last row (t = 0) or by the option's own row t - 1.
+    """
+    inputs, mask, _ = student.mixed_inputs(collate([prompt]).to(student.device))
+    decoder = student._causal_lm().get_decoder()
+    first = decoder(inputs_embeds=inputs, attention_mask=mask, use_cache=True)
+    cache, last = first.past_key_values, first.last_hidden_state[:, -1:]  # (1, 1, H)
+    n, longest = len(options), max(len(o) for o in options)
+    ids = torch.zeros(n, longest, dtype=torch.long)
+    valid = torch.zeros(n, longest, dtype=torch.bool)
+    for k, option in enumerate(options):
+        ids[k, : len(option)] = torch.tensor(option)
+        valid[k, : len(option)] = True
+    ids, valid = ids.to(student.device), valid.to(student.device)
+    cache.batch_repeat_interleave(n)
+    hidden = decoder(
+        inputs_embeds=student._causal_lm().get_input_embeddings()(ids),
+        attention_mask=torch.cat([mask.expand(n, -1), valid.long()], dim=1),
+        past_key_values=cache,
+    ).last_hidden_state  # (n, longest, H)
+    predictors = torch.cat([last.expand(n, 1, -1), hidden[:, :-1]], dim=1)  # row t predicts token t
+    logp = F.log_softmax(student.logits(predictors[valid]).float(), dim=-1)
+    picked = logp.gather(1, ids[valid][:, None])[:, 0]
+    owner = torch.arange(n, device=picked.device)[:, None].expand(n, longest)[valid]
+    sums, counts = per_sample(picked, owner, n)
     return (sums / counts).numpy()
 
 
-def predict(student: SpeechLM, prompts: list[Prompt], mode: str, batch_size: int) -> np.ndarray:
+def predict(student: SpeechLM, prompts: list[Prompt], mode: str) -> np.ndarray:
     """The index of the best-scoring option of every prompt."""
     student.eval()
-    flat = [
-        (p, s, start)
-        for p, prompt in enumerate(prompts)
-        for s, start in option_samples(student, prompt, mode)
-    ]
-    scores = np.empty(len(flat))
-    for b in range(0, len(flat), batch_size):
-        chunk = flat[b : b + batch_size]
-        scores[b : b + len(chunk)] = continuation_scores(
-            student, [s for _, s, _ in chunk], [x for _, _, x in chunk]
-        )
-    out, k = [], 0
+    out = []
     for prompt in prompts:
-        n = len(prompt.item.options)
-        out.append(int(np.argmax(scores[k : k + n])))
-        k += n
+        options = [encode_option(student.tokenizer, o) for o in prompt.item.options]
+        out.append(int(np.argmax(option_scores(student, prompt_sample(student, prompt, mode), options))))
     return np.array(out)

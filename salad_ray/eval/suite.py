@@ -24,6 +24,7 @@ import json
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from salad_ray.pipeline.shards import ShardStore
 
 ORIGINAL = "original LLM"
 CASCADE = "cascade"
+PROGRESS_FILE = "progress.txt"  # the system being scored, for the driver's status line
 
 
 def build_prompts(config: RunConfig, tokenizer, bos_id: int | None) -> dict[str, list[Prompt]]:
@@ -95,14 +97,14 @@ def accuracy(predictions: np.ndarray, items: list[Item]) -> float:
 
 
 def score_modes(
-    model: SpeechLM, prompts: dict[str, list[Prompt]], modes: list[str], batch_size: int
+    model: SpeechLM, prompts: dict[str, list[Prompt]], modes: list[str]
 ) -> dict[str, dict[str, float]]:
     """Accuracy per mode and task."""
     out: dict[str, dict[str, float]] = {}
     for mode in modes:
         out[mode] = {}
         for task, task_prompts in prompts.items():
-            predictions = predict(model, task_prompts, mode, batch_size)
+            predictions = predict(model, task_prompts, mode)
             out[mode][task] = accuracy(predictions, [p.item for p in task_prompts])
     return out
 
@@ -138,28 +140,38 @@ def heldout_gap(student: SpeechLM, samples: list[tuple], batch_size: int) -> dic
     }
 
 
-def evaluate(config: RunConfig, students: dict[str, Path], heldout: Path | None = None) -> dict:
-    """Evaluate the original LLM, the cascade and every student (module docstring)."""
+def evaluate(
+    config: RunConfig,
+    students: dict[str, Path],
+    heldout: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Evaluate the original LLM, the cascade and every student (module docstring); ``progress``
+    hears what is being done."""
     t0 = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     batch = config.eval.batch_size
     original = SpeechLM.from_config(config.models).to(device)  # untrained: its LLM is the original
     prompts = build_prompts(config, original.tokenizer, original.bos_id)
     flat = [p for task in prompts.values() for p in task]
+    steps = 4 + len(students)
+    progress(f"1/{steps} speak {len(flat)} prompts")
     speak_prompts(config, flat)
+    progress(f"2/{steps} transcribe (cascade)")
     transcribe_prompts(config, flat)
     held = heldout_samples(heldout) if heldout is not None else []
-    systems = {
-        ORIGINAL: {"kind": "original", "accuracy": score_modes(original, prompts, ["text"], batch)},
-        CASCADE: {"kind": "cascade", "accuracy": score_modes(original, prompts, ["cascade"], batch)},
-    }
+    progress(f"3/{steps} {ORIGINAL}")
+    systems = {ORIGINAL: {"kind": "original", "accuracy": score_modes(original, prompts, ["text"])}}
+    progress(f"4/{steps} {CASCADE}")
+    systems[CASCADE] = {"kind": "cascade", "accuracy": score_modes(original, prompts, ["cascade"])}
     del original
-    for name, path in tqdm(students.items(), desc="evaluate students", unit="student"):
+    for n, (name, path) in enumerate(tqdm(students.items(), desc="evaluate students", unit="student"), 5):
+        progress(f"{n}/{steps} {name}")
         student = SpeechLM.load(path, device=device)
         systems[name] = {
             "kind": "student",
             "path": str(path),
-            "accuracy": score_modes(student, prompts, ["speech", "text"], batch),
+            "accuracy": score_modes(student, prompts, ["speech", "text"]),
             **({"heldout": heldout_gap(student, held, batch)} if held else {}),
         }
         del student
@@ -178,8 +190,9 @@ def evaluate(config: RunConfig, students: dict[str, Path], heldout: Path | None 
 
 def run_eval(config: RunConfig, students: dict[str, Path], heldout: Path | None, out: Path) -> Path:
     """Evaluate and write ``out/results.json`` atomically; returns its path."""
-    result = evaluate(config, students, heldout)
     out.mkdir(parents=True, exist_ok=True)
+    result = evaluate(config, students, heldout, lambda line: (out / PROGRESS_FILE).write_text(line))
+    (out / PROGRESS_FILE).unlink(missing_ok=True)
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out / "results.json")

@@ -227,6 +227,11 @@ class SpeechLM(nn.Module):
 
     def mixed_hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[MixedLayout]]:
         """Last hidden states on the mixed contexts c: ((B, Lc, H), (B, Lc) mask, layouts)."""
+        inputs, mask, layouts = self.mixed_inputs(batch)
+        return self._decode(inputs, mask), mask, layouts
+
+    def mixed_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[MixedLayout]]:
+        """The LLM's input embeddings of the mixed contexts c: ((B, Lc, H), (B, Lc) mask, layouts)."""
         speech = self.speech_embeddings([a for sample in batch.audio for a in sample])
         token_emb = self._causal_lm().get_input_embeddings()(batch.w_ids.to(self.device))  # (B, Lw, H)
         sequences, layouts, k = [], [], 0
@@ -249,8 +254,7 @@ class SpeechLM(nn.Module):
             idle = self.adapter(torch.zeros(1, self.adapter.stack, self.encoder.dim, device=self.device))
             inputs = inputs + 0.0 * idle.sum()
         mask = pad_sequence([torch.ones(s.shape[0], dtype=torch.long) for s in sequences], batch_first=True)
-        mask = mask.to(self.device)
-        return self._decode(inputs, mask), mask, layouts
+        return inputs, mask.to(self.device), layouts
 
     def text_hidden(self, batch: Batch) -> torch.Tensor:
         """Last hidden states on the pure texts w: (B, Lw, H)."""

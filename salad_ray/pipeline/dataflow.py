@@ -1,11 +1,13 @@
 """The data pipeline on Ray Data: texts or recorded speech in, committed shards out.
 
-    texts ─> plan (validate, normalise, spans, tokens) ─> TTS actor pool ─> ASR check ─> teacher ─> shards
-    texts ─> plan (one text span)                                                   ─> teacher ─> shards
-    recorded speech ─> decode, validate, align, tokens                              ─> teacher ─> shards
+    texts ─> [plan (validate, normalise, spans, tokens) ─> TTS] ─> [ASR check] ─> [teacher ─> write]
+    texts ─> [plan (one text span)]                                              ─> [teacher ─> write]
+    recorded speech ─> [decode, validate, align, tokens]                         ─> [teacher ─> write]
 
-Every bulk stage is a ``map_batches`` over a stage class of :mod:`salad_ray.pipeline.stages`;
-resources and pool sizes come from :mod:`salad_ray.resources`. Inputs already committed to the
+Every bulk stage is a ``map_batches`` over the stage classes of :mod:`salad_ray.pipeline.stages`;
+stages in one bracket share an actor (each actor start imports torch and loads a model, so a
+pipeline of small rounds is dominated by start-ups otherwise). Resources and pool sizes come from
+:mod:`salad_ray.resources`. Inputs already committed to the
 store are skipped, refused records go to the store's quarantine with their reason, and the driver
 commits what the run returned (:class:`~salad_ray.pipeline.shards.ShardStore`), so a rerun adds
 nothing and an interrupted run loses nothing.
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from salad_ray.config import RunConfig, SpeechSource
+from salad_ray.config import RunConfig, SpeechSource, TTSConfig
 from salad_ray.corpus import RawText, TextRecord
 from salad_ray.pipeline.records import OK
 from salad_ray.pipeline.shards import ShardStore
@@ -136,20 +138,33 @@ def _chunks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
     return [frame.iloc[i : i + size].reset_index(drop=True) for i in range(0, len(frame), size)]
 
 
+class PlanAndSpeak:
+    """Plan, then speak, in one TTS actor: planning is light, and a pipeline starts one actor fewer."""
+
+    def __init__(self, plan_args: tuple, tts: TTSConfig):
+        self.plan, self.speak = PlanStage(*plan_args), TTSStage(tts)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return self.speak(self.plan(batch))
+
+
+class TeachAndWrite:
+    """Teacher top-k, then the shard write, in one light actor (both mostly wait on I/O)."""
+
+    def __init__(self, config: RunConfig, root: str):
+        self.teacher, self.write = TeacherStage(config), ShardWriter(root)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return self.write(self.teacher(batch))
+
+
 def _teacher_and_write(ds, config: RunConfig, store: ShardStore):
-    ds = ds.map_batches(
-        TeacherStage,
-        fn_constructor_args=(config,),
+    return ds.map_batches(
+        TeachAndWrite,
+        fn_constructor_args=(config, str(store.root)),
         batch_size=config.data.teacher_batch_size,
         batch_format="pandas",
         **light_stage_options(config),
-    )
-    return ds.map_batches(
-        ShardWriter,
-        fn_constructor_args=(str(store.root),),
-        batch_size=None,
-        batch_format="pandas",
-        **light_stage_options(config, max_actors=1),
     )
 
 
@@ -198,24 +213,18 @@ def run_texts(
     ensure_teacher(config)
     batch = config.data.tts_batch_size
     ds = ray.data.from_pandas(_chunks(todo, batch))
-    ds = ds.map_batches(
-        PlanStage,
-        fn_constructor_args=(
-            config.models.llm,
-            config.interleave,
-            config.seed,
-            config.data.min_words,
-            config.data.max_words,
-            speech,
-        ),
-        batch_size=batch,
-        batch_format="pandas",
-        **light_stage_options(config, max_actors=1),
+    plan_args = (
+        config.models.llm,
+        config.interleave,
+        config.seed,
+        config.data.min_words,
+        config.data.max_words,
+        speech,
     )
     if speech:
         ds = ds.map_batches(
-            TTSStage,
-            fn_constructor_args=(config.tts,),
+            PlanAndSpeak,
+            fn_constructor_args=(plan_args, config.tts),
             batch_size=batch,
             batch_format="pandas",
             **tts_stage_options(config),
@@ -231,6 +240,14 @@ def run_texts(
                 batch_format="pandas",
                 **asr_stage_options(config),
             )
+    else:
+        ds = ds.map_batches(
+            PlanStage,
+            fn_constructor_args=plan_args,
+            batch_size=batch,
+            batch_format="pandas",
+            **light_stage_options(config, max_actors=1),
+        )
     return _finish(_teacher_and_write(ds, config, store), store, report, t0)
 
 

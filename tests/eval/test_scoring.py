@@ -6,15 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from salad_ray.batch import Sample, collate
 from salad_ray.config import BenchmarkSpec
 from salad_ray.eval.items import Item, load_items
-from salad_ray.eval.likelihood import (
-    build_prompt,
-    continuation_scores,
-    option_samples,
-    predict,
-)
+from salad_ray.eval.likelihood import build_prompt, encode_option, option_scores, predict, prompt_sample
 from salad_ray.eval.suite import accuracy, speak_prompts, transcribe_prompts
+from salad_ray.interleave import TokenSpan
 from salad_ray.model.student import SpeechLM
 
 CHANCE = 0.25  # four options
@@ -31,36 +28,48 @@ def smoke_student(smoke_config):
     return SpeechLM.from_config(smoke_config.models).eval()
 
 
+ITEM = Item("x", "t", "the cat sat on the", ("mat today", "moon", "big red mat"), 0)
+
+
+def scores_of(student, prompt, mode):
+    options = [encode_option(student.tokenizer, o) for o in prompt.item.options]
+    return (
+        prompt_sample(student, prompt, mode),
+        options,
+        option_scores(student, prompt_sample(student, prompt, mode), options),
+    )
+
+
 def test_text_score_is_the_mean_option_log_probability(smoke_student):
-    item = Item("x", "t", "the cat sat on the", ("mat today", "moon"), 0)
-    prompt = build_prompt(item, [], span_words=30)
-    samples = option_samples(smoke_student, prompt, "text")
-    scores = continuation_scores(smoke_student, [s for s, _ in samples], [start for _, start in samples])
+    """The cached path (prompt once, options on its KV cache) against one plain forward per option."""
+    sample, options, scores = scores_of(smoke_student, build_prompt(ITEM, [], span_words=30), "text")
     llm = smoke_student._causal_lm()
-    for (sample, start), score in zip(samples, scores, strict=True):
-        ids = torch.tensor([sample.ids])
+    for option, score in zip(options, scores, strict=True):
+        ids = sample.ids + option
         with torch.no_grad():
-            logp = torch.log_softmax(llm(input_ids=ids).logits[0].float(), -1)
-        option = range(start, len(sample.ids))  # token i is predicted by row i - 1
-        expected = np.mean([float(logp[i - 1, sample.ids[i]]) for i in option])
+            logp = torch.log_softmax(llm(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        start = len(sample.ids)  # token i is predicted by row i - 1
+        expected = np.mean([float(logp[i - 1, ids[i]]) for i in range(start, len(ids))])
         assert score == pytest.approx(expected, abs=1e-4)
 
 
-def test_speech_score_reads_only_the_option_rows(smoke_student, espeak, smoke_config):
-    item = Item("x", "t", "the cat sat on the", ("mat today", "moon"), 0)
-    prompt = build_prompt(item, [], span_words=30)
+def test_speech_score_matches_the_full_mixed_forward(smoke_student, smoke_config):
+    prompt = build_prompt(ITEM, [], span_words=3)  # the context spoken as two spans
     speak_prompts(smoke_config, [prompt])
-    samples = option_samples(smoke_student, prompt, "speech")
-    assert all(s.spans[0].speech and not s.spans[-1].speech for s, _ in samples)
-    scores = continuation_scores(smoke_student, [s for s, _ in samples], [x for _, x in samples])
-    for (sample, start), score in zip(samples, scores, strict=True):
-        from salad_ray.batch import collate
-
+    sample, options, scores = scores_of(smoke_student, prompt, "speech")
+    assert [s.speech for s in sample.spans] == [True, True] and len(sample.audio) == 2
+    for option, score in zip(options, scores, strict=True):
+        full = Sample(
+            "full",
+            sample.ids + option,
+            [*sample.spans, TokenSpan(len(sample.ids), len(sample.ids) + len(option), False)],
+            sample.audio,
+        )
         with torch.no_grad():
-            logits, rows = smoke_student(collate([sample]), "mixed")  # every text target of c
+            logits, rows = smoke_student(collate([full]), "mixed")  # every text target of c
         logp = torch.log_softmax(logits.float(), -1)
-        picked = [float(logp[n, sample.ids[w]]) for n, w in enumerate(rows.w.tolist()) if w >= start]
-        assert len(picked) == len(sample.ids) - start
+        picked = [float(logp[n, full.ids[w]]) for n, w in enumerate(rows.w.tolist()) if w >= len(sample.ids)]
+        assert len(picked) == len(option)
         assert score == pytest.approx(np.mean(picked), abs=1e-4)
 
 
@@ -76,7 +85,7 @@ def test_sure_answers_are_picked(smollm):
         Item("abc", "sure", "A B C D E F G H", ("Q Z X", "I J K L", "the of the")[::-1], 1),
         Item("capital", "sure", "The capital city of France is", ("Paris.", "a banana.", "blue."), 0),
     ]
-    predictions = predict(smollm, [build_prompt(i, [], 30) for i in items], "text", batch_size=4)
+    predictions = predict(smollm, [build_prompt(i, [], 30) for i in items], "text")
     assert [items[n].options[p] for n, p in enumerate(predictions)] == [i.options[i.answer] for i in items]
 
 
@@ -95,15 +104,15 @@ def cloze_prompts(local_config):
 def test_smollm2_reads_the_offline_benchmark_well_above_chance(smollm, cloze_prompts):
     items = [p.item for p in cloze_prompts]
     assert {len(i.options) for i in items} == {4}
-    text = accuracy(predict(smollm, cloze_prompts, "text", 8), items)
+    text = accuracy(predict(smollm, cloze_prompts, "text"), items)
     assert text >= CHANCE + ABOVE_CHANCE_MARGIN
 
 
 @pytest.mark.slow
 def test_the_cascade_on_clean_speech_is_close_to_text(smollm, cloze_prompts):
     items = [p.item for p in cloze_prompts]
-    text = accuracy(predict(smollm, cloze_prompts, "text", 8), items)
-    cascade = accuracy(predict(smollm, cloze_prompts, "cascade", 8), items)
+    text = accuracy(predict(smollm, cloze_prompts, "text"), items)
+    cascade = accuracy(predict(smollm, cloze_prompts, "cascade"), items)
     assert abs(cascade - text) <= CASCADE_TOLERANCE and cascade >= CHANCE + 0.3
     heard = [t for p in cloze_prompts for t in p.transcripts]
     assert len(heard) == sum(len(p.spoken_texts()) for p in cloze_prompts) and all(heard)

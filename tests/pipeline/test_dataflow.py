@@ -97,7 +97,7 @@ def _tts_actors(state: str = "ALIVE") -> list[dict]:
     return [
         a
         for a in actors().values()
-        if a["ActorClassName"] == "MapWorker(MapBatches(TTSStage))" and a["State"] == state
+        if a["ActorClassName"] == "MapWorker(MapBatches(PlanAndSpeak))" and a["State"] == state
     ]
 
 
