@@ -537,10 +537,11 @@ class Driver:
     def summary(self) -> str:
         notes = self.state.notes
         lines = [f"run {self.run_dir} ({self.config.preset}): {', '.join(self.state.done)}"]
-        for stage, gap in notes.get("gap", {}).items():
-            lines.append(
-                f"  after {stage:9s} held-out F = {gap.get('heldout_f', float('nan')):.4f}  M = {gap.get('heldout_m', float('nan')):.4f}"
-            )
+        gaps = notes.get("gap", {})
+        width = max((len(stage) for stage in gaps), default=0)
+        for stage, gap in gaps.items():
+            f, m = gap.get("heldout_f", float("nan")), gap.get("heldout_m", float("nan"))
+            lines.append(f"  after {stage:{width}s}  held-out F = {f:.4f}  M = {m:.4f}")
         for arm, rounds in notes.get("rounds", {}).items():
             for r, info in sorted(rounds.items()):
                 lines.append(f"  {arm} round {r}: {info['texts']} texts, {info['seconds']:.0f} s synthesized")

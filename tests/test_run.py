@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,13 @@ def cluster():
             "--head",
             "--block",
             f"--port={gcs}",
+            # every port of its own: another Ray instance on this machine (a test session's) holds
+            # the defaults, and a head whose job agent cannot bind accepts no jobs
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
             "--num-cpus=10",  # two runs side by side; the machine's 2 cores are oversubscribed
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
@@ -90,15 +98,19 @@ def cluster():
 
 
 class Job:
-    """`ray job submit` of the smoke preset, running in the background until ``result()``."""
+    """`ray job submit` of the smoke preset, accepted at once and running in the background until
+    ``result()``: (succeeded, the driver's output)."""
 
     def __init__(self, cluster, run_dir: Path, serve_port: int, log: Path):
-        self.run_dir, self.log = run_dir, log
-        self.submit = [
+        self.run_dir, self.log, self.address = run_dir, log, cluster[0]
+        self.id = f"salad-smoke-{uuid.uuid4().hex[:8]}"
+        submit = [
             str(BIN / "ray"),
             "job",
             "submit",
-            f"--address={cluster[0]}",
+            f"--address={self.address}",
+            f"--submission-id={self.id}",
+            "--no-wait",
             f"--working-dir={ROOT}",
             "--",
             "python",
@@ -108,22 +120,30 @@ class Job:
             f"--run-dir={run_dir}",
             f"--set=teacher.http_port={serve_port}",
         ]
-        self.proc = self._start()
+        deadline = time.time() + 120
+        while True:  # the head's job agent registers a little after the dashboard answers
+            accepted = subprocess.run(submit, env=ENV, capture_output=True, text=True, timeout=300)
+            if accepted.returncode == 0:
+                break
+            assert "No available agent" in accepted.stderr and time.time() < deadline, accepted.stderr[-2000:]
+            time.sleep(2)
+        self.follow = subprocess.Popen(
+            [str(BIN / "ray"), "job", "logs", "--follow", f"--address={self.address}", self.id],
+            env=ENV,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
 
-    def _start(self) -> subprocess.Popen:
-        return subprocess.Popen(self.submit, env=ENV, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-
-    def result(self, timeout: float = 900) -> tuple[int, str]:
-        deadline = time.time() + timeout
-        while True:
-            code = self.proc.wait(timeout=max(deadline - time.time(), 1))
-            output = self.log.read_text()
-            # the head's job agent registers a little after the dashboard answers: submit again
-            if code != 0 and "No available agent" in output and time.time() < deadline:
-                time.sleep(3)
-                self.proc = self._start()
-                continue
-            return code, output
+    def result(self, timeout: float = 900) -> tuple[bool, str]:
+        self.follow.wait(timeout=timeout)
+        status = subprocess.run(
+            [str(BIN / "ray"), "job", "status", f"--address={self.address}", self.id],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return "SUCCEEDED" in status.stdout, self.log.read_text() + status.stdout
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +198,8 @@ def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
     assert "report" not in RunState(run_dir / "state.json").done
     finished = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
-    code, output = submitted_run.result()
-    assert code == 0, output[-3000:]
+    succeeded, output = submitted_run.result()
+    assert succeeded, output[-3000:]
     reference = submitted_run.run_dir
     assert synthesized(run_dir) == synthesized(reference)
     state = RunState(run_dir / "state.json")
@@ -190,9 +210,9 @@ def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
 
 
 def test_ray_job_submit_runs_the_smoke_loop_end_to_end(submitted_run):
-    code, output = submitted_run.result()
+    succeeded, output = submitted_run.result()
     run_dir = submitted_run.run_dir
-    assert code == 0, output[-5000:]
+    assert succeeded, output[-5000:]
     assert "connected to the Ray cluster" in output  # it joined the cluster, started none
     state = RunState(run_dir / "state.json")
     assert state.done[-2:] == ["eval", "report"]
@@ -266,8 +286,8 @@ def _parse(argv):
 
 
 def test_eval_cli_reevaluates_a_finished_run(submitted_run, tmp_path):
-    code, _ = submitted_run.result()
-    assert code == 0
+    succeeded, _ = submitted_run.result()
+    assert succeeded
     out = tmp_path / "eval"
     proc = subprocess.run(
         [sys.executable, "-m", "salad_ray.eval", f"--run-dir={submitted_run.run_dir}", f"--out={out}"],

@@ -1,11 +1,12 @@
-"""The TTS actor pool on a simulated multi-node cluster (run by test_elastic_tts.py in a subprocess,
-so its cluster never meets the test session's). Writes a JSON summary to the path given.
+"""The TTS actor pool on a simulated multi-node cluster (ray.cluster_utils.Cluster; run by
+test_elastic_tts.py in a subprocess, so its cluster never meets the test session's):
 
-    python -m tests.deploy.elastic_tts grow OUT.json     # autoscaler adds `tts` nodes as the pool grows
-    python -m tests.deploy.elastic_tts remove OUT.json   # a `tts` node is removed mid-run
+    python -m tests.deploy.elastic_tts OUT.json
 
-Both run the real text pipeline (espeak-ng TTS actors asking for the custom `tts` resource, the
-teacher deployment, shard writing and commit) on nodes that only the TTS actors can use.
+The real text pipeline (espeak-ng TTS actors asking for the custom `tts` resource, the teacher
+deployment, shard writing and commit) starts on a head node without `tts`; `tts` nodes join one by
+one, as an autoscaler would add them, and the first is then removed mid-run. OUT.json gets what
+was seen.
 """
 
 from __future__ import annotations
@@ -95,62 +96,50 @@ def finish(thread, result, jobs, store, out: dict) -> dict:
     return out
 
 
-def grow(root: Path) -> dict:
-    import ray
-    from ray.cluster_utils import AutoscalingCluster
-
-    cluster = AutoscalingCluster(
-        head_resources={"CPU": 4},
-        worker_node_types={
-            "tts": {"resources": {"CPU": 1, "tts": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2}
-        },
-        idle_timeout_minutes=10,
-    )
-    cluster.start()
-    try:
-        ray.init("auto")
-        out = {"tts_nodes_before": len(tts_nodes())}
-        thread, result, jobs, store = pipeline(root, texts=40)
-        peak_actors = peak_nodes = 0
-        while thread.is_alive():
-            peak_actors = max(peak_actors, len(tts_actors()))
-            peak_nodes = max(peak_nodes, len(tts_nodes()))
-            time.sleep(0.5)
-        out.update(peak_tts_actors=peak_actors, peak_tts_nodes=peak_nodes)
-        return finish(thread, result, jobs, store, out)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+def wait_for(condition, timeout: float = 300) -> bool:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
-def remove(root: Path) -> dict:
+def scenario(root: Path) -> dict:
+    """No `tts` node, then one, then a second: the pool follows; then the first is removed mid-run."""
     import ray
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
-    nodes = [cluster.add_node(num_cpus=2, resources={"tts": 2}) for _ in range(2)]
     try:
         ray.init(address=cluster.address)
-        thread, result, jobs, store = pipeline(root, texts=60)
-        deadline = time.time() + 300
-        while (
-            len({a["Address"]["NodeID"] for a in tts_actors()}) < 2
-            and thread.is_alive()
-            and time.time() < deadline
-        ):
-            time.sleep(0.2)  # both TTS actors up, one on each tts node
-        time.sleep(1.0)
-        victim_id = tts_actors()[0]["Address"]["NodeID"]
-        victim = next(n for n in nodes if n.node_id == victim_id)
-        cluster.remove_node(victim, allow_graceful=False)
-        out = {"removed_while_running": thread.is_alive(), "tts_nodes_after": len(tts_nodes())}
-        return finish(thread, result, jobs, store, out)
+        thread, result, jobs, store = pipeline(root, texts=240)
+        out: dict = {}
+        time.sleep(5)  # the pool's first actor asks for `tts`, which no node has yet
+        out["actors_without_tts_nodes"] = len(tts_actors())
+        first = cluster.add_node(num_cpus=1, resources={"tts": 1})  # room for one TTS actor
+        wait_for(lambda: len(tts_actors()) >= 1)
+        out["actors_with_one_node"] = len(tts_actors())
+        time.sleep(1)
+        out["actors_still_one_node"] = len(tts_actors())  # backlog, but no room to grow
+        cluster.add_node(num_cpus=2, resources={"tts": 2})  # room for two more
+        wait_for(lambda: len(tts_actors()) >= 2 or not thread.is_alive())
+        out["actors_with_two_nodes"] = len(tts_actors())
+        victims = [a["ActorID"] for a in tts_actors() if a["Address"]["NodeID"] == first.node_id]
+        out["pipeline_running_at_removal"] = thread.is_alive()
+        cluster.remove_node(first, allow_graceful=False)  # its actor dies with its tasks in flight
+        wait_for(lambda: len(tts_nodes()) == 1, timeout=60)
+        out["tts_nodes_after_removal"] = len(tts_nodes())
+        finish(thread, result, jobs, store, out)
+        from ray._private.state import actors
+
+        out["victim_restarts"] = [actors(v)["NumRestarts"] for v in victims]
+        return out
     finally:
         ray.shutdown()
         cluster.shutdown()
 
 
 if __name__ == "__main__":
-    mode, path = sys.argv[1], Path(sys.argv[2])
-    summary = {"grow": grow, "remove": remove}[mode](path.parent)
-    path.write_text(json.dumps(summary))
+    path = Path(sys.argv[1])
+    path.write_text(json.dumps(scenario(path.parent)))

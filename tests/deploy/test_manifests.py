@@ -39,6 +39,7 @@ def strict(schema):
 @pytest.fixture(scope="module")
 def crd_schemas():
     """(apiVersion, kind) -> validator, from the KubeRay v1.7.0 CRDs."""
+    assert CRDS.is_dir(), f"the KubeRay CRD schemas are expected in {CRDS} (../shared beside the repository)"
     out = {}
     for path in sorted(CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
