@@ -98,8 +98,9 @@ def max_train_workers(config: RunConfig) -> int:
 
 
 def peak_cpus(config: RunConfig) -> float:
-    """CPUs the run needs at once at its busiest (stage II: the teacher, one round being prepared and
-    the trainer), each pool at its minimum size. Fewer and some stage would wait forever."""
+    """CPUs the run needs at once at its busiest, each pool at its minimum size: the teacher, plus
+    either the data phases (the held-out, natural and text pipelines side by side) or stage II (per
+    arm, one round being prepared and the trainer). Fewer and some stage could wait forever."""
     r = config.resources
     teacher = (
         0.0
@@ -115,7 +116,8 @@ def peak_cpus(config: RunConfig) -> float:
         pipeline, r.scorer_actors[0] * r.cpus_per_scorer_actor, r.embed_actors[0] * r.cpus_per_embed_actor
     )
     workers = r.train_workers if isinstance(r.train_workers, int) else r.train_workers[0]
-    return teacher + prepare + workers * r.cpus_per_train_worker
+    arms = 2 if config.selection.compare_uniform else 1
+    return teacher + max(3 * pipeline, arms * (prepare + workers * r.cpus_per_train_worker))
 
 
 def check_cluster(config: RunConfig, available_cpus: float) -> None:

@@ -19,8 +19,8 @@ from its checkpoint):
     report         Markdown and plots
 
 The arms of stage II are ``active`` (the config's gamma) and, with ``selection.compare_uniform``,
-``uniform`` (gamma = 0, the paper's comparison: same stage-I student, probes, budget and seed).
-An arm is pipelined: while the trainer trains on round r, round r+1 is probed, scored, selected and
+``uniform`` (gamma = 0, the paper's comparison: same stage-I student, probes, budget and seed);
+they run side by side. An arm is pipelined: while the trainer trains on round r, round r+1 is probed, scored, selected and
 synthesized, so the trainer does not wait for data and the TTS actors do not sit idle. Round r+1
 is scored with the active student saved at the end of round r-1 (the newest one that already exists
 when its probing starts), which keeps every decision reproducible: a run killed anywhere and
@@ -128,11 +128,14 @@ def _records(frame: pd.DataFrame) -> list[TextRecord]:
 
 class Status:
     """A one-line status of the loop from a background thread: looked at every ``every`` seconds,
-    printed when it changed, or after ``quiet`` seconds without a change."""
+    printed when it changed, or after ``quiet`` seconds without a change.
+
+    Work that runs side by side (the data pipelines, the arms of stage II) shows in lanes of its own.
+    """
 
     def __init__(self, driver: Driver, every: float = 20.0, quiet: float = 120.0):
         self.driver, self.every, self.quiet = driver, every, quiet
-        self.phase = "starting"
+        self.lanes: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -143,29 +146,46 @@ class Status:
     def __exit__(self, *exc) -> None:
         self._stop.set()
 
-    def line(self) -> str:
-        d = self.driver
-        stages = d.config.stages
-        step = "-"
-        metrics = d.run_dir / "metrics.jsonl"
+    def show(self, lane: str, text: str) -> None:
+        self.lanes[lane] = text
+
+    def clear(self, lane: str) -> None:
+        self.lanes.pop(lane, None)
+
+    def trainer(self) -> str:
+        """The step of every training stage still under way (else of the last one to log)."""
+        stages, metrics = self.driver.config.stages, self.driver.run_dir / "metrics.jsonl"
+        last: dict[str, int] = {}
         if metrics.is_file():
-            lines = metrics.read_text().splitlines()
-            if lines:
-                last = json.loads(lines[-1])
-                total = (
-                    stages.stage1_steps
-                    if last["stage"] == "stage1"
-                    else stages.stage2_rounds * stages.stage2_steps_per_round
-                )
-                step = f"{last['stage']} {last['step']}/{total}"
+            for line in metrics.read_text().splitlines():
+                record = json.loads(line)
+                last[record["stage"]] = record["step"]
+        if not last:
+            return "-"
+
+        def total(stage: str) -> int:
+            return (
+                stages.stage1_steps
+                if stage == "stage1"
+                else stages.stage2_rounds * stages.stage2_steps_per_round
+            )
+
+        running = [stage for stage, step in last.items() if step < total(stage)] or [list(last)[-1]]
+        return ", ".join(f"{stage} {last[stage]}/{total(stage)}" for stage in running)
+
+    def line(self) -> str:
         from salad_ray.eval.suite import PROGRESS_FILE
 
-        queue = d.queue_depth()
-        phase = self.phase
+        d = self.driver
+        lanes = dict(self.lanes)
         progress = d.run_dir / "eval" / PROGRESS_FILE
-        if phase == "eval" and progress.is_file():
-            phase = f"eval: {progress.read_text().strip()}"
-        return f"[salad-ray] {phase} | trainer {step} | synthesis queue {queue} texts | budget used {d.budget_used()}"
+        if "eval" in lanes and progress.is_file():
+            lanes["eval"] = f"eval: {progress.read_text().strip()}"
+        work = "; ".join(lanes.values()) or "starting"
+        return (
+            f"[salad-ray] {work} | trainer {self.trainer()} | synthesis queue {d.queue_depth()} texts"
+            f" | budget used {d.budget_used()}"
+        )
 
     def _run(self) -> None:
         last, printed = "", 0.0
@@ -182,6 +202,8 @@ class Driver:
         self.run_dir = run_dir
         self.state = RunState(run_dir / STATE_FILE)
         self.status = Status(self)
+        self._probing = threading.Lock()  # one arm probes a round, the other finds it done
+        self._failed = threading.Event()  # set when an arm fails
         self._pending: dict[str, tuple[Any, int]] = {}  # store name -> (store, texts submitted)
 
     # ----------------------------------------------------------------------------------- helpers
@@ -228,10 +250,11 @@ class Driver:
     def phase(self, name: str, fn) -> None:
         if name in self.state.done:
             return
-        self.status.phase = name
+        self.status.show(name, name)
         print(f"[salad-ray] phase {name}", flush=True)
         t0 = time.time()
         fn()
+        self.status.clear(name)
         print(f"[salad-ray] phase {name} done in {time.time() - t0:.0f} s", flush=True)
 
     # ------------------------------------------------------------------------------------ phases
@@ -295,11 +318,10 @@ class Driver:
                 future.result()
 
     def benchmark_text_ids(self) -> set[str]:
-        """Texts of the offline benchmarks (fortune cloze items are fortunes): never trained on."""
+        """Texts of the offline benchmarks (fortune cloze items are fortunes): never trained on, whether
+        the run evaluates now or ``python -m salad_ray.eval`` does later."""
         from salad_ray.eval.items import load_items
 
-        if not self.config.eval.enabled:
-            return set()
         specs = [b for b in self.config.eval.benchmarks if b.kind == "fortune-cloze"]
         return {item.item_id for spec in specs for item in load_items(spec, self.config.seed)}
 
@@ -375,8 +397,25 @@ class Driver:
         """Round r is scored with the active arm's student after round r - 2 (stage I for rounds 1, 2)."""
         return self.run_dir / "students" / ("stage1" if r <= 2 else ACTIVE.student(r - 2))
 
-    def probe_round(self, r: int) -> None:
-        """A few texts per cluster, spoken and scored with the newest finished student: M(c), CER(c)."""
+    def await_active(self, r: int) -> Path:
+        """What probing round r reads of the active arm, once it exists: the active selections before
+        round r (probes avoid them) and the student that scores the round. An arm running beside the
+        active one may get to round r first; it waits here."""
+        student = self.student_for_round(r)
+        while not (student.is_dir() and (r == 1 or ACTIVE.phase(r - 1, "plan") in self.state.done)):
+            if self._failed.is_set():
+                raise RuntimeError(f"round {r} cannot be probed: the active arm failed before it")
+            time.sleep(1)
+        return student
+
+    def probe_round(self, r: int, lane: str) -> None:
+        """A few texts per cluster, spoken and scored with the newest finished student: M(c), CER(c).
+        Shared by the arms: whichever gets to round r first probes it, the other finds it done."""
+        student = self.await_active(r)
+        with self._probing:
+            self._probe_round(r, student, lane)
+
+    def _probe_round(self, r: int, student: Path, lane: str) -> None:
         from salad_ray.pool import Pool
         from salad_ray.scoring import score_store
 
@@ -388,7 +427,7 @@ class Driver:
             probes = pd.concat(
                 [g.iloc[rng.permutation(len(g))[:per_cluster]] for _, g in free.groupby("cluster")]
             )
-            self.status.phase = f"round {r}: probe"
+            self.status.show(lane, f"round {r}: probe")
             summary = self._synthesize(
                 f"probes-{r}",
                 _records(probes),
@@ -403,8 +442,8 @@ class Driver:
                 pipelines={f"probes-{r}": summary},
             )
         if f"round-{r}/scores" not in self.state.done:
-            self.status.phase = f"round {r}: score"
-            scores = score_store(self.config, self.store(f"probes-{r}"), self.student_for_round(r))
+            self.status.show(lane, f"round {r}: score")
+            scores = score_store(self.config, self.store(f"probes-{r}"), student)
             path = self.run_dir / "rounds" / "probes" / str(r) / "scores.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             scores.to_parquet(path)
@@ -416,7 +455,7 @@ class Driver:
         from salad_ray.scoring import per_cluster
         from salad_ray.selection import Candidate, plan_round
 
-        self.probe_round(r)
+        self.probe_round(r, lane=arm.name)
         sel, rdir = self.config.selection, self.round_dir(arm, r)
         if arm.phase(r, "plan") not in self.state.done:
             pool = Pool.load(self.run_dir / "pool")
@@ -449,7 +488,7 @@ class Driver:
             chosen = (
                 pool.texts.set_index("text_id").loc[[c["text_id"] for c in plan["selected"]]].reset_index()
             )
-            self.status.phase = f"{arm.name} round {r}: synthesize"
+            self.status.show(arm.name, f"{arm.name} round {r}: synthesize")
             summary = self._synthesize(
                 arm.store(r),
                 _records(chosen),
@@ -476,19 +515,36 @@ class Driver:
     def stage2(self, arm: Arm) -> None:
         """The arm's rounds, pipelined: round r trains while round r + 1 is prepared."""
         rounds = self.config.stages.stage2_rounds
-        if rounds == 0:
-            return
         self.prepare_round(arm, 1)
         with ThreadPoolExecutor(max_workers=1) as trainer:
             for r in range(1, rounds + 1):
                 training = None
                 if arm.phase(r, "train") not in self.state.done:
-                    self.status.phase = f"{arm.name} round {r}: train"
+                    self.status.show(arm.name, f"{arm.name} round {r}: train")
                     training = trainer.submit(self.train_round, arm, r)
                 if r < rounds:
                     self.prepare_round(arm, r + 1)  # overlaps the training of round r
                 if training is not None:
                     training.result()
+        self.status.clear(arm.name)
+
+    def run_arms(self) -> None:
+        """Stage II: the arms side by side (the uniform arm needs only the probes' scores, which the
+        active arm's students produce; it waits for them where it gets ahead)."""
+        if self.config.stages.stage2_rounds == 0:
+            return
+        arms = self.arms()
+
+        def arm_thread(arm: Arm) -> None:
+            try:
+                self.stage2(arm)
+            except BaseException:
+                self._failed.set()  # an arm waiting on this one's students stops too
+                raise
+
+        with ThreadPoolExecutor(max_workers=len(arms), thread_name_prefix="arm") as pool:
+            for future in [pool.submit(arm_thread, arm) for arm in arms]:
+                future.result()
 
     def arms(self) -> list[Arm]:
         return [ACTIVE.with_gamma(self.config.selection.gamma)] + (
@@ -525,11 +581,10 @@ class Driver:
             self.build_data()
             self.phase("pool", self.build_pool)
             self.phase("stage1", self.train_stage1)
-            for arm in self.arms():
-                self.stage2(arm)
+            self.run_arms()
             if self.config.eval.enabled:
                 self.phase("eval", self.evaluate)
-            self.status.phase = "report"
+            self.status.show("report", "report")
             report = write_report(self.run_dir, self.state.notes, self.config.stages.stage1_steps)
             self.state.finish("report")
         return report

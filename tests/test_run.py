@@ -94,7 +94,9 @@ def cluster():
             assert time.time() < deadline, "the Ray dashboard did not come up in 120 s"
             time.sleep(2)
     yield address, f"127.0.0.1:{gcs}"
-    stop(head)
+    # a head winds down for ~35 s after SIGTERM; every process of it lives in its session, so none
+    # outlives the SIGKILL that follows a short grace period
+    stop(head, timeout=5)
 
 
 class Job:
@@ -143,7 +145,8 @@ class Job:
             text=True,
             timeout=60,
         )
-        return "SUCCEEDED" in status.stdout, self.log.read_text() + status.stdout
+        said = status.stdout + status.stderr  # Ray's CLI logger writes to stderr
+        return f"Job '{self.id}' succeeded" in said, self.log.read_text() + said
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +182,10 @@ def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
         "--preset=smoke",
         f"--run-dir={run_dir}",
         f"--set=teacher.http_port={serve_port}",
+        # Both kills land in the active arm, before the uniform arm starts; evaluation stores no samples.
+        # The reference runs both; this run is compared with its active loop.
+        "--set=selection.compare_uniform=false",
+        "--set=eval.enabled=false",
         f"--address={cluster[1]}",
         "--resume",
     ]
@@ -201,12 +208,12 @@ def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
     succeeded, output = submitted_run.result()
     assert succeeded, output[-3000:]
     reference = submitted_run.run_dir
-    assert synthesized(run_dir) == synthesized(reference)
+    active_loop = {k: v for k, v in synthesized(reference).items() if not k.startswith("uniform")}
+    assert synthesized(run_dir) == active_loop
     state = RunState(run_dir / "state.json")
     assert state.notes["gap"]["stage II active"]["step"] == 4
-    for arm in ("active", "uniform"):
-        for r in (1, 2):
-            assert plan(run_dir, arm, r) == plan(reference, arm, r)
+    for r in (1, 2):
+        assert plan(run_dir, "active", r) == plan(reference, "active", r)
 
 
 def test_ray_job_submit_runs_the_smoke_loop_end_to_end(submitted_run):
@@ -285,23 +292,22 @@ def _parse(argv):
     return parser().parse_args(argv)
 
 
-def test_eval_cli_reevaluates_a_finished_run(submitted_run, tmp_path):
+def test_eval_cli_agrees_with_the_run(submitted_run, tmp_path):
+    """`python -m salad_ray.eval` on the smoke preset: the original LLM and the cascade score as in
+    the run's own evaluation (same items, prompts, speech and transcripts: all deterministic)."""
     succeeded, _ = submitted_run.result()
     assert succeeded
-    out = tmp_path / "eval"
     proc = subprocess.run(
-        [sys.executable, "-m", "salad_ray.eval", f"--run-dir={submitted_run.run_dir}", f"--out={out}"],
+        [sys.executable, "-m", "salad_ray.eval", "--preset=smoke", f"--out={tmp_path}"],
         env=ENV,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    again = json.loads((out / "results.json").read_text())
+    again = json.loads((tmp_path / "results.json").read_text())
     first = json.loads((submitted_run.run_dir / "eval" / "results.json").read_text())
-    for name in first["systems"]:  # deterministic: the same accuracies and held-out gap
+    assert list(again["systems"]) == ["original LLM", "cascade"]
+    for name in again["systems"]:
         assert again["systems"][name]["accuracy"] == first["systems"][name]["accuracy"]
-    assert again["systems"]["stage II active"]["heldout"]["m"] == pytest.approx(
-        first["systems"]["stage II active"]["heldout"]["m"], rel=1e-5
-    )
-    assert "| stage II active | speech |" in proc.stdout and "student (fed text)" in proc.stdout
+    assert "| original LLM | text |" in proc.stdout and "| cascade | ASR transcript |" in proc.stdout

@@ -16,6 +16,7 @@ scored in one backend call at the largest k among them, and each gets its own k 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -118,9 +119,25 @@ def build_app(args: dict[str, Any]):
     return teacher_app(load_config(args.get("preset"), args.get("config"), list(args.get("overrides") or [])))
 
 
+def _start_serve(config: RunConfig, attempts: int = 10) -> None:
+    """Start Serve, or join the instance already on the cluster. Two drivers that start at the same
+    moment both find no Serve and race to create its controller; the loser joins the winner's."""
+    from ray.exceptions import ActorAlreadyExistsError
+
+    for attempt in range(attempts):
+        try:
+            serve.start(http_options={"host": config.teacher.http_host, "port": config.teacher.http_port})
+            return
+        except ActorAlreadyExistsError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)  # the winner's controller registers, then start() joins it
+
+
 def deploy_teacher(config: RunConfig) -> DeploymentHandle:
     """Start (or update) the teacher application on the connected Ray cluster and return its handle."""
-    serve.start(http_options={"host": config.teacher.http_host, "port": config.teacher.http_port})
+    _start_serve(config)
     return serve.run(
         teacher_app(config), name=config.teacher.app_name, route_prefix=config.teacher.route_prefix
     )
+
