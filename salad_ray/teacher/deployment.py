@@ -140,4 +140,3 @@ def deploy_teacher(config: RunConfig) -> DeploymentHandle:
     return serve.run(
         teacher_app(config), name=config.teacher.app_name, route_prefix=config.teacher.route_prefix
     )
-
