@@ -206,6 +206,10 @@ class DataConfig(_Strict):
     tts_batch_size: int = Field(4, ge=1)
     asr_batch_size: int = Field(8, ge=1)
     teacher_batch_size: int = Field(16, ge=1)
+    # Every stage of a text pipeline (plan, speak, check, teach, write) in one actor pool, sized as
+    # the TTS pool, in batches of tts_batch_size: on one small machine a pipeline then starts one
+    # actor instead of three. Clusters keep separate pools, each scaled and placed on its own.
+    fuse_stages: bool = False
 
 
 class InterleaveMode(str, Enum):

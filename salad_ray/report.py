@@ -110,6 +110,21 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def ordered_gaps(gaps: dict[str, dict]) -> list[tuple[str, dict]]:
+    """The run's gap notes in reading order: stage I, then each arm's rounds and its end of stage II
+    ("active round 1", "stage II active", "uniform round 1", ...), whichever finished first."""
+
+    def key(stage: str) -> tuple:
+        if stage == "stage I":
+            return (0, "", 0)
+        words = stage.split()
+        if stage.startswith("stage II"):
+            return (1, words[-1], float("inf"))
+        return (1, words[0], int(words[-1]))
+
+    return sorted(gaps.items(), key=lambda item: key(item[0]))
+
+
 def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
     """Write report/report.md and its plots from what the run directory holds."""
     out = run_dir / "report"
@@ -120,7 +135,7 @@ def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
 
     gap_rows = [
         [stage, g.get("heldout_f", float("nan")), g.get("heldout_m", float("nan"))]
-        for stage, g in notes.get("gap", {}).items()
+        for stage, g in ordered_gaps(notes.get("gap", {}))
     ]
     if gap_rows:
         parts.append(

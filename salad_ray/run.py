@@ -590,14 +590,16 @@ class Driver:
         return report
 
     def summary(self) -> str:
+        from salad_ray.report import ordered_gaps
+
         notes = self.state.notes
         lines = [f"run {self.run_dir} ({self.config.preset}): {', '.join(self.state.done)}"]
         gaps = notes.get("gap", {})
         width = max((len(stage) for stage in gaps), default=0)
-        for stage, gap in gaps.items():
+        for stage, gap in ordered_gaps(gaps):
             f, m = gap.get("heldout_f", float("nan")), gap.get("heldout_m", float("nan"))
             lines.append(f"  after {stage:{width}s}  held-out F = {f:.4f}  M = {m:.4f}")
-        for arm, rounds in notes.get("rounds", {}).items():
+        for arm, rounds in sorted(notes.get("rounds", {}).items()):
             for r, info in sorted(rounds.items()):
                 lines.append(f"  {arm} round {r}: {info['texts']} texts, {info['seconds']:.0f} s synthesized")
         lines.append(f"  report: {self.run_dir / 'report' / 'report.md'}")

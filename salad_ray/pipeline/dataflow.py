@@ -158,6 +158,25 @@ class TeachAndWrite:
         return self.write(self.teacher(batch))
 
 
+class TextToShards:
+    """Every stage of a text pipeline in one actor (``data.fuse_stages``): plan, speak and check
+    (speech only), teacher top-k, shard write."""
+
+    def __init__(self, plan_args: tuple, config: RunConfig, max_cer: float | None, root: str):
+        speech = plan_args[-1]
+        self.stages = [PlanStage(*plan_args)]
+        if speech:
+            self.stages.append(TTSStage(config.tts))
+        if max_cer is not None:
+            self.stages.append(ASRCheckStage(config.models.asr, max_cer))
+        self.stages += [TeacherStage(config), ShardWriter(root)]
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        for stage in self.stages:
+            batch = stage(batch)
+        return batch
+
+
 def _teacher_and_write(ds, config: RunConfig, store: ShardStore):
     return ds.map_batches(
         TeachAndWrite,
@@ -221,6 +240,16 @@ def run_texts(
         config.data.max_words,
         speech,
     )
+    cer_limit = (config.selection.max_cer if max_cer is None else max_cer) if speech and check_asr else None
+    if config.data.fuse_stages:
+        ds = ds.map_batches(
+            TextToShards,
+            fn_constructor_args=(plan_args, config, cer_limit, str(store.root)),
+            batch_size=batch,
+            batch_format="pandas",
+            **(tts_stage_options(config) if speech else light_stage_options(config, max_actors=1)),
+        )
+        return _finish(ds, store, report, t0)
     if speech:
         ds = ds.map_batches(
             PlanAndSpeak,
@@ -229,13 +258,10 @@ def run_texts(
             batch_format="pandas",
             **tts_stage_options(config),
         )
-        if check_asr:
+        if cer_limit is not None:
             ds = ds.map_batches(
                 ASRCheckStage,
-                fn_constructor_args=(
-                    config.models.asr,
-                    config.selection.max_cer if max_cer is None else max_cer,
-                ),
+                fn_constructor_args=(config.models.asr, cer_limit),
                 batch_size=config.data.asr_batch_size,
                 batch_format="pandas",
                 **asr_stage_options(config),

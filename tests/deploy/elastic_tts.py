@@ -59,6 +59,7 @@ def pipeline(root: Path, texts: int):
             "resources.tts_actors=[1, 2]",
             "resources.cpus_per_tts_actor=1",
             "data.tts_batch_size=1",
+            "data.fuse_stages=false",  # the TTS pool on its own, as on a cluster
             f"teacher.http_port={free_port()}",
             "teacher.app_name=elastic-teacher",
         ],

@@ -43,6 +43,7 @@ def config(ray_cluster):
             "teacher.app_name=pipeline-teacher",
             "teacher.route_prefix=/pipeline",
             f"selection.max_cer={MAX_CER}",
+            "data.fuse_stages=false",  # the cluster's shape: TTS, ASR and light pools of their own
         ],
     )
 
@@ -88,6 +89,21 @@ def test_texts_become_shards_whose_speech_says_the_text(config, tmp_path):
     again = run_texts(config, jobs, store, name="round again")
     assert again.written == 0 and again.skipped == len(jobs) and not again.quarantined
     assert sorted(p.name for p in store.dir("shards").iterdir()) == files  # rerunning adds nothing
+
+    # data.fuse_stages (one actor per pipeline, as the smoke preset runs) writes the same samples
+    fused = config.model_copy(deep=True)
+    fused.data.fuse_stages = True
+    one = ShardStore(tmp_path / "fused")
+    run_texts(fused, jobs, one, name="fused")
+    assert sorted(one.ids("quarantine")) == sorted(store.ids("quarantine"))
+    ours = {row["sample_id"]: row for row in store.table().to_pylist()}
+    for row in one.table().to_pylist():
+        twin = ours.pop(row["sample_id"])
+        for field in ("token_ids", "spans", "audio", "cer", "voice"):
+            assert row[field] == twin[field], field
+        assert [ids[0] for ids in row["teacher_ids"]] == [ids[0] for ids in twin["teacher_ids"]]
+        np.testing.assert_allclose(row["teacher_logprobs"], twin["teacher_logprobs"], atol=1e-3)
+    assert not ours
 
 
 def _tts_actors(state: str = "ALIVE") -> list[dict]:
