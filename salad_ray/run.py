@@ -20,11 +20,11 @@ from its checkpoint):
 
 The arms of stage II are ``active`` (the config's gamma) and, with ``selection.compare_uniform``,
 ``uniform`` (gamma = 0, the paper's comparison: same stage-I student, probes, budget and seed);
-they run side by side. An arm is pipelined: while the trainer trains on round r, round r+1 is probed, scored, selected and
-synthesized, so the trainer does not wait for data and the TTS actors do not sit idle. Round r+1
-is scored with the active student saved at the end of round r-1 (the newest one that already exists
-when its probing starts), which keeps every decision reproducible: a run killed anywhere and
-resumed synthesizes exactly the samples an uninterrupted run would.
+they run side by side. An arm is pipelined: while the trainer trains on round r, round r+1 is
+probed, scored, selected and synthesized, so the trainer does not wait for data and the TTS actors
+do not sit idle. Round r+1 is scored with the active student saved at the end of round r-1 (the
+newest one that already exists when its probing starts), which keeps every decision reproducible:
+a run killed anywhere and resumed synthesizes exactly the samples an uninterrupted run would.
 
     <run-dir>/
       config.yaml  state.json  metrics.jsonl
