@@ -213,7 +213,20 @@ def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
     state = RunState(run_dir / "state.json")
     assert state.notes["gap"]["stage II active"]["step"] == 4
     for r in (1, 2):
-        assert plan(run_dir, "active", r) == plan(reference, "active", r)
+        assert_same_decisions(plan(run_dir, "active", r), plan(reference, "active", r))
+
+
+def assert_same_decisions(ours: dict, theirs: dict) -> None:
+    """The same texts drawn, from the same measurements. M (so p) may differ in the 7th digit: two
+    CPU training runs of the same steps agree to float32 rounding, not bit for bit."""
+    assert ours.keys() == theirs.keys()
+    assert [(c["text_id"], c["cluster"]) for c in ours["selected"]] == [
+        (c["text_id"], c["cluster"]) for c in theirs["selected"]
+    ]
+    for key in ("m", "cer", "p", "pool_share"):
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-5), key
+    for key in ("round", "gamma", "kept", "budget_seconds"):
+        assert ours[key] == theirs[key], key
 
 
 def test_ray_job_submit_runs_the_smoke_loop_end_to_end(submitted_run):
