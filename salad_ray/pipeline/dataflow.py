@@ -138,43 +138,43 @@ def _chunks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
     return [frame.iloc[i : i + size].reset_index(drop=True) for i in range(0, len(frame), size)]
 
 
-class PlanAndSpeak:
+class StageChain:
+    """Pipeline stages applied in turn inside one actor; each subclass names its chain, which is
+    what Ray Data's progress shows."""
+
+    stages: list
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        for stage in self.stages:
+            batch = stage(batch)
+        return batch
+
+
+class PlanAndSpeak(StageChain):
     """Plan, then speak, in one TTS actor: planning is light, and a pipeline starts one actor fewer."""
 
     def __init__(self, plan_args: tuple, tts: TTSConfig):
-        self.plan, self.speak = PlanStage(*plan_args), TTSStage(tts)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return self.speak(self.plan(batch))
+        self.stages = [PlanStage(*plan_args), TTSStage(tts)]
 
 
-class TeachAndWrite:
+class TeachAndWrite(StageChain):
     """Teacher top-k, then the shard write, in one light actor (both mostly wait on I/O)."""
 
     def __init__(self, config: RunConfig, root: str):
-        self.teacher, self.write = TeacherStage(config), ShardWriter(root)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return self.write(self.teacher(batch))
+        self.stages = [TeacherStage(config), ShardWriter(root)]
 
 
-class TextToShards:
+class TextToShards(StageChain):
     """Every stage of a text pipeline in one actor (``data.fuse_stages``): plan, speak and check
-    (speech only), teacher top-k, shard write."""
+    (speech only; the check when ``max_cer`` is set), teacher top-k, shard write."""
 
-    def __init__(self, plan_args: tuple, config: RunConfig, max_cer: float | None, root: str):
-        speech = plan_args[-1]
+    def __init__(self, plan_args: tuple, config: RunConfig, speech: bool, max_cer: float | None, root: str):
         self.stages = [PlanStage(*plan_args)]
         if speech:
             self.stages.append(TTSStage(config.tts))
         if max_cer is not None:
             self.stages.append(ASRCheckStage(config.models.asr, max_cer))
         self.stages += [TeacherStage(config), ShardWriter(root)]
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        for stage in self.stages:
-            batch = stage(batch)
-        return batch
 
 
 def _teacher_and_write(ds, config: RunConfig, store: ShardStore):
@@ -244,7 +244,7 @@ def run_texts(
     if config.data.fuse_stages:
         ds = ds.map_batches(
             TextToShards,
-            fn_constructor_args=(plan_args, config, cer_limit, str(store.root)),
+            fn_constructor_args=(plan_args, config, speech, cer_limit, str(store.root)),
             batch_size=batch,
             batch_format="pandas",
             **(tts_stage_options(config) if speech else light_stage_options(config, max_actors=1)),
