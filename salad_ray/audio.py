@@ -122,9 +122,11 @@ def log_mel(wave: np.ndarray | torch.Tensor, n_mels: int = 80) -> torch.Tensor:
 
     power spectrogram (Hann 400 / hop 160) -> Slaney mel filterbank -> log10(max(x, 1e-10)),
     floored at (max - 8), then (x + 4) / 4, exactly the normalisation Whisper was trained with.
+    Always float32, also inside a bf16 autocast region (the encoders are frozen and run in fp32).
     """
     x = torch.as_tensor(wave, dtype=torch.float32)
-    spec = _mel_transform(n_mels)(x)[..., :-1]  # (n_mels, frames)
+    with torch.autocast(x.device.type, enabled=False):
+        spec = _mel_transform(n_mels)(x)[..., :-1]  # (n_mels, frames)
     logspec = torch.clamp(spec, min=1e-10).log10()
     logspec = torch.maximum(logspec, logspec.max() - 8.0)
     return (logspec + 4.0) / 4.0

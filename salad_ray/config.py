@@ -158,6 +158,8 @@ class HeldoutConfig(_Strict):
 
     text: TextSource = Field(default_factory=lambda: TextSource(kind="fortunes"))
     samples: int = Field(32, ge=1)
+    # Further held-out samples drawn from the data.heldout_only domains alone (the unseen-domain row).
+    unseen_samples: int = Field(8, ge=0)
     voices: list[str] = Field(default_factory=lambda: ["en-us"])
 
 
@@ -199,6 +201,9 @@ class DataConfig(_Strict):
     # Broad candidate texts for active selection (the paper: a web pool such as FineWeb-Edu).
     pool: TextSource = Field(default_factory=lambda: TextSource(kind="fortunes"))
     heldout: HeldoutConfig = Field(default_factory=HeldoutConfig)
+    # Held-out domains (fortunes categories, or the domains a source labels): no natural, text, pool
+    # or probe text comes from them, so the held-out set measures F and M on a domain never trained on.
+    heldout_only: list[str] = Field(default_factory=list)
     # Pipeline validation: texts outside [min_words, max_words] words are quarantined.
     min_words: int = Field(2, ge=2)
     max_words: int = Field(400, ge=2)
@@ -377,11 +382,22 @@ class StagesConfig(_Strict):
         return _check_mix(v)
 
 
+class SelectionSignal(str, Enum):
+    """What a cluster is scored by when planning a round: S(c) in p(c) ~ P_pool(c) * S(c)^gamma."""
+
+    MISALIGNMENT = "misalignment"  # M(c): the student on text against the student on speech
+    DISTILLATION = "distillation"  # KL(c): the teacher on text against the student on speech
+
+
 class SelectionConfig(_Strict):
-    """Active selection: p(c) ~ P_pool(c) * M(c)^gamma over K balanced clusters (salad_ray.selection)."""
+    """Active selection: p(c) ~ P_pool(c) * S(c)^gamma over K balanced clusters (salad_ray.selection),
+    S = M or the distillation KL per cluster on the round's probes (``signal``)."""
 
     clusters: int = Field(128, ge=1)
     gamma: float = Field(5.0, ge=0)  # 0 is selection in proportion to the pool, for comparison
+    # The paper's text does not settle which of the two the clusters are scored by; both are measured
+    # and recorded in every round's plan either way.
+    signal: SelectionSignal = SelectionSignal.MISALIGNMENT
     probes_per_cluster: int = Field(8, ge=1)
     # Synthetic samples this hard to recognise are quarantined, and clusters whose probes are, dropped.
     max_cer: float = Field(0.2, ge=0)
@@ -448,6 +464,13 @@ class EvalConfig(_Strict):
     voice: str | None = None  # default: the first of tts.voices
     batch_size: int = Field(8, ge=1)  # held-out samples per forward (F and M)
     asr_beam_size: int = Field(5, ge=1)  # the cascade's Whisper decoding
+    asr_batch_size: int = Field(16, ge=1)  # spoken pieces per Whisper call (each piece is heard once)
+    # Controls: a fresh student (seeded adapter, original LLM) on the same items, and each final
+    # student with every item's spoken context (and each held-out sample's speech) from another.
+    untrained: bool = True
+    shuffled_audio: bool = True
+    # Also score each stage-II round's student (speech and held-out M only) for the learning curve.
+    round_students: bool = False
 
 
 # ------------------------------------------------------------------------------------ resources

@@ -9,6 +9,11 @@ Hugging Face datasets. Two ways to read:
 * :func:`read_texts` yields only usable prose of ``min_words`` to ``max_words`` words, for choosing
   texts (held-out sets, pools).
 
+Held-out-only domains (``data.heldout_only``): every source a student trains on or is selected from
+(the natural stand-in, the text set, the pool and so its probes) reads with
+``exclude_domains=data.heldout_only``; only the held-out set (:func:`heldout_records`) reads them, so
+F and M on those domains are measured on a domain no training text touched.
+
 Texts are normalised (NFKC, control characters dropped, one space between words); a record id is a
 hash of the normalised text, so the same text has the same id everywhere.
 """
@@ -19,13 +24,13 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from salad_ray.config import TextSource
+from salad_ray.config import DataConfig, TextSource
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 GCIDE_FILE = Path("/usr/share/dictd/gcide.dict.dz")
@@ -222,16 +227,18 @@ def raw_texts(source: TextSource) -> Iterator[RawText]:
             return
 
 
-def read_texts(source: TextSource) -> Iterator[TextRecord]:
+def read_texts(source: TextSource, exclude_domains: Collection[str] = ()) -> Iterator[TextRecord]:
     """Normalised prose records of a source that fit its word window, in order, without duplicates.
 
-    For choosing texts (held-out sets, pools): records that are not usable are skipped silently.
+    For choosing texts (held-out sets, pools): records that are not usable are skipped silently, and
+    so are records of ``exclude_domains`` (the held-out-only domains, for every training source).
     ``limit`` counts the records returned.
     """
     seen: set[str] = set()
     count = 0
+    excluded = frozenset(exclude_domains)
     for record in READERS[source.kind](source):
-        if record.problem is not None:
+        if record.problem is not None or record.domain in excluded:
             continue
         try:
             text = check_text(record.value, source.min_words, source.max_words)
@@ -260,4 +267,25 @@ def sample_across_domains(records: list[TextRecord], n: int, seed: int) -> list[
         for d in order:
             if queues[d] and len(picked) < n:
                 picked.append(queues[d].pop())
+    return picked
+
+
+def heldout_records(data: DataConfig, seed: int) -> list[TextRecord]:
+    """The held-out texts, a deterministic function of the config.
+
+    ``data.heldout.samples`` records spread across the domains of ``data.heldout.text``
+    (:func:`sample_across_domains`), then ``data.heldout.unseen_samples`` more from the
+    ``data.heldout_only`` domains alone, so the unseen domains are measured on enough samples.
+    """
+    h = data.heldout
+    records = list(read_texts(h.text))
+    picked = sample_across_domains(records, h.samples, seed)
+    if data.heldout_only and h.unseen_samples:
+        chosen, only = {r.text_id for r in picked}, set(data.heldout_only)
+        unseen = [r for r in records if r.domain in only and r.text_id not in chosen]
+        if not unseen and not any(r.domain in only for r in picked):
+            raise ValueError(
+                f"data.heldout_only {sorted(only)}: no held-out text of these domains in data.heldout.text"
+            )
+        picked += sample_across_domains(unseen, h.unseen_samples, seed)
     return picked

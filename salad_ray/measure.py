@@ -24,7 +24,7 @@ from tqdm import tqdm
 from salad_ray.assets import resolve
 from salad_ray.batch import Sample, collate
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
-from salad_ray.corpus import read_texts, sample_across_domains
+from salad_ray.corpus import heldout_records
 from salad_ray.metrics import GapSummary, summarize
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import batch_gap
@@ -36,7 +36,7 @@ from salad_ray.tts.base import build_tts
 def heldout_samples(config: RunConfig, tokenizer) -> list[Sample]:
     """The held-out spoken set of a config, synthesized (deterministic for a given config)."""
     heldout = config.data.heldout
-    records = sample_across_domains(list(read_texts(heldout.text)), heldout.samples, config.seed)
+    records = heldout_records(config.data, config.seed)
     tts = build_tts(config.tts)
     settings = synthesis_settings(config)
     samples = []

@@ -1,14 +1,26 @@
 """Forgetting F and misalignment M (DESIGN.md), per token and per sample.
 
-For one sample with pure text w and mixed context c (see :mod:`salad_ray.interleave`):
+For one sample with pure text w and mixed context c (see :mod:`salad_ray.interleave`), s its first
+speech frame's position in c, and T the text targets of c (the c positions j >= 1 holding a text
+token w[i], predicted by the student's row j - 1 of c):
 
-    F = sum_{i=1}^{|w|-1}   KL( Q(. | w_<i) || P(. | w_<i) )          student fed text vs the teacher
-    M = sum_{(j, i) in T}   KL( P(. | w_<i) || P(. | c_<j) )           the student, text vs speech
+    F = sum_{i=1}^{|w|-1}    KL( Q(. | w_<i) || P(. | w_<i) )          student fed text vs the teacher
+    M = sum_{(j, i) in T_s}  KL( P(. | w_<i) || P(. | c_<j) )          the student, text vs speech
+    T_s = {(j, i) in T : j > s}                                        the text targets after speech
 
-T is the set of text targets of c: the c positions j >= 1 holding a text token w[i]; ``P(. | c_<j)``
-is the student's output at row j - 1 of c. F runs over every position of w that has a prediction,
-M over the text targets (the only positions where c and w are comparable). Both are in nats at
-temperature 1 and use the KL of :mod:`salad_ray.losses` (the lumped-tail KL when the teacher is top-k).
+F runs over every position of w that has a prediction. M runs over the text targets that follow
+speech, both its sum and its count |T_s|: before s the causal prefix c_<j is w_<i itself, so those
+targets have KL exactly 0 and would only dilute M (a probe opening with a 10-30-word text span would
+weigh less than one opening with speech). A sample without speech has T_s empty (M = 0 over 0
+targets). The distillation KL reported with M (``d`` of :class:`salad_ray.objective.BatchGap`, per
+probe and per cluster in :mod:`salad_ray.scoring`),
+
+    D = sum_{(j, i) in T_s}  KL( Q(. | w_<i) || P(. | c_<j) ),
+
+runs over the same T_s, so D and M are comparable; the training loss L_DIST (:mod:`salad_ray.losses`)
+still runs over all of T (before s its terms are F's, which keep the LLM close to the teacher). All
+are in nats at temperature 1 and use the KL of :mod:`salad_ray.losses` (the lumped-tail KL when the
+teacher is top-k).
 
 Per sample we keep the sum and the number of positions; over a set of samples, *per token* is the
 token-weighted mean (sum of sums / sum of counts) and *per sample* is the mean of the sample sums.
@@ -29,7 +41,7 @@ def forgetting_rows(teacher: Targets, student_text_logits: torch.Tensor) -> torc
 
 
 def misalignment_rows(student_text_logits: torch.Tensor, student_mixed_logits: torch.Tensor) -> torch.Tensor:
-    """KL(P_text || P_mixed) per text target; both (N, V) at matching targets -> (N,)."""
+    """KL(P_text || P_mixed) per text target; both (N, V) at matching targets (M's: those of T_s) -> (N,)."""
     return kl_full(student_text_logits, student_mixed_logits)
 
 

@@ -52,8 +52,12 @@ def distillation_loss(
 
 @dataclass(frozen=True)
 class BatchGap:
-    """Per-sample sums and counts of F and M for one batch, (B,) each; ``d_sums`` is the distillation
-    KL(Q || P_mixed) over the same targets as M (so its counts are ``m_counts``)."""
+    """Per-sample sums and counts of F and M for one batch, (B,) each (:mod:`salad_ray.metrics`).
+
+    M runs over the text targets that follow speech; ``d_sums`` is the distillation KL(Q || P_mixed)
+    over those same targets (so its counts are ``m_counts``), comparable with M, and unlike the
+    training loss, which also counts the targets before the first speech frame.
+    """
 
     f_sums: torch.Tensor
     f_counts: torch.Tensor
@@ -65,11 +69,15 @@ class BatchGap:
 @torch.no_grad()
 def batch_gap(student: nn.Module, batch: Batch) -> BatchGap:
     """F (student on w vs teacher), M (student on w vs student on c) and the distillation KL
-    (teacher on w vs student on c) of every sample in a batch."""
+    (teacher on w vs student on c) of every sample in a batch; M and the KL over the text targets
+    that follow speech."""
     n = len(batch)
     text_logits, f = student(batch, "text")  # every predicted position of w, sample by sample
     f_rows = forgetting_rows(teacher_at(batch, f, text_logits.device), text_logits)
-    mixed_logits, m = student(batch, "mixed")
+    mixed_logits, targets = student(batch, "mixed")
+    # Before its first speech frame c is w, so P(.|c) = P(.|w) there: those targets are left out.
+    post = targets.after_speech
+    mixed_logits, m = mixed_logits[post.to(mixed_logits.device)], targets.select(post)
     # The text rows predicting the same tokens as the mixed targets are among F's rows: sample b's
     # row for w[i] sits at offset[b] + i - 1.
     offset = torch.cumsum(batch.w_lens - 1, 0) - (batch.w_lens - 1)

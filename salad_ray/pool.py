@@ -74,7 +74,8 @@ def build_pool(config: RunConfig, directory: Path, exclude: set[str]) -> Pool:
 
     from salad_ray.resources import embed_stage_options
 
-    records = [r for r in read_texts(config.data.pool) if r.text_id not in exclude]
+    pool = read_texts(config.data.pool, exclude_domains=config.data.heldout_only)  # probes come from it
+    records = [r for r in pool if r.text_id not in exclude]
     k = config.selection.clusters
     if len(records) < k:
         raise ValueError(f"the pool has {len(records)} texts, fewer than selection.clusters = {k}")

@@ -1,9 +1,11 @@
 """The run report: a Markdown page and PNG plots, made from what the run directory holds.
 
 Plots: M per cluster per round (as measured on the probes), the selection share per cluster per
-round and arm, F and M on the held-out set over training, and the training losses. Tables: the gap
-after each stage, the rounds' plans, the evaluation (salad_ray.eval.tables) and the data pipeline's
-counts. Everything is read back from the run directory (state.json, metrics.jsonl,
+round and arm, F and M on the held-out set over training, the training losses, and the learning
+curve (salad_ray.eval.curve: the evaluated students' spoken accuracy and held-out M against steps
+and minutes, with 95 % intervals). Tables: the gap after each stage, the rounds' plans, the
+evaluation with its intervals, controls and the active-against-uniform verdict
+(salad_ray.eval.tables) and the data pipeline's counts. Everything is read back from the run directory (state.json, metrics.jsonl,
 rounds/<arm>/<r>/plan.json, eval/results.json), so a report can be remade at any time.
 """
 
@@ -183,6 +185,7 @@ def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
                     [
                         c,
                         plan.m[c],
+                        plan.kl[c] if plan.kl else float("nan"),
                         plan.cer[c],
                         "yes" if plan.kept[c] else "dropped",
                         plan.p[c],
@@ -192,16 +195,22 @@ def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
                 ]
                 used = notes.get("rounds", {}).get(arm, {}).get(str(plan.round), {})
                 parts.append(
-                    f"\n### {arm.capitalize()} round {plan.round} (γ = {plan.gamma:g}, budget {plan.budget_seconds:g} s, "
+                    f"\n### {arm.capitalize()} round {plan.round} (γ = {plan.gamma:g}, signal {plan.signal}, "
+                    f"budget {plan.budget_seconds:g} s, "
                     f"{len(plan.selected)} texts selected, {used.get('seconds', float('nan')):.0f} s synthesized)\n"
                 )
-                parts.append(_table(["cluster", "M", "TTS CER", "kept", "p(c)", "share"], rows))
+                parts.append(
+                    _table(["cluster", "M", "KL to teacher", "TTS CER", "kept", "p(c)", "share"], rows)
+                )
 
     results = run_dir / "eval" / "results.json"
     if results.is_file():
+        from salad_ray.eval.curve import curve_section
         from salad_ray.eval.tables import eval_sections
 
-        parts += eval_sections(json.loads(results.read_text()), out)
+        evaluated = json.loads(results.read_text())
+        parts += eval_sections(evaluated, out)
+        parts += curve_section(evaluated, read_metrics(run_dir / "metrics.jsonl"), stage1_steps, out)
 
     pipelines = notes.get("pipelines", {})
     if pipelines:

@@ -22,9 +22,13 @@ The arms of stage II are ``active`` (the config's gamma) and, with ``selection.c
 ``uniform`` (gamma = 0, the paper's comparison: same stage-I student, probes, budget and seed);
 they run side by side. An arm is pipelined: while the trainer trains on round r, round r+1 is
 probed, scored, selected and synthesized, so the trainer does not wait for data and the TTS actors
-do not sit idle. Round r+1 is scored with the active student saved at the end of round r-1 (the
-newest one that already exists when its probing starts), which keeps every decision reproducible:
-a run killed anywhere and resumed synthesizes exactly the samples an uninterrupted run would.
+do not sit idle. Round 1 is scored with the stage-I student; the active arm trains each round r
+but the last in two calls, saving a half-way student after the first, and round r+1 is scored
+with it (``student_for_round``): round r+1's probes are spoken while round r trains its first half,
+then scored, selected and synthesized while it trains its second half. Every decision reads
+finished work only, so a run killed anywhere and resumed synthesizes exactly the samples an
+uninterrupted run would. Each round's store joins the training stream at the round's first step
+(salad_ray.train.mixture): the steps of round r read round r's selection first.
 
     <run-dir>/
       config.yaml  state.json  metrics.jsonl
@@ -32,7 +36,8 @@ a run killed anywhere and resumed synthesizes exactly the samples an uninterrupt
       pool/                     texts.parquet, centroids.npy
       rounds/probes/<r>/        scores.parquet (per probe: M, distillation KL, CER, duration)
       rounds/<arm>/<r>/         plan.json (M, CER, p(c) per cluster; the texts drawn)
-      students/                 stage1, <arm>-round-<r>: the student after each stage and round
+      students/                 stage1, <arm>-round-<r>: the student after each stage and round;
+                                active-round-<r>-half: half-way through round r (scores round r+1)
       train/                    Ray Train storage: checkpoints of stage1 and stage2-<arm>
       eval/                     results.json
       report/                   report.md and PNG plots
@@ -48,16 +53,20 @@ import shutil
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
-from salad_ray.corpus import TextRecord, read_texts, sample_across_domains
+from salad_ray.corpus import TextRecord, heldout_records, read_texts
+
+if TYPE_CHECKING:
+    from salad_ray.train.loop import StageJob
 
 STATE_FILE = "state.json"
 
@@ -99,7 +108,8 @@ class Arm:
 
     Both start from the stage-I student and use the same probes, budget and seed; each has its own
     selections (``rounds/<arm>/<r>/plan.json``), shard stores (``data/<arm>-<r>``), training run
-    (``stage2-<arm>``) and students (``students/<arm>-round-<r>``).
+    (``stage2-<arm>``) and students (``students/<arm>-round-<r>``; the active arm also saves
+    ``students/active-round-<r>-half``, see :func:`student_for_round`).
     """
 
     name: str
@@ -114,12 +124,43 @@ class Arm:
     def student(self, r: int) -> str:
         return f"{self.name}-round-{r}"
 
+    def half_student(self, r: int) -> str:
+        return f"{self.name}-round-{r}-half"
+
     def with_gamma(self, gamma: float) -> Arm:
         return replace(self, gamma=gamma)
 
 
 ACTIVE = Arm("active", 5.0)
 UNIFORM = Arm("uniform", 0.0)
+
+
+def student_for_round(r: int, steps_per_round: int) -> tuple[str, int]:
+    """The student that probes and scores stage-II round r, and the stage-II step it is saved at.
+
+    Round 1: the stage-I student (step 0). Round r >= 2: the active arm's half-way student of round
+    r - 1, ``students/active-round-<r-1>-half``, which a first training call of round r - 1 saves
+    at step h = (r - 2)·S + ⌈S/2⌉ (S = steps per round) before a second call trains on to
+    (r - 1)·S. For S >= 2, (r - 2)·S < h < (r - 1)·S: the student has trained on round r - 1's
+    selection, and round r is scored, selected and synthesized while round r - 1 trains its
+    second half. It reads finished work only, so a resumed run scores with the same student.
+    """
+    if r == 1:
+        return "stage1", 0
+    return ACTIVE.half_student(r - 1), (r - 2) * steps_per_round + (steps_per_round + 1) // 2
+
+
+def round_calls(arm: Arm, r: int, rounds: int, steps_per_round: int) -> list[tuple[int, str]]:
+    """The training calls of an arm's round r, in order: (until_step, the student saved after it).
+
+    One call to r·S, but the active arm's rounds r < ``rounds`` first train to the step of the
+    student that scores round r + 1 (:func:`student_for_round`) and save it.
+    """
+    calls = [(r * steps_per_round, arm.student(r))]
+    if arm.name == ACTIVE.name and r < rounds:
+        half, step = student_for_round(r + 1, steps_per_round)
+        calls.insert(0, (step, half))
+    return calls
 
 
 def _records(frame: pd.DataFrame) -> list[TextRecord]:
@@ -203,7 +244,7 @@ class Driver:
         self.state = RunState(run_dir / STATE_FILE)
         self.status = Status(self)
         self._probing = threading.Lock()  # one arm probes a round, the other finds it done
-        self._failed = threading.Event()  # set when an arm fails
+        self._failed = threading.Event()  # set when an arm or a trainer fails: waits stop
         self._pending: dict[str, tuple[Any, int]] = {}  # store name -> (store, texts submitted)
 
     # ----------------------------------------------------------------------------------- helpers
@@ -260,9 +301,8 @@ class Driver:
     # ------------------------------------------------------------------------------------ phases
 
     def heldout_records(self) -> list[TextRecord]:
-        """The held-out texts: spread across domains, a deterministic function of the config."""
-        h = self.config.data.heldout
-        return sample_across_domains(list(read_texts(h.text)), h.samples, self.config.seed)
+        """The held-out texts: spread across domains (and the held-out-only ones), from the config."""
+        return heldout_records(self.config.data, self.config.seed)
 
     def build_heldout(self) -> None:
         h = self.config.data.heldout
@@ -281,7 +321,11 @@ class Driver:
             summaries.append(report.summary())
         if data.natural_standin is not None:
             heldout = {r.text_id for r in self.heldout_records()}  # never train on held-out texts
-            records = [r for r in read_texts(data.natural_standin.text) if r.text_id not in heldout]
+            records = [
+                r
+                for r in read_texts(data.natural_standin.text, exclude_domains=data.heldout_only)
+                if r.text_id not in heldout
+            ]
             ids = [r.text_id for r in records]
             summaries.append(
                 self._synthesize("natural", records, voices=data.natural_standin.voices, source="natural")
@@ -293,7 +337,7 @@ class Driver:
         self.state.finish("natural", natural_ids=ids, pipelines={"natural": "; ".join(summaries)})
 
     def build_text(self) -> None:
-        records = list(read_texts(self.config.data.text))
+        records = list(read_texts(self.config.data.text, exclude_domains=self.config.data.heldout_only))
         summary = self._synthesize("text", records, voices=[], source="text", speech=False)
         self.state.finish("text", pipelines={"text": summary})
 
@@ -334,14 +378,17 @@ class Driver:
         print(f"pool: {len(pool.texts)} texts in {pool.clusters} balanced clusters", flush=True)
         self.state.finish("pool", pool={"texts": len(pool.texts), "clusters": pool.clusters})
 
-    def stage_job(self, until: int, arm: Arm | None = None):
+    def stage_job(self, until: int, arm: Arm | None = None) -> tuple[StageJob, dict[str, list[int]]]:
+        """The training job up to step ``until`` of stage I, or of an arm's stage II, and the step from
+        which each store of a source is read: in stage II, round r's store (r = 1 .. ⌈until/S⌉)
+        from its first step, (r - 1)·S."""
         from salad_ray.train.loop import StageJob
 
         data, stages = self.run_dir / "data", self.config.stages
         stores = {"natural": [str(data / "natural")], "text": [str(data / "text")]}
         common = {"heldout": str(data / "heldout"), "metrics_file": str(self.run_dir / "metrics.jsonl")}
         if arm is None:
-            return StageJob(
+            job = StageJob(
                 name="stage1",
                 stores=stores,
                 weights=stages.stage1_mix,
@@ -349,9 +396,11 @@ class Driver:
                 until_step=until,
                 **common,
             )
-        rounds = until // stages.stage2_steps_per_round
+            return job, {}
+        per_round = stages.stage2_steps_per_round
+        rounds = -(-until // per_round)
         stores["active"] = [str(data / arm.store(r)) for r in range(1, rounds + 1)]
-        return StageJob(
+        job = StageJob(
             name=f"stage2-{arm.name}",
             stores=stores,
             weights=stages.stage2_mix,
@@ -360,11 +409,13 @@ class Driver:
             init=str(self.run_dir / "students" / "stage1"),
             **common,
         )
+        return job, {"active": [(r - 1) * per_round for r in range(1, rounds + 1)]}
 
     def _train(self, until: int, export: str, arm: Arm | None = None) -> dict:
         from salad_ray.train.launcher import train_stage
 
-        result = train_stage(self.config, self.run_dir / "train", self.stage_job(until, arm))
+        job, starts = self.stage_job(until, arm)
+        result = train_stage(self.config, self.run_dir / "train", job, starts)
         target = self.run_dir / "students" / export
         if not target.is_dir():
             tmp = target.with_name(f".{export}.tmp")
@@ -393,31 +444,35 @@ class Driver:
     def round_dir(self, arm: Arm, r: int) -> Path:
         return self.run_dir / "rounds" / arm.name / str(r)
 
-    def student_for_round(self, r: int) -> Path:
-        """Round r is scored with the active arm's student after round r - 2 (stage I for rounds 1, 2)."""
-        return self.run_dir / "students" / ("stage1" if r <= 2 else ACTIVE.student(r - 2))
-
-    def await_active(self, r: int) -> Path:
-        """What probing round r reads of the active arm, once it exists: the active selections before
-        round r (probes avoid them) and the student that scores the round. An arm running beside the
-        active one may get to round r first; it waits here."""
-        student = self.student_for_round(r)
-        while not (student.is_dir() and (r == 1 or ACTIVE.phase(r - 1, "plan") in self.state.done)):
+    def wait_for(self, ready: Callable[[], bool], what: str) -> None:
+        """Wait until ``ready()``: what a round needs of the active arm (its selections, its students)
+        may still be under way, in its trainer or, for the uniform arm, in the active arm's thread."""
+        while not ready():
             if self._failed.is_set():
-                raise RuntimeError(f"round {r} cannot be probed: the active arm failed before it")
+                raise RuntimeError(f"{what}: a stage-II arm or its trainer failed before it")
             time.sleep(1)
-        return student
+
+    def _stop_waits_if_failed(self, training: Future) -> None:
+        if training.exception() is not None:
+            self._failed.set()
 
     def probe_round(self, r: int, lane: str) -> None:
-        """A few texts per cluster, spoken and scored with the newest finished student: M(c), CER(c).
-        Shared by the arms: whichever gets to round r first probes it, the other finds it done."""
-        student = self.await_active(r)
+        """A few texts per cluster, spoken once the active selections before round r (which probes
+        avoid) are made, then scored with the round's student (:func:`student_for_round`) once it is
+        saved: M(c), CER(c). Shared by the arms: whichever gets to round r first probes it, the other
+        finds it done."""
+        planned = ACTIVE.phase(r - 1, "plan")
+        self.wait_for(lambda: r == 1 or planned in self.state.done, f"round {r} cannot be probed")
         with self._probing:
-            self._probe_round(r, student, lane)
+            self._speak_probes(r, lane)
+        name, _ = student_for_round(r, self.config.stages.stage2_steps_per_round)
+        student = self.run_dir / "students" / name
+        self.wait_for(student.is_dir, f"round {r} cannot be scored")
+        with self._probing:
+            self._score_probes(r, student, lane)
 
-    def _probe_round(self, r: int, student: Path, lane: str) -> None:
+    def _speak_probes(self, r: int, lane: str) -> None:
         from salad_ray.pool import Pool
-        from salad_ray.scoring import score_store
 
         if f"round-{r}/probes" not in self.state.done:
             pool = Pool.load(self.run_dir / "pool")
@@ -441,6 +496,10 @@ class Driver:
                 probes={str(r): list(probes["text_id"])},
                 pipelines={f"probes-{r}": summary},
             )
+
+    def _score_probes(self, r: int, student: Path, lane: str) -> None:
+        from salad_ray.scoring import score_store
+
         if f"round-{r}/scores" not in self.state.done:
             self.status.show(lane, f"round {r}: score")
             scores = score_store(self.config, self.store(f"probes-{r}"), student)
@@ -460,7 +519,7 @@ class Driver:
         if arm.phase(r, "plan") not in self.state.done:
             pool = Pool.load(self.run_dir / "pool")
             scores = pd.read_parquet(self.run_dir / "rounds" / "probes" / str(r) / "scores.parquet")
-            m, cer, _ = per_cluster(scores, pool.clusters)
+            m, cer, kl = per_cluster(scores, pool.clusters)
             seconds_per_word = scores["duration"].sum() / max(scores["words"].sum(), 1)
             used = self.used_text_ids(arm, r)
             candidates = [
@@ -478,6 +537,8 @@ class Driver:
                 max_cer=sel.max_cer,
                 budget_seconds=sel.round_budget_seconds,
                 seed=self.config.seed * 1000 + r,
+                kl=kl,
+                signal=sel.signal,
             )
             rdir.mkdir(parents=True, exist_ok=True)
             (rdir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2))
@@ -506,14 +567,18 @@ class Driver:
             )
 
     def train_round(self, arm: Arm, r: int) -> None:
-        last = r == self.config.stages.stage2_rounds
-        gap = self._train(r * self.config.stages.stage2_steps_per_round, arm.student(r), arm)
+        """Round r's steps, in the calls of :func:`round_calls`; the last one's F and M are noted."""
+        stages = self.config.stages
+        last = r == stages.stage2_rounds
+        for until, student in round_calls(arm, r, stages.stage2_rounds, stages.stage2_steps_per_round):
+            gap = self._train(until, student, arm)
         self.state.finish(
             arm.phase(r, "train"), gap={f"stage II {arm.name}" if last else f"{arm.name} round {r}": gap}
         )
 
     def stage2(self, arm: Arm) -> None:
-        """The arm's rounds, pipelined: round r trains while round r + 1 is prepared."""
+        """The arm's rounds, pipelined: round r trains while round r + 1 is prepared (the active arm's
+        preparation waits in ``probe_round`` for the half-way student its own trainer saves)."""
         rounds = self.config.stages.stage2_rounds
         self.prepare_round(arm, 1)
         with ThreadPoolExecutor(max_workers=1) as trainer:
@@ -522,10 +587,13 @@ class Driver:
                 if arm.phase(r, "train") not in self.state.done:
                     self.status.show(arm.name, f"{arm.name} round {r}: train")
                     training = trainer.submit(self.train_round, arm, r)
-                if r < rounds:
-                    self.prepare_round(arm, r + 1)  # overlaps the training of round r
-                if training is not None:
-                    training.result()
+                    training.add_done_callback(self._stop_waits_if_failed)
+                try:
+                    if r < rounds:
+                        self.prepare_round(arm, r + 1)  # overlaps the training of round r
+                finally:
+                    if training is not None:
+                        training.result()  # a failed training raises here, not the wait it stopped
         self.status.clear(arm.name)
 
     def run_arms(self) -> None:
@@ -560,8 +628,28 @@ class Driver:
                 students[f"stage II {arm.name}"] = self.run_dir / "students" / arm.student(rounds)
         return students
 
+    def eval_students(self) -> dict:
+        """The final students with where training left them, then (``eval.round_students``) each
+        earlier stage-II round's student, for the learning curve: name -> StudentSpec."""
+        from salad_ray.eval.suite import StudentSpec
+
+        stages = self.config.stages
+        rounds, per_round = stages.stage2_rounds, stages.stage2_steps_per_round
+        final = self.final_students()
+        specs = {"stage I": StudentSpec(final.pop("stage I"), stage="stage1", step=stages.stage1_steps)}
+        for name, path in final.items():
+            specs[name] = StudentSpec(path, stage=f"stage2-{name.split()[-1]}", step=rounds * per_round)
+        if self.config.eval.round_students:
+            for arm in sorted(self.arms(), key=lambda a: a.name != "uniform"):
+                for r in range(1, rounds):
+                    path = self.run_dir / "students" / arm.student(r)
+                    specs[f"{arm.name} round {r}"] = StudentSpec(
+                        path, role="round", stage=f"stage2-{arm.name}", step=r * per_round
+                    )
+        return specs
+
     def evaluate(self) -> None:
-        """The spoken benchmarks and the held-out gap of every final student, in a Ray task."""
+        """The spoken benchmarks, the controls and the held-out gap of every student, in a Ray task."""
         import ray
 
         from salad_ray.eval.suite import run_eval
@@ -569,7 +657,7 @@ class Driver:
 
         task = ray.remote(run_eval).options(**eval_task_options(self.config))
         out = self.run_dir / "eval"
-        ray.get(task.remote(self.config, self.final_students(), self.run_dir / "data" / "heldout", out))
+        ray.get(task.remote(self.config, self.eval_students(), self.run_dir / "data" / "heldout", out))
         self.state.finish("eval")
 
     # -------------------------------------------------------------------------------------- run

@@ -1,9 +1,13 @@
 """Scoring probes: scorer actors holding a student checkpoint measure M (and the distillation KL)
-of every spoken probe, in a Ray Data stage; per-cluster M is the token-weighted mean.
+of every spoken probe, in a Ray Data stage; per-cluster M and KL are token-weighted means over the
+probes' text targets that follow speech (T_s of :mod:`salad_ray.metrics`):
 
-    M(c) = Σ_{probes x in c} M_sum(x) / Σ_{x in c} M_count(x)        (nats per text target)
+    M(c)  = Σ_{probes x in c} M_sum(x) / Σ_{x in c} |T_s(x)|         (nats per text target)
+    KL(c) = Σ_{probes x in c} D_sum(x) / Σ_{x in c} |T_s(x)|         (the same targets)
 
-A cluster with no probe left to score (all failed synthesis) gets M = 0 and is not kept.
+so neither moves with how much text a probe's plan puts before its first speech span. Either can
+drive the selection (``selection.signal``, :mod:`salad_ray.selection`). A cluster with no probe
+left to score (all failed synthesis) gets M = KL = 0 and is not kept.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ def score_store(config: RunConfig, store: ShardStore, student_dir: Path) -> pd.D
 
 
 def per_cluster(scores: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(M, CER, distillation KL) per cluster; clusters without probes get M = KL = 0 and CER = inf."""
+    """(M, CER, distillation KL) per cluster (module docstring); clusters without probes, or whose
+    probes have no text target after speech, get M = KL = 0 (CER = inf without probes)."""
     m, cer, d = np.zeros(k), np.full(k, np.inf), np.zeros(k)
     for c, group in scores.groupby("cluster"):
         count = group["m_count"].sum()

@@ -1,18 +1,21 @@
-"""Active selection: balanced k-means over the text pool, p(c) ∝ P_pool(c)·M(c)^γ, budgeted draws.
+"""Active selection: balanced k-means over the text pool, p(c) ∝ P_pool(c)·S(c)^γ, budgeted draws.
 
 Clusters. The pool's sentence embeddings are cut into K clusters of (nearly) equal size by
 balanced k-means: k-means++ seeding, then Lloyd iterations whose assignment step gives each point
 its nearest centroid that still has room (points nearest their centroid choose first), each
 cluster capped at ceil(N / K) points.
 
-Target distribution. With M(c) the misalignment of cluster c (the student's mean per-token M on the
-cluster's spoken probes) and P_pool(c) the cluster's share of the pool,
+Target distribution. With S(c) the score of cluster c and P_pool(c) the cluster's share of the pool,
 
-    p(c) = P_pool(c) · M(c)^γ / Σ_c' P_pool(c') · M(c')^γ,
+    p(c) = P_pool(c) · S(c)^γ / Σ_c' P_pool(c') · S(c')^γ,
 
 over the clusters kept: a cluster whose probes' TTS character error rate exceeds ``max_cer`` gets
 p(c) = 0 (its speech is not worth learning from). γ = 0 is selection in proportion to the pool
-(uniform over balanced clusters); the paper uses γ = 5.
+(uniform over balanced clusters); the paper uses γ = 5. S is the config's ``selection.signal``:
+``misalignment`` (default) takes S(c) = M(c), the student's per-token misalignment on the cluster's
+spoken probes; ``distillation`` takes S(c) = KL(c), the distillation KL to the teacher on the same
+targets (both from :func:`salad_ray.scoring.per_cluster`). A round's plan records M(c) and KL(c)
+either way, and which one drove p.
 
 Budget. Texts are drawn without replacement: draw a cluster from p, take a random unused text of
 it, add its estimated seconds of speech, until the round's budget is met; an exhausted cluster
@@ -24,6 +27,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from salad_ray.config import SelectionSignal
 
 
 def _sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -71,11 +76,11 @@ def balanced_kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 25) -> t
     return labels, centroids
 
 
-def target_distribution(pool_share: np.ndarray, m: np.ndarray, gamma: float, keep: np.ndarray) -> np.ndarray:
-    """p(c) ∝ P_pool(c) · M(c)^γ over the kept clusters (module docstring)."""
-    weight = np.where(keep, pool_share * np.power(np.maximum(m, 0.0), gamma), 0.0)
+def target_distribution(pool_share: np.ndarray, s: np.ndarray, gamma: float, keep: np.ndarray) -> np.ndarray:
+    """p(c) ∝ P_pool(c) · S(c)^γ over the kept clusters (module docstring)."""
+    weight = np.where(keep, pool_share * np.power(np.maximum(s, 0.0), gamma), 0.0)
     if weight.sum() <= 0:
-        raise ValueError("no cluster is left to select from (all dropped, or M is zero everywhere)")
+        raise ValueError("no cluster is left to select from (all dropped, or the signal is zero everywhere)")
     return weight / weight.sum()
 
 
@@ -118,6 +123,8 @@ class RoundPlan:
     p: list[float]
     budget_seconds: float
     selected: list[dict] = field(default_factory=list)  # Candidate fields
+    kl: list[float] = field(default_factory=list)  # distillation KL(c) per cluster (empty: not measured)
+    signal: str = SelectionSignal.MISALIGNMENT.value  # which of m / kl is S(c) in p
 
     def shares(self) -> list[float]:
         """Share of the selected (estimated) seconds per cluster."""
@@ -141,10 +148,17 @@ def plan_round(
     max_cer: float,
     budget_seconds: float,
     seed: int,
+    kl: np.ndarray | None = None,
+    signal: SelectionSignal | str = SelectionSignal.MISALIGNMENT,
 ) -> RoundPlan:
-    """Measure -> distribution -> draw: the whole selection of one round."""
+    """Measure -> distribution -> draw: the whole selection of one round, S(c) = ``m`` or ``kl`` as
+    ``signal`` says (module docstring)."""
+    signal = SelectionSignal(signal)
+    if signal == SelectionSignal.DISTILLATION and kl is None:
+        raise ValueError("selection.signal is distillation but no distillation KL per cluster was given")
+    score = np.asarray(kl if signal == SelectionSignal.DISTILLATION else m)
     keep = np.asarray(cer) <= max_cer
-    p = target_distribution(np.asarray(pool_share), np.asarray(m), gamma, keep)
+    p = target_distribution(np.asarray(pool_share), score, gamma, keep)
     chosen = draw(candidates, p, budget_seconds, seed)
     return RoundPlan(
         round=round_index,
@@ -156,4 +170,6 @@ def plan_round(
         p=p.tolist(),
         budget_seconds=budget_seconds,
         selected=[asdict(c) for c in chosen],
+        kl=[] if kl is None else [float(v) for v in kl],
+        signal=signal.value,
     )

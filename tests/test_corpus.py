@@ -77,3 +77,49 @@ def test_gcide_quotations():
     records = list(read_texts(TextSource(kind="gcide", min_words=8, max_words=40, limit=50)))
     assert len(records) == 50 and {r.domain for r in records} == {"gcide"}
     assert not any(re.search(r"--\S", r.text) or "[1913" in r.text for r in records)  # attributions cut
+
+
+def test_heldout_only_domains_are_held_out_and_never_trained_on(tmp_path, monkeypatch):
+    """data.heldout_only: the held-out set has its own samples of the domain; the natural stand-in,
+    the text set and the pool (so its probes) read without it."""
+    import salad_ray.pool
+    from salad_ray.config import load_config
+    from salad_ray.corpus import heldout_records
+    from salad_ray.run import Driver
+
+    config = load_config(
+        "smoke",
+        overrides=[
+            "data.heldout_only=[medicine]",
+            "data.natural_standin.text.categories=[computers, medicine]",
+            "data.pool.categories=[medicine, science]",
+            "data.text={kind: fortunes, categories: [food, medicine], min_words: 8, max_words: 40, limit: 30}",
+        ],
+    )
+    held = heldout_records(config.data, config.seed)
+    unseen = [r for r in held if r.domain == "medicine"]
+    assert len(unseen) >= config.data.heldout.unseen_samples and len(held) > len(unseen)
+    assert held == heldout_records(config.data, config.seed)  # deterministic
+
+    driver, read = Driver(config, tmp_path), {}
+    monkeypatch.setattr(
+        driver, "_synthesize", lambda name, records, **_: read.setdefault(name, records) and ""
+    )
+    driver.build_natural()
+    driver.build_text()
+    for name in ("natural", "text"):
+        assert read[name] and all(r.domain != "medicine" for r in read[name])
+
+    class Stop(Exception):
+        pass
+
+    def pool_source(source, exclude_domains=()):
+        records = list(read_texts(source, exclude_domains))
+        read["pool"] = records
+        raise Stop  # the embedding and clustering (Ray Data) are not what is tested here
+
+    monkeypatch.setattr(salad_ray.pool, "read_texts", pool_source)
+    with pytest.raises(Stop):
+        salad_ray.pool.build_pool(config, tmp_path / "pool", exclude=set())
+    assert {r.domain for r in read["pool"]} == {"science"}
+    assert any(r.domain == "medicine" for r in read_texts(config.data.pool))  # what was left out

@@ -2,40 +2,144 @@ import json
 
 import numpy as np
 
+from salad_ray.eval.stats import accuracy_interval
 from salad_ray.report import read_metrics, write_report
 from salad_ray.selection import Candidate, plan_round
 
 
-def student(speech, text, m):
-    return {
-        "kind": "student",
-        "accuracy": {"speech": speech, "text": text},
-        "heldout": {
+def vector(hits: int, n: int = 10) -> list[int]:
+    return [1] * hits + [0] * (n - hits)
+
+
+DOMAINS = ["law", "medicine"] * 6  # medicine: the held-out-only domain
+
+
+def heldout(m_per_sample: list[float]) -> dict:
+    """Held-out F and M with per-sample sums (10 targets each), as the suite writes them."""
+    n = len(m_per_sample)
+    per_sample = {
+        "ids": [f"s{k}" for k in range(n)],
+        "domains": DOMAINS[:n],
+        "f_sum": [0.1] * n,
+        "f_targets": [10.0] * n,
+        "m_sum": [10 * m for m in m_per_sample],
+        "m_targets": [10.0] * n,
+    }
+    domains = {
+        d: {
             "f": 0.01,
-            "m": m,
-            "targets": 10,
-            "domains": {"law": {"f": 0.01, "m": 0.2, "targets": 4}},
+            "m": float(np.mean([m for m, dd in zip(m_per_sample, DOMAINS, strict=False) if dd == d])),
+            "targets": 10.0 * DOMAINS[:n].count(d),
+        }
+        for d in sorted(set(DOMAINS[:n]))
+    }
+    return {
+        "f": 0.01,
+        "m": float(np.mean(m_per_sample)),
+        "targets": 10.0 * n,
+        "domains": domains,
+        "per_sample": per_sample,
+    }
+
+
+def student(speech, text, m, shuffled=None, **extra):
+    """A student's results: ``speech`` / ``text`` hits out of 10 per task, per-sample held-out M."""
+    out = {
+        "kind": "student",
+        "role": "final",
+        "accuracy": {
+            "speech": {t: h / 10 for t, h in speech.items()},
+            **({"text": {t: h / 10 for t, h in text.items()}} if text else {}),
+        },
+        "correct": {
+            "speech": {t: vector(h) for t, h in speech.items()},
+            **({"text": {t: vector(h) for t, h in text.items()}} if text else {}),
+        },
+        "heldout": heldout(m),
+        **extra,
+    }
+    if shuffled is not None:
+        hits, shuffled_m = shuffled
+        out["shuffled"] = {
+            "accuracy": {"speech": {t: h / 10 for t, h in hits.items()}},
+            "correct": {"speech": {t: vector(h) for t, h in hits.items()}},
+            "heldout": heldout(shuffled_m),
+        }
+    return out
+
+
+NOISE = [0.02, -0.03, 0.01, -0.01, 0.03, -0.02, 0.0, 0.02, -0.01, 0.01, -0.02, 0.0]
+UNIFORM_M = [0.3 + 0.1 * (k % 3) for k in range(12)]
+
+
+def results(active_m: list[float]) -> dict:
+    return {
+        "tasks": {"a": 10, "b": 10},
+        "items": {t: [f"{t}{k}" for k in range(10)] for t in "ab"},
+        "chance": {"a": 0.25, "b": 0.5},
+        "shots": 0,
+        "voice": "en-us",
+        "seed": 0,
+        "heldout_only": ["medicine"],
+        "systems": {
+            "original LLM": {
+                "kind": "original",
+                "accuracy": {"text": {"a": 0.8, "b": 0.6}},
+                "correct": {"text": {"a": vector(8), "b": vector(6)}},
+            },
+            "cascade": {
+                "kind": "cascade",
+                "accuracy": {"cascade": {"a": 0.7, "b": 0.6}},
+                "correct": {"cascade": {"a": vector(7), "b": vector(6)}},
+            },
+            "untrained student": student(
+                {"a": 2, "b": 5}, None, [1.5] * 12, role="untrained", stage=None, step=0
+            ),
+            "stage I": student(
+                {"a": 4, "b": 3},
+                {"a": 8, "b": 6},
+                [0.5] * 12,
+                ({"a": 3, "b": 3}, [0.6] * 12),
+                stage="stage1",
+                step=4,
+            ),
+            "stage II uniform": student(
+                {"a": 5, "b": 4},
+                {"a": 8, "b": 6},
+                UNIFORM_M,
+                ({"a": 2, "b": 3}, [0.5] * 12),
+                stage="stage2-uniform",
+                step=2,
+            ),
+            "stage II active": student(
+                {"a": 5, "b": 4},
+                {"a": 7, "b": 6},
+                active_m,
+                ({"a": 2, "b": 4}, [0.5] * 12),
+                stage="stage2-active",
+                step=2,
+            ),
+            "active round 1": student(
+                {"a": 4, "b": 4}, None, [0.45] * 12, role="round", stage="stage2-active", step=1
+            ),
         },
     }
 
 
-RESULTS = {
-    "tasks": {"a": 10, "b": 10},
-    "chance": {"a": 0.25, "b": 0.5},
-    "shots": 0,
-    "voice": "en-us",
-    "systems": {
-        "original LLM": {"kind": "original", "accuracy": {"text": {"a": 0.8, "b": 0.6}}},
-        "cascade": {"kind": "cascade", "accuracy": {"cascade": {"a": 0.7, "b": 0.6}}},
-        "stage I": student({"a": 0.4, "b": 0.3}, {"a": 0.8, "b": 0.6}, 0.5),
-        "stage II active": student({"a": 0.5, "b": 0.4}, {"a": 0.76, "b": 0.6}, 0.3),
-    },
-}
+RESULTS = results([u + n for u, n in zip(UNIFORM_M, NOISE, strict=True)])  # active ~ uniform: noise
 
 
 def test_report_from_a_run_directory(tmp_path):
     metrics = [
-        {"stage": "stage1", "step": 2, "loss": 1.0, "loss_dist": 1.0, "loss_nll": 0.0},
+        {
+            "stage": "stage1",
+            "step": 2,
+            "loss": 1.0,
+            "loss_dist": 1.0,
+            "loss_nll": 0.0,
+            "samples": 8,
+            "samples_per_s": 0.1,
+        },
         {
             "stage": "stage1",
             "step": 4,
@@ -80,6 +184,7 @@ def test_report_from_a_run_directory(tmp_path):
         max_cer=0.2,
         budget_seconds=5.0,
         seed=0,
+        kl=np.array([0.2, 0.6, 1.1]),
     )
     (tmp_path / "rounds" / "active" / "1").mkdir(parents=True)
     (tmp_path / "rounds" / "active" / "1" / "plan.json").write_text(json.dumps(plan.to_dict()))
@@ -96,19 +201,60 @@ def test_report_from_a_run_directory(tmp_path):
     path = write_report(tmp_path, notes, stage1_steps=4)
     text = path.read_text()
     assert "| stage II active | 0.02 | 0.3 |" in text
-    assert "| 2 | 0.9 | 0.5 | dropped | 0 | 0 |" in text  # the high-CER cluster is dropped
+    assert "| 2 | 0.9 | 1.1 | 0.5 | dropped | 0 | 0 |" in text  # M, KL; the high-CER cluster is dropped
+    assert "signal misalignment" in text
     assert "Active round 1" in text and "5 s synthesized" in text and "heldout: 4 inputs" in text
-    # Table 3: accuracy / gap (points) per task and on average, gap against the original LLM's text
-    assert "| original LLM | text | 80.0 | 60.0 | 70.0 |" in text
-    assert "| cascade | ASR transcript | 70.0 / +10.0 | 60.0 / +0.0 | 65.0 / +5.0 |" in text
-    assert "| stage II active | speech | 50.0 / +30.0 | 40.0 / +20.0 | 45.0 / +25.0 |" in text
-    assert "| stage II active | 76.0 / +4.0 | 60.0 / +0.0 | 68.0 / +2.0 |" in text  # text-side forgetting
-    assert "| law | 0.0100 / 0.2000 |" in text  # held-out F / M per domain
+
+    # Table 3: accuracy [95 % CI] / gap (points) per task and on average, gap against the original's text
+    def ci(*hits: int) -> str:
+        interval = accuracy_interval([vector(h) for h in hits])
+        return f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+
+    assert f"| original LLM | text | 80.0 {ci(8)} | 60.0 {ci(6)} | 70.0 {ci(8, 6)} |" in text
+    assert (
+        f"| cascade | ASR transcript | 70.0 {ci(7)} / +10.0 | 60.0 {ci(6)} / +0.0 | 65.0 {ci(7, 6)} / +5.0 |"
+        in text
+    )
+    assert (
+        f"| stage II active | speech | 50.0 {ci(5)} / +30.0 | 40.0 {ci(4)} / +20.0 | 45.0 {ci(5, 4)} / +25.0 |"
+        in text
+    )
+    assert f"| untrained student | speech | 20.0 {ci(2)} / +60.0 |" in text  # the control row
+    assert "| active round 1 | speech |" not in text  # round students: the learning curve only
+    assert "percentile bootstrap intervals (2000 resamples" in text
+    assert (
+        f"| stage II active | 70.0 {ci(7)} / +10.0 | 60.0 {ci(6)} / +0.0 | 65.0 {ci(7, 6)} / +5.0 |" in text
+    )
+    # held-out F / M per domain, the held-out-only domain on its own row
+    assert "| law | 0.0100 / 1.5000 | 0.0100 / 0.5000 |" in text  # untrained, stage I
+    assert "| held-out domain (unseen) | 0.0100 / 1.5000 [1.5000, 1.5000] | 0.0100 / 0.5000 [" in text
+    assert "held-out domain (unseen): medicine (data.heldout_only)" in text
+    # active against uniform: paired, and claimed only when the interval excludes 0
+    assert "**No measurable difference** between active and uniform on held-out M" in text
+    assert "Active beats uniform" not in text
+    assert "Spoken accuracy, active - uniform: +0.0 [+0.0, +0.0] points" in text
+    # shuffled audio: accuracy and M with another item's / sample's speech, paired against real audio
+    assert "### Controls: shuffled audio" in text
+    assert f"| stage I | 35.0 {ci(4, 3)} | 30.0 {ci(3, 3)} | +5.0 [" in text
+    assert "| 0.5000 [0.5000, 0.5000] | 0.6000 [0.6000, 0.6000] | +0.1000 [+0.1000, +0.1000] |" in text
+    # learning curve: the evaluated students at their steps (untrained 0, stage I 4, round 1 at 4 + 1)
+    assert (
+        "### Learning curve" in text
+        and "| active round 1 | 5 |" in text
+        and "| untrained student | 0 | 0.0 |" in text
+    )
+
+    better = results([m - 0.1 for m in UNIFORM_M])  # active lower on every sample
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(better))
+    text = write_report(tmp_path, notes, stage1_steps=4).read_text()
+    assert "**Active beats uniform** on held-out M, active - uniform = -0.1000 [-0.1000, -0.1000]" in text
+    assert "No measurable difference** between active and uniform on held-out M" not in text
     for png in (
         "heldout_gap.png",
         "losses.png",
         "m_per_cluster.png",
         "selection_share.png",
         "accuracy_vs_gap.png",
+        "learning_curve.png",
     ):
         assert (tmp_path / "report" / png).stat().st_size > 5000

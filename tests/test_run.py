@@ -265,6 +265,7 @@ def test_ray_job_submit_runs_the_smoke_loop_end_to_end(submitted_run):
     assert list(results["systems"]) == [
         "original LLM",
         "cascade",
+        "untrained student",
         "stage I",
         "stage II uniform",
         "stage II active",

@@ -1,16 +1,22 @@
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from salad_ray.config import SelectionConfig, SelectionSignal
 from salad_ray.selection import (
     Candidate,
+    RoundPlan,
     balanced_assign,
     balanced_kmeans,
     draw,
     plan_round,
     target_distribution,
 )
+
+SIGNALS = ("misalignment", "distillation")
 
 
 def test_balanced_kmeans_recovers_separated_groups_in_equal_sizes():
@@ -82,3 +88,41 @@ def test_gamma_puts_more_budget_where_m_is_high():
     # a cluster whose TTS is unintelligible gets nothing, however high its M
     noisy = plan_round(1, m, gamma=5.0, **(common | {"cer": np.array([0, 0, 0, 0.9])}))
     assert noisy.shares()[top] == 0 and not noisy.kept[top]
+
+
+def test_the_configured_signal_drives_p():
+    """M and the distillation KL rank the clusters in opposite orders; ``selection.signal`` decides
+    which one p(c) follows, and the plan records both."""
+    k = 4
+    m = np.array([0.2, 0.4, 0.8, 1.6])
+    kl = m[::-1].copy()
+    candidates = [Candidate(f"t{c}-{i}", c, 2.0) for c in range(k) for i in range(200)]
+    common = dict(
+        cer=np.zeros(k),
+        pool_share=np.full(k, 1 / k),
+        candidates=candidates,
+        gamma=5.0,
+        max_cer=0.2,
+        budget_seconds=200.0,
+        seed=3,
+        kl=kl,
+    )
+    by = {
+        signal: plan_round(1, m, signal=SelectionConfig(signal=signal).signal, **common) for signal in SIGNALS
+    }
+    np.testing.assert_allclose(
+        by["misalignment"].p, target_distribution(np.full(k, 1 / k), m, 5.0, np.ones(k))
+    )
+    np.testing.assert_allclose(
+        by["distillation"].p, target_distribution(np.full(k, 1 / k), kl, 5.0, np.ones(k))
+    )
+    assert np.argsort(by["misalignment"].shares()).tolist() == [0, 1, 2, 3]
+    assert np.argsort(by["distillation"].shares()).tolist() == [3, 2, 1, 0]
+    for signal, plan in by.items():
+        recorded = RoundPlan(**json.loads(json.dumps(plan.to_dict())))  # as plan.json holds it
+        assert recorded.signal == signal and recorded.m == m.tolist() and recorded.kl == kl.tolist()
+    assert SelectionConfig().signal == SelectionSignal.MISALIGNMENT  # the default
+    with pytest.raises(ValidationError):
+        SelectionConfig(signal="loss")
+    with pytest.raises(ValueError, match="no distillation KL"):
+        plan_round(1, m, signal="distillation", **(common | {"kl": None}))

@@ -5,7 +5,8 @@
                              [--config FILE] [--set key=value ...] [--out DIR]
 
 With ``--run-dir`` the run's configuration (``config.yaml``, ``--set`` layered over it), its final
-students (stage I and each stage-II arm) and its held-out spoken set are used, and the result goes to
+students (stage I and each stage-II arm; each round's with ``eval.round_students``) and its held-out
+spoken set are used, and the result goes to
 ``<run-dir>/eval/results.json`` (the run's report picks it up). Otherwise the original LLM, the
 cascade and the ``--student`` directories are scored on the configured benchmarks.
 """
@@ -16,8 +17,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from salad_ray.config import ConfigError, add_config_arguments, load_config
+
+if TYPE_CHECKING:
+    from salad_ray.eval.suite import StudentSpec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output directory (default: <run-dir>/eval or ./eval)")
     args = parser.parse_args(argv)
     try:
-        students: dict[str, Path] = {}
+        students: dict[str, Path | StudentSpec] = {}
         for item in args.student:
             name, sep, path = item.partition("=")
             if not sep or not Path(path).is_dir():
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             if not saved.is_file():
                 raise ConfigError(f"{run_dir} is not a run directory: {saved} is missing")
             config = load_config(file=saved, overrides=args.overrides)
-            found = {n: p for n, p in Driver(config, run_dir).final_students().items() if p.is_dir()}
+            found = {n: s for n, s in Driver(config, run_dir).eval_students().items() if s.path.is_dir()}
             students = {**found, **students}
             heldout = run_dir / "data" / "heldout"
             out = Path(args.out or run_dir / "eval")

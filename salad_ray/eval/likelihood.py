@@ -15,7 +15,8 @@ weights, and fed text it is exactly the original model.
 A prompt is a list of pieces: few-shot contexts (spoken in speech mode), their right answers and a
 blank line (always text), then the item's context (spoken). A spoken piece is cut into chunks of at
 most ``span_words`` words, each synthesized on its own (as in training, and within Whisper's 30 s
-window for the cascade).
+window for the cascade). The shuffled-audio control (:func:`with_donor_context`) hears an item with
+another item's spoken context in place of its own: same examples, same options, same answer.
 """
 
 from __future__ import annotations
@@ -53,6 +54,31 @@ class Prompt:
 
     def spoken_texts(self) -> list[str]:
         return [p.text for p in self.pieces if p.spoken]
+
+
+def context_pieces(prompt: Prompt) -> int:
+    """How many pieces at the end of the prompt are the item's own context (its trailing spoken run)."""
+    n = 0
+    for piece in reversed(prompt.pieces):
+        if not piece.spoken:
+            break
+        n += 1
+    return n
+
+
+def with_donor_context(prompt: Prompt, donor: Prompt) -> Prompt:
+    """The shuffled-audio control of a prompt: its few-shot examples as they are, its own context's
+    pieces and audio replaced by ``donor``'s (the options and the answer stay the item's)."""
+    if prompt.audio is None or donor.audio is None:
+        raise ValueError("the shuffled-audio control needs both prompts' audio")
+    own, theirs = context_pieces(prompt), context_pieces(donor)
+    if own == 0 or theirs == 0:
+        raise ValueError(f"item {prompt.item.item_id} or {donor.item.item_id} has no spoken context")
+    return Prompt(
+        prompt.item,
+        prompt.pieces[:-own] + donor.pieces[-theirs:],
+        audio=list(prompt.audio[:-own]) + list(donor.audio[-theirs:]),
+    )
 
 
 def _chunks(text: str, span_words: int) -> list[str]:

@@ -4,18 +4,32 @@ Systems and the modes they are scored in, on the same items and the same prompts
 
     original LLM      text       the original text LLM (the teacher's weights) fed the prompt as text
     cascade           cascade    Whisper's transcript of the spoken prompt, fed to the original LLM
+    untrained student speech     a fresh student (original LLM, adapter seeded by ``seed``): the floor
     each student      speech     the student fed the spoken prompt (speech spans, then the options)
                       text       the student fed the prompt as text (text-side forgetting)
+                      shuffled   speech mode with every item's spoken context taken from another item
+                                 (a seeded derangement: none keeps its own), and held-out M with every
+                                 sample's speech from another sample (salad_ray.eval.controls)
 
     gap        = accuracy(original LLM, text) - accuracy(system, speech or cascade)
     forgetting = accuracy(original LLM, text) - accuracy(student, text)
 
-Every spoken piece is synthesized once (``eval.voice``) and transcribed once, then shared by every
-system. Students are also measured on the held-out broad-domain spoken set: F and M per token,
-overall and per domain (:func:`heldout_gap`).
+Every distinct spoken piece is synthesized once (``eval.voice``) and transcribed once, in batches,
+and both are cached in the output's ``cache/`` (:mod:`salad_ray.eval.speech_cache`), so reruns and
+every system share them; the frozen encoder's features are computed once per evaluation. Students
+are also measured on the held-out spoken set: F and M per token, overall, per domain, and per sample
+(:func:`heldout_gap`), which the report's paired intervals resample.
 
 The result is a JSON-able dict (:func:`evaluate`), saved by :func:`run_eval` as ``results.json``;
-:mod:`salad_ray.eval.tables` turns it into the report's tables and plots.
+:mod:`salad_ray.eval.tables` turns it into the report's tables, intervals and plots. Beyond the
+accuracies, it keeps what the intervals need:
+
+    items[task]                               the item ids, in order
+    systems[name].correct[mode][task]         0/1 per item, in that order
+    systems[name].heldout.per_sample          ids, domains, f_sum, f_targets, m_sum, m_targets
+    systems[name].shuffled                    the control's accuracy, correct and heldout (final students)
+    systems[name].role, stage, step           untrained / final / round; where training left it
+    heldout_only                              the held-out-only domains (data.heldout_only)
 """
 
 from __future__ import annotations
@@ -24,7 +38,8 @@ import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +47,12 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from salad_ray.assets import resolve
-from salad_ray.batch import collate
+from salad_ray.batch import Sample, collate
 from salad_ray.config import RunConfig
+from salad_ray.eval.controls import derange, shuffled_audio
 from salad_ray.eval.items import Item, load_items, shots_for
-from salad_ray.eval.likelihood import Prompt, fit_prompt, predict, prompt_tokens
+from salad_ray.eval.likelihood import Prompt, fit_prompt, predict, prompt_tokens, with_donor_context
+from salad_ray.eval.speech_cache import CachedEncoder, SpeechCache
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import batch_gap
 from salad_ray.pipeline.records import sample_from_row
@@ -44,7 +60,24 @@ from salad_ray.pipeline.shards import ShardStore
 
 ORIGINAL = "original LLM"
 CASCADE = "cascade"
+UNTRAINED = "untrained student"
 PROGRESS_FILE = "progress.txt"  # the system being scored, for the driver's status line
+CACHE_DIR = "cache"  # spoken pieces and transcripts, under the output directory
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A student to evaluate: its saved directory, its role and where training left it.
+
+    ``role``: ``final`` (every mode, the controls, a row of Table 3) or ``round`` (an intermediate
+    student: speech and held-out only, for the learning curve). ``stage`` and ``step`` name its
+    training records in ``metrics.jsonl`` (``stage1`` or ``stage2-<arm>``, that stage's step).
+    """
+
+    path: Path
+    role: str = "final"
+    stage: str | None = None
+    step: int | None = None
 
 
 def build_prompts(config: RunConfig, tokenizer, bos_id: int | None) -> dict[str, list[Prompt]]:
@@ -68,14 +101,12 @@ def build_prompts(config: RunConfig, tokenizer, bos_id: int | None) -> dict[str,
     return out
 
 
-def speak_prompts(config: RunConfig, prompts: list[Prompt]) -> None:
-    """Synthesize the spoken pieces of every prompt (one TTS call per piece)."""
-    from salad_ray.tts.base import build_tts
-
-    tts = build_tts(config.tts, device="cuda" if torch.cuda.is_available() else "cpu")
-    voice = config.eval.voice or config.tts.voices[0]
-    for prompt in tqdm(prompts, desc="speak benchmark prompts", unit="item"):
-        prompt.audio = tts.synthesize(prompt.spoken_texts(), voice)
+def speak_prompts(config: RunConfig, prompts: list[Prompt], cache: SpeechCache | None = None) -> None:
+    """The audio of every spoken piece of every prompt; each distinct piece synthesized once."""
+    cache = cache or SpeechCache(config)
+    audio = cache.speak([t for p in prompts for t in p.spoken_texts()])
+    for prompt in prompts:
+        prompt.audio = [audio[t] for t in prompt.spoken_texts()]
 
 
 # Whisper closes every segment with a full stop, also a segment cut mid-sentence ("you believe."),
@@ -83,53 +114,75 @@ def speak_prompts(config: RunConfig, prompts: list[Prompt]) -> None:
 SEGMENT_STOP = re.compile(r"(\.|…)+$")
 
 
-def transcribe_prompts(config: RunConfig, prompts: list[Prompt]) -> None:
-    """Whisper transcripts of every spoken piece (the cascade's input), final full stops dropped."""
-    from salad_ray.asr import WhisperASR
-
-    asr = WhisperASR(resolve(config.models.asr), beam_size=config.eval.asr_beam_size)
-    for prompt in tqdm(prompts, desc="transcribe (cascade)", unit="item"):
-        prompt.transcripts = [SEGMENT_STOP.sub("", t).strip() for t in asr.transcribe(prompt.audio)]
-
-
-def accuracy(predictions: np.ndarray, items: list[Item]) -> float:
-    return float(np.mean([p == item.answer for p, item in zip(predictions, items, strict=True)]))
+def transcribe_prompts(config: RunConfig, prompts: list[Prompt], cache: SpeechCache | None = None) -> None:
+    """Whisper transcripts of every spoken piece (the cascade's input), final full stops dropped;
+    each distinct piece transcribed once, ``eval.asr_batch_size`` pieces per call."""
+    cache = cache or SpeechCache(config)
+    heard = cache.transcribe([t for p in prompts for t in p.spoken_texts()], config.eval.asr_batch_size)
+    for prompt in prompts:
+        prompt.transcripts = [SEGMENT_STOP.sub("", heard[t]).strip() for t in prompt.spoken_texts()]
 
 
-def score_modes(
-    model: SpeechLM, prompts: dict[str, list[Prompt]], modes: list[str]
-) -> dict[str, dict[str, float]]:
-    """Accuracy per mode and task."""
-    out: dict[str, dict[str, float]] = {}
-    for mode in modes:
-        out[mode] = {}
-        for task, task_prompts in prompts.items():
-            predictions = predict(model, task_prompts, mode)
-            out[mode][task] = accuracy(predictions, [p.item for p in task_prompts])
+def shuffled_prompts(prompts: dict[str, list[Prompt]], seed: int) -> dict[str, list[Prompt]]:
+    """The shuffled-audio control: within each task, item i is heard with item pi(i)'s spoken context
+    (pi a seeded derangement, :func:`~salad_ray.eval.controls.derange`); examples and options stay."""
+    out = {}
+    for task, task_prompts in prompts.items():
+        if len(task_prompts) < 2:
+            continue
+        donors = derange(len(task_prompts), seed)
+        out[task] = [
+            with_donor_context(p, task_prompts[d]) for p, d in zip(task_prompts, donors, strict=True)
+        ]
     return out
 
 
-def heldout_samples(store: Path) -> list[tuple]:
-    """(sample, domain) of every committed held-out sample."""
+def accuracy(predictions: np.ndarray, items: list[Item]) -> float:
+    return float(np.mean(correctness(predictions, items)))
+
+
+def correctness(predictions: np.ndarray, items: list[Item]) -> list[int]:
+    """1 where the prediction is the item's answer, else 0, item by item."""
+    return [int(p == item.answer) for p, item in zip(predictions, items, strict=True)]
+
+
+def score_modes(model: SpeechLM, prompts: dict[str, list[Prompt]], modes: list[str]) -> dict[str, dict]:
+    """``accuracy[mode][task]`` and ``correct[mode][task]`` (0/1 per item, in item order)."""
+    acc: dict[str, dict[str, float]] = {}
+    correct: dict[str, dict[str, list[int]]] = {}
+    for mode in modes:
+        acc[mode], correct[mode] = {}, {}
+        for task, task_prompts in prompts.items():
+            hits = correctness(predict(model, task_prompts, mode), [p.item for p in task_prompts])
+            correct[mode][task] = hits
+            acc[mode][task] = float(np.mean(hits))
+    return {"accuracy": acc, "correct": correct}
+
+
+def heldout_samples(store: Path) -> list[tuple[Sample, str]]:
+    """(sample, domain) of every committed held-out sample, in sample-id order."""
     out = []
     for path in ShardStore(store).files("shards"):
         for row in pq.read_table(path).to_pylist():
             out.append((sample_from_row(row), row["domain"]))
-    return out
+    return sorted(out, key=lambda x: x[0].sample_id)
 
 
 @torch.no_grad()
-def heldout_gap(student: SpeechLM, samples: list[tuple], batch_size: int) -> dict:
-    """F and M per token on the held-out set, overall and per domain."""
-    sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4))  # f_sum, f_count, m_sum, m_count
+def heldout_gap(student: SpeechLM, samples: list[tuple[Sample, str]], batch_size: int) -> dict:
+    """F and M per token on the held-out set, overall, per domain and per sample (sums and counts)."""
+    per_sample: dict[str, list] = {k: [] for k in ("f_sum", "f_targets", "m_sum", "m_targets")}
     student.eval()
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         gap = batch_gap(student, collate([s for s, _ in chunk]).to(student.device))
-        for b, (_, domain) in enumerate(chunk):
-            values = [float(t[b]) for t in (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts)]
-            sums[domain] += values
-            sums["all"] += values
+        for key, values in zip(per_sample, (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts), strict=True):
+            per_sample[key] += [float(v) for v in values[: len(chunk)]]
+    sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4))  # f_sum, f_count, m_sum, m_count
+    for n, (_, domain) in enumerate(samples):
+        values = np.array([per_sample[k][n] for k in ("f_sum", "f_targets", "m_sum", "m_targets")])
+        sums[domain] += values
+        sums["all"] += values
 
     def fm(v: np.ndarray) -> dict[str, float]:
         return {"f": v[0] / max(v[1], 1), "m": v[2] / max(v[3], 1), "targets": v[3]}
@@ -137,61 +190,127 @@ def heldout_gap(student: SpeechLM, samples: list[tuple], batch_size: int) -> dic
     return {
         **fm(sums.pop("all")),
         "domains": {d: fm(v) for d, v in sorted(sums.items())},
+        "per_sample": {
+            "ids": [s.sample_id for s, _ in samples],
+            "domains": [d for _, d in samples],
+            **per_sample,
+        },
     }
+
+
+def _shuffled_heldout(student: SpeechLM, held: list[tuple[Sample, str]], control, batch: int) -> dict:
+    """Held-out F and M with every sample's speech from another sample, under the real samples' ids."""
+    out = heldout_gap(student, control, batch)
+    out["per_sample"]["ids"] = [s.sample_id for s, _ in held]
+    return out
+
+
+def _share_encoder(student: SpeechLM, encoder: CachedEncoder, config: RunConfig) -> None:
+    """Give the student the evaluation's cached encoder when its own is the same frozen model (the
+    run's ``models.encoder``), else a cache of its own."""
+    same = student.models.encoder == config.models.encoder
+    student.encoder = encoder if same else CachedEncoder(student.encoder)
 
 
 def evaluate(
     config: RunConfig,
-    students: dict[str, Path],
+    students: Mapping[str, Path | StudentSpec],
     heldout: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    cache_dir: Path | None = None,
 ) -> dict:
-    """Evaluate the original LLM, the cascade and every student (module docstring); ``progress``
-    hears what is being done."""
+    """Evaluate the original LLM, the cascade, the untrained student (when there are students) and
+    every student (module docstring); ``progress`` hears what is being done; spoken pieces and
+    transcripts are cached in ``cache_dir`` (None: in memory)."""
     t0 = time.time()
+    e = config.eval
+    specs = {n: s if isinstance(s, StudentSpec) else StudentSpec(Path(s)) for n, s in students.items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    batch = config.eval.batch_size
+    torch.manual_seed(config.seed)  # the untrained student's adapter
     original = SpeechLM.from_config(config.models).to(device)  # untrained: its LLM is the original
+    encoder = original.encoder = CachedEncoder(original.encoder)
     prompts = build_prompts(config, original.tokenizer, original.bos_id)
     flat = [p for task in prompts.values() for p in task]
-    steps = 4 + len(students)
+    untrained = e.untrained and bool(specs)
+    steps = 4 + untrained + len(specs)
+    cache = SpeechCache(config, cache_dir)
     progress(f"1/{steps} speak {len(flat)} prompts")
-    speak_prompts(config, flat)
+    speak_prompts(config, flat, cache)
     progress(f"2/{steps} transcribe (cascade)")
-    transcribe_prompts(config, flat)
+    transcribe_prompts(config, flat, cache)
     held = heldout_samples(heldout) if heldout is not None else []
+    controls = e.shuffled_audio and any(s.role == "final" for s in specs.values())
+    shuffled = shuffled_prompts(prompts, config.seed) if controls else {}
+    held_control: list[tuple[Sample, str]] = []
+    if controls and sum(bool(s.audio) for s, _ in held) >= 2:
+        control_samples = shuffled_audio([s for s, _ in held], config.seed)
+        held_control = list(zip(control_samples, [d for _, d in held], strict=True))
+
     progress(f"3/{steps} {ORIGINAL}")
-    systems = {ORIGINAL: {"kind": "original", "accuracy": score_modes(original, prompts, ["text"])}}
+    systems: dict[str, dict] = {ORIGINAL: {"kind": "original", **score_modes(original, prompts, ["text"])}}
     progress(f"4/{steps} {CASCADE}")
-    systems[CASCADE] = {"kind": "cascade", "accuracy": score_modes(original, prompts, ["cascade"])}
-    del original
-    for n, (name, path) in enumerate(tqdm(students.items(), desc="evaluate students", unit="student"), 5):
-        progress(f"{n}/{steps} {name}")
-        student = SpeechLM.load(path, device=device)
-        systems[name] = {
+    systems[CASCADE] = {"kind": "cascade", **score_modes(original, prompts, ["cascade"])}
+    if untrained:
+        progress(f"5/{steps} {UNTRAINED}")
+        systems[UNTRAINED] = {
             "kind": "student",
-            "path": str(path),
-            "accuracy": score_modes(student, prompts, ["speech", "text"]),
-            **({"heldout": heldout_gap(student, held, batch)} if held else {}),
+            "role": "untrained",
+            "stage": None,
+            "step": 0,
+            **score_modes(original, prompts, ["speech"]),
+            **({"heldout": heldout_gap(original, held, e.batch_size)} if held else {}),
         }
+    del original
+    first = 5 + untrained
+    for n, (name, spec) in enumerate(tqdm(specs.items(), desc="evaluate students", unit="student"), first):
+        progress(f"{n}/{steps} {name}")
+        student = SpeechLM.load(spec.path, device=device)
+        _share_encoder(student, encoder, config)
+        final = spec.role == "final"
+        system = {
+            "kind": "student",
+            "role": spec.role,
+            "path": str(spec.path),
+            "stage": spec.stage,
+            "step": spec.step,
+            **score_modes(student, prompts, ["speech", "text"] if final else ["speech"]),
+        }
+        if held:
+            system["heldout"] = heldout_gap(student, held, e.batch_size)
+        if final and shuffled:
+            system["shuffled"] = score_modes(student, shuffled, ["speech"])
+            if held_control:
+                system["shuffled"]["heldout"] = _shuffled_heldout(student, held, held_control, e.batch_size)
+        systems[name] = system
         del student
     return {
         "tasks": {task: len(task_prompts) for task, task_prompts in prompts.items()},
+        "items": {task: [p.item.item_id for p in task_prompts] for task, task_prompts in prompts.items()},
         "chance": {
             task: float(np.mean([1 / len(p.item.options) for p in task_prompts]))
             for task, task_prompts in prompts.items()
         },
-        "shots": config.eval.shots,
-        "voice": config.eval.voice or config.tts.voices[0],
+        "shots": e.shots,
+        "voice": e.voice or config.tts.voices[0],
+        "seed": config.seed,
+        "heldout_only": list(config.data.heldout_only),
         "systems": systems,
         "wall_seconds": time.time() - t0,
     }
 
 
-def run_eval(config: RunConfig, students: dict[str, Path], heldout: Path | None, out: Path) -> Path:
-    """Evaluate and write ``out/results.json`` atomically; returns its path."""
+def run_eval(
+    config: RunConfig, students: Mapping[str, Path | StudentSpec], heldout: Path | None, out: Path
+) -> Path:
+    """Evaluate and write ``out/results.json`` atomically (speech cached in ``out/cache``); returns its path."""
     out.mkdir(parents=True, exist_ok=True)
-    result = evaluate(config, students, heldout, lambda line: (out / PROGRESS_FILE).write_text(line))
+    result = evaluate(
+        config,
+        students,
+        heldout,
+        lambda line: (out / PROGRESS_FILE).write_text(line),
+        cache_dir=out / CACHE_DIR,
+    )
     (out / PROGRESS_FILE).unlink(missing_ok=True)
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))

@@ -1,10 +1,18 @@
 """The evaluation's tables and plots, from ``results.json`` (:mod:`salad_ray.eval.suite`).
 
 * the paper's Table 3 shape: accuracy / gap per task and their averages, one row per system
-  (original LLM on text, the cascade, then each student on speech);
+  (original LLM on text, the cascade, the untrained student, then each final student on speech),
+  every accuracy with its 95 % bootstrap interval over items (:mod:`salad_ray.eval.stats`);
+* the controls: each final student with shuffled audio, accuracy and held-out M, and the paired
+  difference from real audio (what the student takes from the speech);
+* active against uniform selection: the paired difference of held-out M over the same held-out
+  samples (and of spoken accuracy over the same items), claimed only when its interval excludes 0;
 * text-side forgetting: each student's text accuracy against the original LLM's;
-* held-out F and M per domain;
-* accuracy against log M (and text accuracy against F), one point per student.
+* held-out F and M per domain, with the held-out-only domains (``data.heldout_only``) on a row of
+  their own, "held-out domain (unseen)";
+* accuracy against log M (and text accuracy against F), one point per student, with intervals.
+
+Results written before per-item correctness was kept (no ``correct``) render without intervals.
 """
 
 from __future__ import annotations
@@ -14,33 +22,93 @@ from pathlib import Path
 
 import numpy as np
 
+from salad_ray.eval.stats import (
+    LEVEL,
+    RESAMPLES,
+    SEED,
+    Interval,
+    accuracy_interval,
+    paired_accuracy_difference,
+    paired_ratio_difference,
+    ratio_interval,
+)
 from salad_ray.eval.suite import CASCADE, ORIGINAL
+
+UNSEEN_ROW = "held-out domain (unseen)"
+ACTIVE, UNIFORM = "stage II active", "stage II uniform"
 
 
 def _mode(system: dict) -> str:
     return {"original": "text", "cascade": "cascade", "student": "speech"}[system["kind"]]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _in_table3(system: dict) -> bool:
+    return system.get("role", "final") != "round"
+
+
+def _correct(system: dict, mode: str, tasks: list[str]) -> list[list[int]] | None:
+    """The 0/1 vectors of a system's mode, one per task, or None where they were not kept."""
+    kept = system.get("correct", {}).get(mode)
+    if kept is None or any(t not in kept for t in tasks):
+        return None
+    return [kept[t] for t in tasks]
+
+
+def accuracy_ci(system: dict, mode: str, tasks: list[str]) -> Interval | None:
+    """The mean accuracy over ``tasks`` of a system's mode and its bootstrap interval over items."""
+    correct = _correct(system, mode, tasks)
+    return accuracy_interval(correct) if correct else None
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def acc_cell(value: float, interval: Interval | None) -> str:
+    return _pct(value) + ("" if interval is None else f" [{_pct(interval.low)}, {_pct(interval.high)}]")
+
+
+def _points(interval: Interval) -> str:
+    return f"{100 * interval.estimate:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
+
+
+def nats_cell(interval: Interval, signed: bool = False) -> str:
+    f = "+.4f" if signed else ".4f"
+    return f"{interval.estimate:{f}} [{interval.low:{f}}, {interval.high:{f}}]"
+
+
+def ci_note() -> str:
+    return (
+        f"Brackets: {100 * LEVEL:.0f} % percentile bootstrap intervals ({RESAMPLES} resamples, seed {SEED}) "
+        f"over items (accuracies; an average resamples each task's items) or over held-out samples (M)."
+    )
+
+
 def gap_table(results: dict) -> str:
-    """Accuracy (%) / gap (points) per task: original on text, cascade, students on speech."""
+    """Accuracy (%) [95 % interval] / gap (points) per task and on average: the original LLM on text,
+    the cascade, the untrained and the final students on speech."""
     tasks = list(results["tasks"])
     systems = results["systems"]
     reference = systems[ORIGINAL]["accuracy"]["text"]
     header = ["system", "input"] + [f"{t} acc / gap" for t in tasks] + ["average acc / gap"]
     rows = []
     for name, system in systems.items():
+        if not _in_table3(system):
+            continue
         mode = _mode(system)
         acc = system["accuracy"][mode]
         cells = []
         for t in [*tasks, None]:
-            a = np.mean([acc[x] for x in tasks]) if t is None else acc[t]
-            r = np.mean([reference[x] for x in tasks]) if t is None else reference[t]
-            cells.append(f"{100 * a:.1f}" + ("" if name == ORIGINAL else f" / {100 * (r - a):+.1f}"))
+            chosen = tasks if t is None else [t]
+            a = float(np.mean([acc[x] for x in chosen]))
+            r = float(np.mean([reference[x] for x in chosen]))
+            cell = acc_cell(a, accuracy_ci(system, mode, chosen))
+            cells.append(cell + ("" if name == ORIGINAL else f" / {100 * (r - a):+.1f}"))
         rows.append([name, {"text": "text", "cascade": "ASR transcript", "speech": "speech"}[mode], *cells])
     chance = " / ".join(f"{t} {100 * c:.0f}%" for t, c in results["chance"].items())
     note = (
@@ -48,7 +116,9 @@ def gap_table(results: dict) -> str:
         f"{', '.join(f'{t}: {n} items' for t, n in results['tasks'].items())}; {results['shots']}-shot at most; "
         f"voice {results['voice']}; chance: {chance}."
     )
-    return _table(header, rows) + "\n\n" + note
+    if any(_correct(s, _mode(s), tasks) for s in systems.values()):
+        note += " " + ci_note()
+    return markdown_table(header, rows) + "\n\n" + note
 
 
 def forgetting_table(results: dict) -> str:
@@ -57,36 +127,235 @@ def forgetting_table(results: dict) -> str:
     reference = systems[ORIGINAL]["accuracy"]["text"]
     rows = []
     for name, system in systems.items():
-        if system["kind"] != "student":
+        if system["kind"] != "student" or "text" not in system["accuracy"]:
             continue
         text = system["accuracy"]["text"]
-        cells = [f"{100 * text[t]:.1f} / {100 * (reference[t] - text[t]):+.1f}" for t in tasks]
-        avg = np.mean([text[t] for t in tasks])
-        cells.append(f"{100 * avg:.1f} / {100 * (np.mean([reference[t] for t in tasks]) - avg):+.1f}")
+        cells = [
+            f"{acc_cell(text[t], accuracy_ci(system, 'text', [t]))} / {100 * (reference[t] - text[t]):+.1f}"
+            for t in tasks
+        ]
+        avg = float(np.mean([text[t] for t in tasks]))
+        forgetting = 100 * (np.mean([reference[t] for t in tasks]) - avg)
+        cells.append(f"{acc_cell(avg, accuracy_ci(system, 'text', tasks))} / {forgetting:+.1f}")
         rows.append([name, *cells])
     header = ["student (fed text)"] + [f"{t} acc / forgetting" for t in tasks] + ["average"]
-    return _table(header, rows)
+    return markdown_table(header, rows)
+
+
+# ------------------------------------------------------------------------------------ held-out
+
+
+def _per_sample(heldout: dict, domains: set[str] | None = None) -> dict[str, np.ndarray] | None:
+    """A student's per-sample held-out sums and counts by sample id (``domains``: only those)."""
+    rows = heldout.get("per_sample")
+    if rows is None:
+        return None
+    keep = [n for n, d in enumerate(rows["domains"]) if domains is None or d in domains]
+    return {
+        "ids": np.array([rows["ids"][n] for n in keep]),
+        **{
+            k: np.array([rows[k][n] for n in keep], dtype=np.float64)
+            for k in ("f_sum", "f_targets", "m_sum", "m_targets")
+        },
+    }
+
+
+def heldout_m_ci(heldout: dict, domains: set[str] | None = None) -> Interval | None:
+    """Held-out M (per token) and its bootstrap interval over held-out samples."""
+    rows = _per_sample(heldout, domains)
+    if rows is None or len(rows["ids"]) == 0 or rows["m_targets"].sum() == 0:
+        return None
+    return ratio_interval(rows["m_sum"], rows["m_targets"])
+
+
+def paired_m_difference(a: dict, b: dict, domains: set[str] | None = None) -> tuple[Interval, int] | None:
+    """M(a) - M(b) on the held-out samples both were measured on, its paired interval, and how many."""
+    ra, rb = _per_sample(a, domains), _per_sample(b, domains)
+    if ra is None or rb is None:
+        return None
+    index = {sid: n for n, sid in enumerate(rb["ids"])}
+    pairs = [(n, index[sid]) for n, sid in enumerate(ra["ids"]) if sid in index]
+    if not pairs:
+        return None
+    ia, ib = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    counts = ra["m_targets"][ia]
+    if counts.sum() == 0:
+        return None
+    return paired_ratio_difference(ra["m_sum"][ia], rb["m_sum"][ib], counts), len(pairs)
+
+
+def _unseen_fm(heldout: dict, domains: set[str]) -> tuple[float, float, Interval | None] | None:
+    rows = _per_sample(heldout, domains)
+    if rows is not None and len(rows["ids"]):
+        f = rows["f_sum"].sum() / max(rows["f_targets"].sum(), 1)
+        m = rows["m_sum"].sum() / max(rows["m_targets"].sum(), 1)
+        return f, m, heldout_m_ci(heldout, domains)
+    parts = [heldout["domains"][d] for d in domains if d in heldout["domains"]]
+    if not parts:
+        return None
+    targets = sum(p["targets"] for p in parts)
+    m = sum(p["m"] * p["targets"] for p in parts) / max(targets, 1)
+    return float(np.mean([p["f"] for p in parts])), m, None
 
 
 def heldout_table(results: dict) -> str | None:
-    students = {n: s["heldout"] for n, s in results["systems"].items() if "heldout" in s}
+    """F / M per domain for every student in Table 3; M with its interval over samples on the
+    "all" and the unseen-domain rows."""
+    students = {n: s["heldout"] for n, s in results["systems"].items() if "heldout" in s and _in_table3(s)}
     if not students:
         return None
+    unseen = set(results.get("heldout_only", []))
     domains = sorted({d for h in students.values() for d in h["domains"]})
+
+    def with_ci(f: float, m: float, interval: Interval | None) -> str:
+        return f"{f:.4f} / {m:.4f}" + (
+            "" if interval is None else f" [{interval.low:.4f}, {interval.high:.4f}]"
+        )
+
+    rows = [["all", *[with_ci(h["f"], h["m"], heldout_m_ci(h)) for h in students.values()]]]
+    if unseen:
+        cells = []
+        for h in students.values():
+            fm = _unseen_fm(h, unseen)
+            cells.append("-" if fm is None else with_ci(*fm))
+        rows.append([UNSEEN_ROW, *cells])
+    rows += [[d, *[_fm(h["domains"].get(d)) for h in students.values()]] for d in domains]
     header = ["domain", *[f"{n}: F / M" for n in students]]
-    rows = [
-        ["all", *[f"{h['f']:.4f} / {h['m']:.4f}" for h in students.values()]],
-        *[[d, *[_fm(h["domains"].get(d)) for h in students.values()]] for d in domains],
-    ]
-    return _table(header, rows)
+    table = markdown_table(header, rows)
+    if unseen:
+        table += (
+            f"\n\n{UNSEEN_ROW}: {', '.join(sorted(unseen))} (data.heldout_only), a domain no natural, "
+            "text, pool or probe text comes from."
+        )
+    return table
 
 
 def _fm(values: dict | None) -> str:
     return "-" if values is None else f"{values['f']:.4f} / {values['m']:.4f}"
 
 
+# ------------------------------------------------------------------------------------ controls
+
+
+def controls_table(results: dict) -> str | None:
+    """Each final student with real and with shuffled audio: accuracy and held-out M, and the paired
+    differences (real - shuffled accuracy; shuffled - real M): what the student takes from speech."""
+    tasks = list(results["tasks"])
+    rows = []
+    for name, s in results["systems"].items():
+        control = s.get("shuffled")
+        if control is None:
+            continue
+        real_c, shuf_c = _correct(s, "speech", tasks), _correct(control, "speech", tasks)
+        if real_c is None or shuf_c is None:
+            continue
+        cells = [
+            acc_cell(float(np.mean([s["accuracy"]["speech"][t] for t in tasks])), accuracy_interval(real_c)),
+            acc_cell(
+                float(np.mean([control["accuracy"]["speech"][t] for t in tasks])), accuracy_interval(shuf_c)
+            ),
+            _points(paired_accuracy_difference(real_c, shuf_c)),
+        ]
+        held, held_control = s.get("heldout"), control.get("heldout")
+        if held and held_control:
+            real_m, shuf_m = heldout_m_ci(held), heldout_m_ci(held_control)
+            diff = paired_m_difference(held_control, held)
+            cells += [
+                nats_cell(real_m) if real_m else f"{held['m']:.4f}",
+                nats_cell(shuf_m) if shuf_m else f"{held_control['m']:.4f}",
+                nats_cell(diff[0], signed=True) if diff else "-",
+            ]
+        else:
+            cells += ["-", "-", "-"]
+        rows.append([name, *cells])
+    if not rows:
+        return None
+    header = [
+        "student",
+        "speech acc, real audio",
+        "speech acc, shuffled audio",
+        "real - shuffled (points)",
+        "held-out M, real",
+        "held-out M, shuffled",
+        "shuffled - real M",
+    ]
+    note = (
+        "Shuffled audio: every item's spoken context is another item's (a seeded derangement of the items, "
+        "none keeps its own; the examples, options and answer stay), and every held-out sample's speech "
+        "spans are another sample's. A student that uses the speech loses accuracy and gains M; one that "
+        "guesses from the text around it does not. Differences are paired (same items, same samples)."
+    )
+    return markdown_table(header, rows) + "\n\n" + note
+
+
+def _claim(diff: Interval, better: str, worse: str, what: str, unit: str, n: str) -> str:
+    """A plain-language verdict on a paired difference ``better - worse`` where lower is better."""
+    where = (
+        f"{what}, {better} - {worse} = {diff.estimate:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}] {unit} ({n})"
+    )
+    if diff.high < 0:
+        return f"**{better.capitalize()} beats {worse}** on {where}: the interval is below 0."
+    if diff.low > 0:
+        return f"**{worse.capitalize()} beats {better}** on {where}: the interval is above 0."
+    return (
+        f"**No measurable difference** between {better} and {worse} on {where}: the interval includes 0, "
+        f"so this run does not show that {better} selection beats {worse}."
+    )
+
+
+def active_vs_uniform(results: dict) -> str | None:
+    """The paper's comparison in words: held-out M of the two stage-II arms as a paired difference
+    over the same held-out samples, claimed only when its 95 % interval excludes 0 (also on the
+    unseen domain); spoken accuracy as a paired difference over the same items, in points."""
+    systems = results["systems"]
+    if ACTIVE not in systems or UNIFORM not in systems:
+        return None
+    active, uniform = systems[ACTIVE], systems[UNIFORM]
+    lines = []
+    if "heldout" in active and "heldout" in uniform:
+        diff = paired_m_difference(active["heldout"], uniform["heldout"])
+        if diff is not None:
+            interval, n = diff
+            lines.append(
+                _claim(
+                    interval, "active", "uniform", "held-out M", "nats per target", f"{n} held-out samples"
+                )
+            )
+        unseen = set(results.get("heldout_only", []))
+        diff = paired_m_difference(active["heldout"], uniform["heldout"], unseen) if unseen else None
+        if diff is not None:
+            interval, n = diff
+            lines.append(
+                _claim(
+                    interval, "active", "uniform", f"M on the {UNSEEN_ROW}", "nats per target", f"{n} samples"
+                )
+            )
+    tasks = list(results["tasks"])
+    a, u = _correct(active, "speech", tasks), _correct(uniform, "speech", tasks)
+    if a is not None and u is not None:
+        d = paired_accuracy_difference(a, u)
+        verdict = (
+            "the interval includes 0: no measurable difference"
+            if not d.excludes(0)
+            else ("active is more accurate" if d.low > 0 else "uniform is more accurate")
+        )
+        lines.append(
+            f"Spoken accuracy, active - uniform: {_points(d)} points over the same "
+            f"{sum(len(x) for x in a)} items; {verdict}."
+        )
+    if not lines:
+        return None
+    return (
+        "\n\n".join(lines) + f"\n\n{ci_note()} Paired: both students on the same units, resampled together."
+    )
+
+
+# --------------------------------------------------------------------------------------- plots
+
+
 def plot_accuracy_vs_gap(results: dict, path: Path) -> bool:
-    """Speech accuracy against ln M and text accuracy against F, one point per student and task."""
+    """Speech accuracy against ln M and text accuracy against F, one point per student and task;
+    the star (average) carries its intervals (accuracy over items, ln M over held-out samples)."""
     students = {n: s for n, s in results["systems"].items() if "heldout" in s}
     if not students:
         return False
@@ -99,13 +368,22 @@ def plot_accuracy_vs_gap(results: dict, path: Path) -> bool:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, s in students.items():
         m, f = s["heldout"]["m"], s["heldout"]["f"]
+        lm = math.log(max(m, 1e-9))
         speech = [100 * s["accuracy"]["speech"][t] for t in tasks]
-        text = [100 * s["accuracy"]["text"][t] for t in tasks]
-        line = left.scatter([math.log(max(m, 1e-9))] * len(tasks), speech, label=name)
-        left.scatter(
-            [math.log(max(m, 1e-9))], [np.mean(speech)], marker="*", s=160, color=line.get_facecolor()
+        line = left.scatter([lm] * len(tasks), speech, label=name)
+        color = line.get_facecolor()
+        acc, m_ci = accuracy_ci(s, "speech", tasks), heldout_m_ci(s["heldout"])
+        yerr = None if acc is None else [[100 * (acc.estimate - acc.low)], [100 * (acc.high - acc.estimate)]]
+        xerr = None
+        if m_ci is not None and m_ci.low > 0:
+            xerr = [[lm - math.log(m_ci.low)], [math.log(max(m_ci.high, 1e-9)) - lm]]
+        left.errorbar(
+            [lm], [np.mean(speech)], yerr=yerr, xerr=xerr, fmt="*", ms=12, color=color[0], capsize=3
         )
-        right.scatter([f] * len(tasks), text, label=name, color=line.get_facecolor())
+        if "text" in s["accuracy"]:
+            right.scatter(
+                [f] * len(tasks), [100 * s["accuracy"]["text"][t] for t in tasks], label=name, color=color
+            )
     reference = results["systems"][ORIGINAL]["accuracy"]["text"]
     cascade = results["systems"][CASCADE]["accuracy"]["cascade"]
     for ax in (left, right):
@@ -114,7 +392,7 @@ def plot_accuracy_vs_gap(results: dict, path: Path) -> bool:
         )
     left.axhline(100 * np.mean([cascade[t] for t in tasks]), color="grey", ls=":", label="cascade")
     left.set_xlabel("ln M on held-out speech (nats / text target)")
-    left.set_ylabel("speech accuracy (%)  (star: average)")
+    left.set_ylabel("speech accuracy (%)  (star: average, 95 % CI)")
     left.set_title("Spoken accuracy against misalignment")
     right.set_xlabel("F on held-out text (nats / token)")
     right.set_ylabel("text accuracy (%)")
@@ -128,12 +406,14 @@ def plot_accuracy_vs_gap(results: dict, path: Path) -> bool:
 
 def eval_sections(results: dict, out_dir: Path) -> list[str]:
     """Markdown blocks for the run report (plots written next to it)."""
-    parts = [
-        "\n## Evaluation: the text-speech gap\n",
-        gap_table(results),
-        "\n### Text-side forgetting\n",
-        forgetting_table(results),
-    ]
+    parts = ["\n## Evaluation: the text-speech gap\n", gap_table(results)]
+    comparison = active_vs_uniform(results)
+    if comparison:
+        parts += ["\n### Active against uniform selection\n", comparison]
+    controls = controls_table(results)
+    if controls:
+        parts += ["\n### Controls: shuffled audio\n", controls]
+    parts += ["\n### Text-side forgetting\n", forgetting_table(results)]
     held = heldout_table(results)
     if held:
         parts += ["\n### Held-out F and M per domain (nats per token)\n", held]
@@ -148,22 +428,25 @@ def arms_table(results: dict) -> str:
     systems = results["systems"]
     reference = systems[ORIGINAL]["accuracy"]["text"]
     rows = []
-    for name in ("stage I", "stage II uniform", "stage II active"):
+    for name in ("stage I", UNIFORM, ACTIVE):
         if name not in systems:
             continue
         s = systems[name]
         speech = s["accuracy"]["speech"]
         held = s.get("heldout", {})
-        avg = np.mean([speech[t] for t in tasks])
+        m_ci = heldout_m_ci(held) if held else None
+        avg = float(np.mean([speech[t] for t in tasks]))
         rows.append(
             [
                 name,
                 f"{held.get('f', float('nan')):.4f}",
-                f"{held.get('m', float('nan')):.4f}",
-                *[f"{100 * speech[t]:.1f}" for t in tasks],
-                f"{100 * avg:.1f}",
+                nats_cell(m_ci) if m_ci else f"{held.get('m', float('nan')):.4f}",
+                *[acc_cell(speech[t], accuracy_ci(s, "speech", [t])) for t in tasks],
+                acc_cell(avg, accuracy_ci(s, "speech", tasks)),
                 f"{100 * (np.mean([reference[t] for t in tasks]) - avg):+.1f}",
             ]
         )
     header = ["student", "held-out F", "held-out M", *[f"{t} speech acc" for t in tasks], "average", "gap"]
-    return _table(header, rows)
+    table = markdown_table(header, rows)
+    comparison = active_vs_uniform(results)
+    return table + ("\n\n" + comparison if comparison else "")

@@ -5,7 +5,10 @@ adapter to (n_k, H) vectors in the LLM's input-embedding space, and the mixed co
 sample is assembled from the LLM's token embeddings of w and those vectors (see
 :func:`salad_ray.interleave.mixed_layout`). The LLM (fully fine-tuned, or LoRA through peft) runs on
 ``inputs_embeds``; callers take hidden states at the rows they need and project only those to the
-vocabulary (:meth:`SpeechLM.logits`), which keeps (rows x vocab) small.
+vocabulary (:meth:`SpeechLM.logits`), which keeps (rows x vocab) small. The projection is the LLM's
+own (:func:`salad_ray.model.logits.output_logits`: output embeddings, then any logit scale or
+soft-capping its config declares), the one the teacher uses, checked against the LLM's forward when
+a student is built.
 
 A student saves to and loads from a directory::
 
@@ -36,6 +39,7 @@ from salad_ray.config import ModelsConfig
 from salad_ray.interleave import MixedLayout, mixed_layout, text_rows
 from salad_ray.model.adapter import Adapter
 from salad_ray.model.encoders import SpeechEncoder, build_encoder
+from salad_ray.model.logits import check_logits, output_logits
 
 STUDENT_FILE = "salad_student.json"
 ADAPTER_FILE = "adapter.safetensors"
@@ -45,26 +49,44 @@ FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class Rows:
     """Flattened rows of a batch's hidden states: sample index, row in the flattened (B * L) states,
-    and the index in w of the token that row predicts."""
+    the index in w of the token that row predicts, and ``after_speech``: whether the row's causal
+    context holds a speech frame (the row is at or after its sample's first speech frame, so the
+    token it predicts follows speech; always False on pure text)."""
 
     sample: torch.Tensor
     flat: torch.Tensor
     w: torch.Tensor
+    after_speech: torch.Tensor
 
     def __len__(self) -> int:
         return self.sample.numel()
 
+    def select(self, keep: torch.Tensor) -> Rows:
+        """The rows where the (N,) boolean ``keep`` holds."""
+        keep = keep.cpu()
+        return Rows(self.sample[keep], self.flat[keep], self.w[keep], self.after_speech[keep])
 
-def _rows(sample: list[np.ndarray], flat: list[np.ndarray], w: list[np.ndarray]) -> Rows:
-    return Rows(*(torch.from_numpy(np.concatenate(a).astype(np.int64)) for a in (sample, flat, w)))
+
+def _rows(
+    sample: list[np.ndarray], flat: list[np.ndarray], w: list[np.ndarray], after_speech: list[np.ndarray]
+) -> Rows:
+    index = (torch.from_numpy(np.concatenate(a).astype(np.int64)) for a in (sample, flat, w))
+    return Rows(*index, torch.from_numpy(np.concatenate(after_speech).astype(bool)))
+
+
+def first_speech_frame(layout: MixedLayout) -> int:
+    """The c position of a sample's first speech frame; len(c) when it has none."""
+    return layout.speech_slices[0][0] if layout.speech_slices else layout.length
 
 
 def mixed_rows(layouts: list[MixedLayout], c_len: int) -> Rows:
-    """Text targets of c: row ``c_rows`` of sample b predicts w[w_rows]."""
+    """Text targets of c: row ``c_rows`` of sample b predicts w[w_rows]; the target follows speech
+    when ``c_rows`` >= the first speech frame's position."""
     return _rows(
         [np.full(len(lay.c_rows), b) for b, lay in enumerate(layouts)],
         [b * c_len + lay.c_rows for b, lay in enumerate(layouts)],
         [lay.w_rows for lay in layouts],
+        [lay.c_rows >= first_speech_frame(lay) for lay in layouts],
     )
 
 
@@ -73,7 +95,10 @@ def pure_text_rows(batch: Batch) -> Rows:
     lw = batch.w_ids.shape[1]
     parts = [(b, *text_rows(int(n))) for b, n in enumerate(batch.w_lens)]
     return _rows(
-        [np.full(len(r), b) for b, r, _ in parts], [b * lw + r for b, r, _ in parts], [i for _, _, i in parts]
+        [np.full(len(r), b) for b, r, _ in parts],
+        [b * lw + r for b, r, _ in parts],
+        [i for _, _, i in parts],
+        [np.zeros(len(r), dtype=bool) for _, r, _ in parts],
     )
 
 
@@ -85,6 +110,7 @@ class SpeechLM(nn.Module):
         self.models = models
         self.tokenizer = tokenizer
         self.llm = llm
+        check_logits(self._causal_lm())  # the projection below is the LLM's own (F = 0 untrained)
         hidden = self._causal_lm().config.hidden_size
         self.adapter = Adapter(encoder.dim, hidden, models.encoder.stack, models.adapter)
         # A plain attribute, not a submodule: the frozen encoder stays out of state_dict, optimisers,
@@ -272,8 +298,9 @@ class SpeechLM(nn.Module):
         )
 
     def logits(self, hidden_rows: torch.Tensor) -> torch.Tensor:
-        """Project (N, H) hidden rows to (N, V) vocabulary logits."""
-        return self._causal_lm().get_output_embeddings()(hidden_rows)
+        """Project (N, H) hidden rows to (N, V) vocabulary logits, as the LLM's own forward does
+        (:func:`salad_ray.model.logits.output_logits`, shared with the transformers teacher)."""
+        return output_logits(self._causal_lm(), hidden_rows)
 
 
 def _with_lora(llm: nn.Module, models: ModelsConfig) -> nn.Module:

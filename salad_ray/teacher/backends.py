@@ -1,7 +1,10 @@
 """Teacher backends: compute the answer of :mod:`salad_ray.teacher.protocol` for a batch.
 
 ``transformers``: one padded forward per batch (right padding and causal attention, so padding never
-changes real positions); full logits are available too (:meth:`TransformersBackend.logits`).
+changes real positions); full logits are available too (:meth:`TransformersBackend.logits`). Its
+logits come from the decoder's last hidden states through
+:func:`salad_ray.model.logits.output_logits`, the student's own projection, so student and teacher
+map hidden states to logits one way (soft-capping and logit scales included).
 
 ``vllm``: vLLM's AsyncLLMEngine, one request per sequence with ``prompt_logprobs=k`` and
 ``max_tokens=1`` (vLLM batches concurrent requests itself); the engine's ``max_logprobs`` is the
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 
 from salad_ray.assets import resolve
 from salad_ray.config import ModelRef, RunConfig, TeacherBackendKind
+from salad_ray.model.logits import output_logits
 from salad_ray.teacher.protocol import Limits, TopK, from_prompt_logprobs, validate_request
 
 
@@ -119,7 +123,9 @@ class TransformersBackend:
         for b, seq in enumerate(sequences):
             ids[b, : len(seq)] = torch.tensor(seq)
         mask = (torch.arange(ids.shape[1])[None] < torch.tensor(lengths)[:, None]).long()
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
+        decoder = self.model.get_decoder()
+        hidden = decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+        out = output_logits(self.model, hidden).float()
         return [out[b, :n] for b, n in enumerate(lengths)]
 
     def topk(self, sequences: list[list[int]], k: int) -> list[TopK]:

@@ -3,7 +3,9 @@
 ``train_stage`` runs a stage up to ``job.until_step`` of its ``job.total_steps``-step schedule.
 Calling it again with the same name and a larger ``until_step`` continues the same run from its
 latest checkpoint (Ray Train restores the checkpoint manager from storage): the schedule, the
-data stream and the optimizer carry on exactly.
+data stream and the optimizer carry on exactly. A later call may also give a source more stores,
+each read from a step the earlier calls did not reach (``starts``): the stream before that step
+stays as it was (salad_ray.train.mixture), so stage II grows by a round's store per round.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from salad_ray.pipeline.shards import ShardStore
 from salad_ray.resources import max_train_workers, train_scaling_config
 from salad_ray.train import state
 from salad_ray.train.loop import StageJob, train_loop_per_worker
-from salad_ray.train.mixture import mixture_stream, pool_refs
+from salad_ray.train.mixture import SampleRef, Segment, pool_refs, segmented_stream
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,29 @@ def global_batch(config: RunConfig) -> int:
     return config.train.batch_size * max_train_workers(config)
 
 
-def train_stage(config: RunConfig, storage: Path, job: StageJob) -> StageResult:
+def stage_stream(
+    config: RunConfig, job: StageJob, starts: dict[str, list[int]] | None = None
+) -> list[SampleRef]:
+    """The whole stream of a stage's ``total_steps``: the j-th store of a source is a segment
+    readable from step ``starts[source][j]`` (default 0) on, i.e. from stream position
+    step·G·A (G samples per micro-step, A micro-steps per step)."""
+    per_step = global_batch(config) * config.train.grad_accum
+    starts = starts or {}
+    sources = {
+        src: [
+            Segment(pool_refs(ShardStore(root), src), step * per_step)
+            for root, step in zip(roots, starts.get(src, [0] * len(roots)), strict=True)
+        ]
+        for src, roots in job.stores.items()
+    }
+    return segmented_stream(sources, job.weights, job.total_steps * per_step, config.train.seed)
+
+
+def train_stage(
+    config: RunConfig, storage: Path, job: StageJob, starts: dict[str, list[int]] | None = None
+) -> StageResult:
+    """Train ``job`` up to its ``until_step`` on :func:`stage_stream` (``starts``: the step from
+    which each store of a source is read; by default every store from step 0)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig
     from ray.train import RunConfig as TrainRunConfig
@@ -45,12 +69,8 @@ def train_stage(config: RunConfig, storage: Path, job: StageJob) -> StageResult:
     if not 0 < job.until_step <= job.total_steps:
         raise ValueError(f"{job.name}: until_step {job.until_step} must be in 1 .. {job.total_steps}")
     storage = Path(storage).resolve()
-    pools = {
-        src: [ref for root in roots for ref in pool_refs(ShardStore(root), src)]
-        for src, roots in job.stores.items()
-    }
     g, accum = global_batch(config), config.train.grad_accum
-    stream = mixture_stream(pools, job.weights, job.total_steps * g * accum, config.train.seed)
+    stream = stage_stream(config, job, starts)
     checkpoint, start = state.latest(storage / job.name)
     if checkpoint is not None and start >= job.until_step:  # done already: nothing to run
         return StageResult(checkpoint, {"step": start})

@@ -1,0 +1,261 @@
+"""The learning curve: spoken accuracy and held-out M against training steps and minutes.
+
+Two sources meet on one set of axes:
+
+* ``metrics.jsonl``: held-out M every ``train.eval_every`` steps of every stage, one line per arm
+  (stage I, then that arm's stage II);
+* ``eval/results.json``: the evaluated students (untrained at step 0, stage I, each stage-II round's
+  student when ``eval.round_students`` is on, the final students), each with its spoken accuracy
+  (the mean over benchmarks) and held-out M, and their 95 % bootstrap intervals as error bars.
+
+Steps: stage I's steps, then each arm's stage-II steps after them. Minutes: wall-clock minutes since
+training began when the records carry a ``time`` stamp; otherwise the training time of the steps
+themselves, summed window by window (a window's seconds = its samples / its samples_per_s), which
+leaves out start-up, checkpoints, evaluation and waiting for data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from salad_ray.eval.stats import Interval
+from salad_ray.eval.suite import CASCADE, ORIGINAL
+from salad_ray.eval.tables import acc_cell, accuracy_ci, heldout_m_ci, markdown_table, nats_cell
+
+STAGE1 = "stage1"
+
+
+@dataclass(frozen=True)
+class Point:
+    """An evaluated student on the curve."""
+
+    name: str
+    arm: str | None  # None: shared by every arm (untrained, stage I)
+    step: int
+    minutes: float | None
+    accuracy: float
+    accuracy_ci: Interval | None
+    m: float | None
+    m_ci: Interval | None
+
+
+def _window_seconds(records: list[dict]) -> dict[int, float]:
+    """Cumulative training seconds at each record's step of one stage (from its throughput)."""
+    out, total, previous = {}, 0.0, 0
+    for r in sorted(records, key=lambda r: r["step"]):
+        if r.get("samples_per_s") and "samples" in r:
+            total += max(r["samples"] - previous, 0) / r["samples_per_s"]
+            previous = r["samples"]
+        out[r["step"]] = total
+    return out
+
+
+def minutes_axis(metrics: list[dict]) -> tuple[dict[tuple[str, int], float], bool]:
+    """Minutes at every (stage, step) record, and whether they are wall-clock (module docstring)."""
+    if metrics and all("time" in r for r in metrics):
+        first = min(metrics, key=lambda r: r["time"])
+        lead = first["samples"] / first["samples_per_s"] if first.get("samples_per_s") else 0.0
+        t0 = first["time"] - lead
+        return {(r["stage"], r["step"]): (r["time"] - t0) / 60 for r in metrics}, True
+    stage1 = _window_seconds([r for r in metrics if r["stage"] == STAGE1])
+    offset = max(stage1.values(), default=0.0)
+    out = {(STAGE1, step): s / 60 for step, s in stage1.items()}
+    for stage in sorted({r["stage"] for r in metrics} - {STAGE1}):
+        for step, s in _window_seconds([r for r in metrics if r["stage"] == stage]).items():
+            out[(stage, step)] = (offset + s) / 60
+    return out, False
+
+
+def _global_step(stage: str, step: int, stage1_steps: int) -> int:
+    return step if stage == STAGE1 else stage1_steps + step
+
+
+def _arm(stage: str | None) -> str | None:
+    return None if stage in (None, STAGE1) else stage.removeprefix("stage2-")
+
+
+def _lookup(minutes: dict[tuple[str, int], float], stage: str, step: int) -> float | None:
+    if (stage, step) in minutes:
+        return minutes[(stage, step)]
+    earlier = [s for (st, s) in minutes if st == stage and s <= step]
+    return minutes[(stage, max(earlier))] if earlier else None
+
+
+def curve_points(results: dict, metrics: list[dict], stage1_steps: int) -> list[Point]:
+    """Every evaluated student with a known place in training, in step order."""
+    tasks = list(results["tasks"])
+    minutes, _ = minutes_axis(metrics)
+    points = []
+    for name, s in results["systems"].items():
+        if s["kind"] != "student":
+            continue
+        if s.get("role") == "untrained":
+            step, at = 0, 0.0
+        elif s.get("stage") is not None and s.get("step") is not None:
+            step = _global_step(s["stage"], s["step"], stage1_steps)
+            at = _lookup(minutes, s["stage"], s["step"])
+        else:
+            continue
+        held = s.get("heldout")
+        points.append(
+            Point(
+                name,
+                _arm(s.get("stage")),
+                step,
+                at,
+                float(np.mean([s["accuracy"]["speech"][t] for t in tasks])),
+                accuracy_ci(s, "speech", tasks),
+                held["m"] if held else None,
+                heldout_m_ci(held) if held else None,
+            )
+        )
+    return sorted(points, key=lambda p: (p.step, p.name))
+
+
+def _errors(values: list[float], intervals: list[Interval | None], scale: float = 1.0):
+    if all(i is None for i in intervals):
+        return None
+    low = [scale * (v - i.low) if i else 0.0 for v, i in zip(values, intervals, strict=True)]
+    high = [scale * (i.high - v) if i else 0.0 for v, i in zip(values, intervals, strict=True)]
+    return [low, high]
+
+
+def plot_learning_curve(results: dict, metrics: list[dict], stage1_steps: int, path: Path) -> bool:
+    """Spoken accuracy (top) and held-out M (bottom) against steps (left) and minutes (right)."""
+    points = curve_points(results, metrics, stage1_steps)
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes, wall = minutes_axis(metrics)
+    arms = sorted(
+        {p.arm for p in points if p.arm} | {_arm(r["stage"]) for r in metrics if r["stage"] != STAGE1}
+    )
+    arms = [a for a in arms if a] or [None]
+    tasks = list(results["tasks"])
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row")
+    groups = [(None, "black", "untrained / stage I")] + [
+        (arm, f"C{n}", arm) for n, arm in enumerate(arms) if arm
+    ]
+    for col, use_minutes in enumerate((False, True)):
+
+        def at(p: Point, use_minutes: bool = use_minutes) -> float | None:
+            return p.minutes if use_minutes else p.step
+
+        span = max((at(p) or 0.0 for p in points), default=1.0) or 1.0
+        for n, (arm, color, label) in enumerate(groups):
+            mine = [p for p in points if p.arm == arm and at(p) is not None]
+            dodge = (n - (len(groups) - 1) / 2) * 0.008 * span  # arms side by side at the same x
+            if arm is not None:  # the arm's line, from the shared students on
+                line = [p for p in points if p.arm in (None, arm) and at(p) is not None]
+                axes[0, col].plot(
+                    [at(p) for p in line], [100 * p.accuracy for p in line], "-", color=color, lw=1
+                )
+            if not mine:
+                continue
+            xs = [at(p) + dodge for p in mine]  # type: ignore[operator]
+            axes[0, col].errorbar(
+                xs,
+                [100 * p.accuracy for p in mine],
+                yerr=_errors([p.accuracy for p in mine], [p.accuracy_ci for p in mine], 100),
+                fmt="o",
+                capsize=3,
+                color=color,
+                label=f"{label}: evaluated",
+            )
+            with_m = [(x, p) for x, p in zip(xs, mine, strict=True) if p.m is not None]
+            axes[1, col].errorbar(
+                [x for x, _ in with_m],
+                [p.m for _, p in with_m],
+                yerr=_errors([p.m for _, p in with_m], [p.m_ci for _, p in with_m]),
+                fmt="o",
+                capsize=3,
+                color=color,
+                label=f"{label}: evaluated",
+            )
+        for n, arm in enumerate(arms):
+            training = [
+                r for r in metrics if "heldout_m" in r and (r["stage"] == STAGE1 or _arm(r["stage"]) == arm)
+            ]
+            training.sort(key=lambda r: _global_step(r["stage"], r["step"], stage1_steps))
+            line = [
+                (
+                    minutes.get((r["stage"], r["step"]))
+                    if use_minutes
+                    else _global_step(r["stage"], r["step"], stage1_steps),
+                    r["heldout_m"],
+                )
+                for r in training
+            ]
+            line = [(x, m) for x, m in line if x is not None]
+            if line:
+                axes[1, col].plot(
+                    [x for x, _ in line],
+                    [m for _, m in line],
+                    "-",
+                    alpha=0.5,
+                    color=f"C{n}",
+                    label=f"{arm or 'stage I'}: during training",
+                )
+    reference = results["systems"][ORIGINAL]["accuracy"]["text"]
+    cascade = results["systems"].get(CASCADE, {}).get("accuracy", {}).get("cascade")
+    for col in range(2):
+        axes[0, col].axhline(
+            100 * np.mean([reference[t] for t in tasks]), color="grey", ls="--", label="original LLM (text)"
+        )
+        if cascade:
+            axes[0, col].axhline(
+                100 * np.mean([cascade[t] for t in tasks]), color="grey", ls=":", label="cascade"
+            )
+    for row in range(2):
+        axes[row, 0].axvline(stage1_steps, color="grey", lw=0.5)  # stage I | stage II
+    axes[0, 0].set_ylabel("spoken accuracy (%), 95 % CI")
+    axes[1, 0].set_ylabel("held-out M (nats / target), 95 % CI")
+    axes[1, 0].set_xlabel("training step (stage I, then stage II)")
+    axes[1, 1].set_xlabel(
+        "wall-clock minutes since training began" if wall else "training minutes (steps only)"
+    )
+    axes[0, 0].set_title("Learning curve: spoken accuracy")
+    axes[1, 0].set_title("Learning curve: held-out M")
+    axes[0, 0].legend(fontsize="x-small")
+    axes[1, 0].legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def curve_table(results: dict, metrics: list[dict], stage1_steps: int) -> str | None:
+    points = curve_points(results, metrics, stage1_steps)
+    if not points:
+        return None
+    _, wall = minutes_axis(metrics)
+    rows = [
+        [
+            p.name,
+            str(p.step),
+            "-" if p.minutes is None else f"{p.minutes:.1f}",
+            acc_cell(p.accuracy, p.accuracy_ci),
+            "-" if p.m is None else (nats_cell(p.m_ci) if p.m_ci else f"{p.m:.4f}"),
+        ]
+        for p in points
+    ]
+    minutes = "wall-clock minutes" if wall else "training minutes"
+    return markdown_table(["student", "step", minutes, "spoken accuracy (%)", "held-out M"], rows)
+
+
+def curve_section(results: dict, metrics: list[dict], stage1_steps: int, out_dir: Path) -> list[str]:
+    """The report's learning-curve block: the plot and its table."""
+    if not plot_learning_curve(results, metrics, stage1_steps, out_dir / "learning_curve.png"):
+        return []
+    return [
+        "\n### Learning curve\n",
+        "![spoken accuracy and held-out M against steps and minutes](learning_curve.png)\n",
+        curve_table(results, metrics, stage1_steps) or "",
+    ]
