@@ -73,6 +73,9 @@ class EncoderConfig(_Strict):
     model: ModelRef = Field(default_factory=lambda: ModelRef(source="asset:whisper-tiny-ct2"))
     # Consecutive encoder frames concatenated into one adapter step: Whisper's 50 Hz / 2 = 25 Hz.
     stack: int = Field(2, ge=1)
+    # The encoder is frozen, so a span's features never change: keep up to this many MiB of them
+    # (a training worker then encodes each span once, not once per epoch). 0: no cache.
+    cache_mib: int = Field(1024, ge=0)
 
 
 class AdapterConfig(_Strict):
@@ -191,6 +194,9 @@ class StandInSpeech(_Strict):
 
     text: TextSource
     voices: list[str] = Field(min_length=1)
+    # Recorded natural speech is not ASR-checked; the stand-in that plays its role need not be either
+    # (the ASR check is most of its pipeline's cost on a CPU).
+    check_asr: bool = True
 
 
 class DataConfig(_Strict):
@@ -365,9 +371,30 @@ class TrainConfig(_Strict):
     seed: int = 0
 
 
+class WarmupConfig(_Strict):
+    """An adapter-only warm-up before stage I (not in the paper; projector pre-training as in Ultravox
+    and SLAM-style systems): the LLM is frozen (no LLM gradients or optimizer state) and does not
+    run. Each speech span's adapter frames learn, by CTC against the span's own tokens, to point
+    at those tokens' input embeddings (salad_ray.objective.alignment_loss)."""
+
+    steps: int = Field(0, ge=0)  # 0: no warm-up
+    lr: float = Field(2e-3, gt=0)  # the adapter's peak learning rate in the warm-up
+    batch_size: int | None = Field(None, ge=1)  # samples per worker and step; default train.batch_size
+    negatives: int = Field(1024, ge=0)  # random vocabulary ids scored beside the batch's own tokens
+    mix: dict[str, float] = Field(default_factory=lambda: {"natural": 1.0})
+
+    @field_validator("mix")
+    @classmethod
+    def _mix(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) - {"natural"}:
+            raise ValueError(f"the warm-up reads speech only (natural), got {sorted(v)}")
+        return _check_mix(v)
+
+
 class StagesConfig(_Strict):
     """Steps and data mixtures of the two stages (the paper mixes ~2/3 speech and ~1/3 text)."""
 
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     stage1_steps: int = Field(20_000, ge=0)
     stage2_rounds: int = Field(4, ge=0)
     stage2_steps_per_round: int = Field(2_500, ge=0)

@@ -122,3 +122,23 @@ def salad_loss(
     dist = kl_to_teacher(targets, student_logits, temperature).sum() / normalizer if alpha > 0 else zero
     ce = nll(student_logits, target_ids).sum() / normalizer if alpha < 1 else zero
     return LossParts(alpha * dist + (1 - alpha) * ce, dist, ce)
+
+
+def ctc_alignment(
+    scores: torch.Tensor, frame_lens: torch.Tensor, targets: list[torch.Tensor], *, normalizer
+) -> torch.Tensor:
+    """CTC of each speech span's tokens from its adapter frames (the warm-up objective).
+
+    ``scores`` (K, T, C) are frame-by-class scores of K spans over C classes, class 0 the blank;
+    ``targets[k]`` the class indices (>= 1) of span k's tokens; ``frame_lens`` (K,) the real frames.
+    The loss is sum_k -log P_CTC(targets[k] | frames of k) / ``normalizer`` (the step's global
+    number of target tokens), where P_CTC sums over every monotonic alignment of the tokens to the
+    frames with blanks and repeats collapsed (Graves et al., 2006).
+    """
+    log_probs = F.log_softmax(scores.float(), dim=-1).transpose(0, 1)  # (T, K, C)
+    flat = torch.cat(targets).to(scores.device)
+    target_lens = torch.tensor([len(t) for t in targets], device=scores.device)
+    per_span = F.ctc_loss(
+        log_probs, flat, frame_lens, target_lens, blank=0, reduction="none", zero_infinity=True
+    )
+    return per_span.sum() / normalizer

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from salad_ray.batch import Batch, Sample
+from salad_ray.batch import Batch, Sample, collate
 from salad_ray.interleave import mixed_layout
-from salad_ray.losses import LossParts, SparseTargets, kl_to_teacher, salad_loss
+from salad_ray.losses import LossParts, SparseTargets, ctc_alignment, kl_to_teacher, salad_loss
 from salad_ray.metrics import forgetting_rows, misalignment_rows, per_sample
-from salad_ray.model.student import Rows
+from salad_ray.model.student import Rows, SpeechLM
 
 
 def count_targets(sample: Sample, frames) -> int:
@@ -48,6 +48,47 @@ def distillation_loss(
         logits, targets, target_ids, alpha=alpha, temperature=temperature, normalizer=normalizer
     )
     return parts, len(rows)
+
+
+def speech_tokens(sample: Sample) -> list[list[int]]:
+    """The tokens of w each speech span of a sample speaks."""
+    return [sample.ids[s.start : s.end] for s in sample.spans if s.speech]
+
+
+def count_speech_tokens(sample: Sample) -> int:
+    """Targets of the alignment warm-up: the tokens spoken by a sample's speech spans."""
+    return sum(len(t) for t in speech_tokens(sample))
+
+
+def alignment_loss(
+    model: nn.Module,
+    student: SpeechLM,
+    samples: list[Sample],
+    *,
+    negatives: int,
+    generator: torch.Generator,
+    normalizer: float | torch.Tensor,
+    device: torch.device,
+) -> tuple[LossParts, int]:
+    """The warm-up objective: CTC of every speech span's tokens from its adapter frames
+    (:func:`salad_ray.losses.ctc_alignment`), over the classes {blank} ∪ the batch's spoken tokens ∪
+    ``negatives`` token ids drawn uniformly from the vocabulary (a sampled softmax: the frames
+    learn to point at their token's embedding rather than at any other's). The LLM does not run.
+
+    ``model`` is the student, or the student wrapped by DDP / FSDP; ``student`` the bare one.
+    """
+    spoken = [torch.tensor(t) for s in samples for t in speech_tokens(s)]
+    if not spoken:
+        zero = torch.zeros((), device=device)
+        return LossParts(zero, zero, zero), 0
+    vocab = student.vocab_size
+    drawn = torch.randint(vocab, (negatives,), generator=generator)
+    classes = torch.unique(torch.cat([*spoken, drawn]))  # sorted
+    targets = [1 + torch.searchsorted(classes, t) for t in spoken]
+    scores, _ = model(collate(samples).to(device), "speech", classes=classes)
+    frame_lens = torch.tensor([student.frames(len(a)) for s in samples for a in s.audio], device=device)
+    loss = ctc_alignment(scores, frame_lens, targets, normalizer=normalizer)
+    return LossParts(loss, loss.new_zeros(()), loss.new_zeros(())), sum(len(t) for t in spoken)
 
 
 @dataclass(frozen=True)

@@ -205,11 +205,11 @@ class Status:
             return "-"
 
         def total(stage: str) -> int:
-            return (
-                stages.stage1_steps
-                if stage == "stage1"
-                else stages.stage2_rounds * stages.stage2_steps_per_round
-            )
+            if stage == "warmup":
+                return stages.warmup.steps
+            if stage == "stage1":
+                return stages.stage1_steps
+            return stages.stage2_rounds * stages.stage2_steps_per_round
 
         running = [stage for stage, step in last.items() if step < total(stage)] or [list(last)[-1]]
         return ", ".join(f"{stage} {last[stage]}/{total(stage)}" for stage in running)
@@ -264,6 +264,7 @@ class Driver:
         clusters=None,
         speech: bool = True,
         max_cer: float | None = None,
+        check_asr: bool = True,
     ) -> str:
         from salad_ray.pipeline.dataflow import run_texts, text_jobs
 
@@ -271,7 +272,9 @@ class Driver:
         jobs = text_jobs(records, self.config, voices=voices, source=source, clusters=clusters)
         self._pending[name] = (store, len(jobs))
         try:
-            report = run_texts(self.config, jobs, store, name=name, speech=speech, max_cer=max_cer)
+            report = run_texts(
+                self.config, jobs, store, name=name, speech=speech, max_cer=max_cer, check_asr=check_asr
+            )
         finally:
             self._pending.pop(name, None)
         print(report.summary(), flush=True)
@@ -328,7 +331,13 @@ class Driver:
             ]
             ids = [r.text_id for r in records]
             summaries.append(
-                self._synthesize("natural", records, voices=data.natural_standin.voices, source="natural")
+                self._synthesize(
+                    "natural",
+                    records,
+                    voices=data.natural_standin.voices,
+                    source="natural",
+                    check_asr=data.natural_standin.check_asr,
+                )
             )
         if not summaries:
             raise ConfigError(
@@ -394,6 +403,7 @@ class Driver:
                 weights=stages.stage1_mix,
                 total_steps=stages.stage1_steps,
                 until_step=until,
+                init=str(self.run_dir / "students" / "warmup") if stages.warmup.steps else None,
                 **common,
             )
             return job, {}
@@ -411,10 +421,29 @@ class Driver:
         )
         return job, {"active": [(r - 1) * per_round for r in range(1, rounds + 1)]}
 
-    def _train(self, until: int, export: str, arm: Arm | None = None) -> dict:
+    def warmup_job(self) -> StageJob:
+        """The adapter-only warm-up on natural speech (``stages.warmup``; the LLM frozen)."""
+        from salad_ray.train.loop import StageJob
+
+        data, warmup = self.run_dir / "data", self.config.stages.warmup
+        return StageJob(
+            name="warmup",
+            stores={"natural": [str(data / "natural")]},
+            weights=warmup.mix,
+            total_steps=warmup.steps,
+            until_step=warmup.steps,
+            objective="alignment",
+            lr_adapter=warmup.lr,
+            batch_size=warmup.batch_size,
+            heldout=str(data / "heldout"),
+            metrics_file=str(self.run_dir / "metrics.jsonl"),
+        )
+
+    def _train(self, until: int, export: str, arm: Arm | None = None, job: StageJob | None = None) -> dict:
+        """Train stage I (or ``job``, or an arm's stage II) up to step ``until`` and export its student."""
         from salad_ray.train.launcher import train_stage
 
-        job, starts = self.stage_job(until, arm)
+        job, starts = (job, {}) if job is not None else self.stage_job(until, arm)
         result = train_stage(self.config, self.run_dir / "train", job, starts)
         target = self.run_dir / "students" / export
         if not target.is_dir():
@@ -423,6 +452,10 @@ class Driver:
             shutil.copytree(result.student, tmp)
             tmp.replace(target)
         return {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
+
+    def train_warmup(self) -> None:
+        gap = self._train(self.config.stages.warmup.steps, "warmup", job=self.warmup_job())
+        self.state.finish("warmup", gap={"warm-up": gap})
 
     def train_stage1(self) -> None:
         gap = self._train(self.config.stages.stage1_steps, "stage1")
@@ -668,6 +701,8 @@ class Driver:
         with self.status:
             self.build_data()
             self.phase("pool", self.build_pool)
+            if self.config.stages.warmup.steps:
+                self.phase("warmup", self.train_warmup)
             self.phase("stage1", self.train_stage1)
             self.run_arms()
             if self.config.eval.enabled:

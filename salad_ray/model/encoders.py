@@ -16,7 +16,9 @@ the same frames for the same audio.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
@@ -175,11 +177,53 @@ class MimiEncoder:
         return self
 
 
+class CachedEncoder:
+    """A frozen encoder whose features are memoised by the audio's bytes (least recently used out
+    first, at most ``max_bytes`` of features). Every encoder above encodes a span on its own terms,
+    so a cached span's features are exactly what encoding it again would give."""
+
+    def __init__(self, inner: SpeechEncoder, max_bytes: int):
+        self.inner, self.max_bytes = inner, max_bytes
+        self.dim, self.max_samples = inner.dim, inner.max_samples
+        self._cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+
+    def frames(self, num_samples: int) -> int:
+        return self.inner.frames(num_samples)
+
+    def encode(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
+        keys = [hashlib.blake2b(np.ascontiguousarray(w).tobytes(), digest_size=16).digest() for w in waves]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if missing:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            for key, feats in zip(
+                missing, self.inner.encode([waves[first[k]] for k in missing]), strict=True
+            ):
+                self._cache[key] = feats
+                self._bytes += feats.numel() * feats.element_size()
+        out = []
+        for key in keys:
+            self._cache.move_to_end(key)
+            out.append(self._cache[key])
+        while self._bytes > self.max_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._bytes -= old.numel() * old.element_size()
+        return out
+
+    def to(self, device: torch.device | str) -> CachedEncoder:
+        self.inner.to(device)
+        self._cache.clear()
+        self._bytes = 0
+        return self
+
+
 def build_encoder(config: EncoderConfig) -> SpeechEncoder:
-    """The frozen encoder named by the config."""
+    """The frozen encoder named by the config (memoised when ``config.cache_mib`` > 0)."""
     path = resolve(config.model, ENCODER_FAMILY[config.kind])
     if config.kind == EncoderKind.WHISPER_CT2:
-        return WhisperCT2Encoder(path)
-    if config.kind == EncoderKind.WHISPER:
-        return HFWhisperEncoder(path)
-    return MimiEncoder(path)
+        encoder: SpeechEncoder = WhisperCT2Encoder(path)
+    elif config.kind == EncoderKind.WHISPER:
+        encoder = HFWhisperEncoder(path)
+    else:
+        encoder = MimiEncoder(path)
+    return CachedEncoder(encoder, config.cache_mib << 20) if config.cache_mib else encoder

@@ -206,6 +206,10 @@ class SpeechLM(nn.Module):
         return next(self.adapter.parameters()).device
 
     @property
+    def vocab_size(self) -> int:
+        return self._causal_lm().get_input_embeddings().weight.shape[0]
+
+    @property
     def bos_id(self) -> int | None:
         return self.tokenizer.bos_token_id
 
@@ -223,14 +227,24 @@ class SpeechLM(nn.Module):
     # --------------------------------------------------------------------------------- forward
 
     def forward(
-        self, batch: Batch, context: str = "mixed", rows: Rows | None = None
-    ) -> tuple[torch.Tensor, Rows]:
+        self,
+        batch: Batch,
+        context: str = "mixed",
+        rows: Rows | None = None,
+        classes: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Rows | None]:
         """Vocabulary logits (N, V) at N rows of the batch, and those rows.
 
         ``context="mixed"`` runs the mixed contexts c (default rows: their text targets);
-        ``context="text"`` runs the pure texts w (default rows: every predicted position). All of a
+        ``context="text"`` runs the pure texts w (default rows: every predicted position);
+        ``context="speech"`` runs the adapter alone and returns the alignment scores of every speech
+        span's frames against the token ids ``classes`` (:meth:`alignment_scores`), rows None. All of a
         step's computation goes through here, so DDP and FSDP see one forward per call.
         """
+        if context == "speech":
+            if classes is None:
+                raise ValueError("context='speech' needs the token ids to score the frames against")
+            return self.alignment_scores(batch, classes), None
         if context == "mixed":
             hidden, _, layouts = self.mixed_hidden(batch)
             rows = rows if rows is not None else mixed_rows(layouts, hidden.shape[1])
@@ -250,6 +264,24 @@ class SpeechLM(nn.Module):
         padded = pad_sequence(feats, batch_first=True).to(self.device)  # (K, T_max, D), zeros after each span
         out = self.adapter(padded)  # (K, T'_max, H)
         return [out[k, :n] for k, n in enumerate(lengths)]
+
+    def alignment_scores(self, batch: Batch, classes: torch.Tensor) -> torch.Tensor:
+        """Scores (K, T', 1 + C) of the K speech spans' adapter frames (right-padded to T'):
+
+            score[k, t, 0] = 0                      the CTC blank
+            score[k, t, 1 + c] = <h_kt, e(classes[c])>
+
+        h_kt the adapter's output at frame t of span k and e the LLM's (frozen) input embeddings: a
+        frame scores high for a token when it points where the LLM reads that token. The warm-up
+        objective (:func:`salad_ray.losses.ctc_alignment`) trains the adapter on these without
+        running the LLM.
+        """
+        frames = pad_sequence(
+            self.speech_embeddings([a for sample in batch.audio for a in sample]), batch_first=True
+        )
+        table = self._causal_lm().get_input_embeddings().weight.detach()[classes.to(self.device)]  # (C, H)
+        scores = frames @ table.to(frames.dtype).T  # (K, T', C)
+        return torch.cat([scores.new_zeros(*scores.shape[:2], 1), scores], dim=-1)
 
     def mixed_hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[MixedLayout]]:
         """Last hidden states on the mixed contexts c: ((B, Lc, H), (B, Lc) mask, layouts)."""

@@ -31,9 +31,11 @@ class StageResult:
         return self.checkpoint / "student"
 
 
-def global_batch(config: RunConfig) -> int:
-    """Samples per micro-step over all workers: fixed by the largest worker count of the range."""
-    return config.train.batch_size * max_train_workers(config)
+def global_batch(config: RunConfig, job: StageJob | None = None) -> int:
+    """Samples per micro-step over all workers: the job's (else ``train.batch_size``) per worker,
+    times the largest worker count of the range, so it stays fixed when an elastic run shrinks."""
+    per_worker = job.batch_size if job is not None and job.batch_size else config.train.batch_size
+    return per_worker * max_train_workers(config)
 
 
 def stage_stream(
@@ -42,7 +44,7 @@ def stage_stream(
     """The whole stream of a stage's ``total_steps``: the j-th store of a source is a segment
     readable from step ``starts[source][j]`` (default 0) on, i.e. from stream position
     step·G·A (G samples per micro-step, A micro-steps per step)."""
-    per_step = global_batch(config) * config.train.grad_accum
+    per_step = global_batch(config, job) * config.train.grad_accum
     starts = starts or {}
     sources = {
         src: [
@@ -69,7 +71,7 @@ def train_stage(
     if not 0 < job.until_step <= job.total_steps:
         raise ValueError(f"{job.name}: until_step {job.until_step} must be in 1 .. {job.total_steps}")
     storage = Path(storage).resolve()
-    g, accum = global_batch(config), config.train.grad_accum
+    g, accum = global_batch(config, job), config.train.grad_accum
     stream = stage_stream(config, job, starts)
     checkpoint, start = state.latest(storage / job.name)
     if checkpoint is not None and start >= job.until_step:  # done already: nothing to run

@@ -32,7 +32,13 @@ from salad_ray.batch import Sample, collate
 from salad_ray.config import SOURCES, RunConfig
 from salad_ray.interleave import mixed_layout
 from salad_ray.model.student import SpeechLM
-from salad_ray.objective import batch_gap, count_targets, distillation_loss
+from salad_ray.objective import (
+    alignment_loss,
+    batch_gap,
+    count_speech_tokens,
+    count_targets,
+    distillation_loss,
+)
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.train import state
 from salad_ray.train.flops import matmul_peak, step_flops
@@ -49,17 +55,26 @@ class StageJob:
     total_steps: int  # the schedule's horizon
     until_step: int  # stop after this step (<= total_steps); a later call with more resumes
     init: str | None = None  # a saved student to start from (stage II starts from stage I)
+    objective: str = "distillation"  # or "alignment": the adapter-only warm-up (LLM frozen)
+    lr_adapter: float | None = None  # the adapter's peak rate, when not train.lr_adapter
+    batch_size: int | None = None  # samples per worker and micro-step, when not train.batch_size
     heldout: str | None = None  # a shard store of held-out samples for F and M
     metrics_file: str | None = None  # rank 0 appends one JSON line per report here
 
 
 def build_student(run: RunConfig, job: StageJob, checkpoint_dir: Path | None) -> SpeechLM:
+    """The stage's student; in the alignment warm-up its LLM is frozen (``requires_grad=False``: no
+    gradients, no optimizer state)."""
     torch.manual_seed(run.train.seed)  # identical initial weights on every rank (FSDP shards them)
     if checkpoint_dir is not None:
-        return SpeechLM.load(checkpoint_dir / "student")
-    if job.init is not None:
-        return SpeechLM.load(job.init)
-    return SpeechLM.from_config(run.models)
+        student = SpeechLM.load(checkpoint_dir / "student")
+    elif job.init is not None:
+        student = SpeechLM.load(job.init)
+    else:
+        student = SpeechLM.from_config(run.models)
+    if job.objective == "alignment":
+        student.llm.requires_grad_(False)
+    return student
 
 
 def wrap(student: SpeechLM, strategy: str, device: torch.device) -> nn.Module:
@@ -75,12 +90,15 @@ def wrap(student: SpeechLM, strategy: str, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(student)
 
 
-def make_optimizer(student: SpeechLM, run: RunConfig) -> torch.optim.Optimizer:
-    """AdamW; adapter and LLM at their own rates; no weight decay on biases and norm gains."""
+def make_optimizer(
+    student: SpeechLM, run: RunConfig, lr_adapter: float | None = None
+) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; adapter and LLM at their own rates; no weight decay on
+    biases and norm gains."""
     t = run.train
     groups = []
     for name, params in student.param_groups().items():
-        lr = t.lr_adapter if name == "adapter" else t.lr_llm
+        lr = (lr_adapter or t.lr_adapter) if name == "adapter" else t.lr_llm
         groups.append(
             {"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": t.weight_decay}
         )
@@ -165,27 +183,48 @@ class Window:
 
 
 def train_step(
-    model: nn.Module, student: SpeechLM, micro: list[list[Sample]], run: RunConfig, world: int, device
+    model: nn.Module,
+    student: SpeechLM,
+    micro: list[list[Sample]],
+    run: RunConfig,
+    job: StageJob,
+    world: int,
+    device,
+    generator: torch.Generator,
 ) -> dict[str, float]:
     """Forward and backward of one step's micro-batches (this rank's share); the optimiser is not stepped.
 
-    Returns this rank's contribution to the step's global sums.
+    The objective is the stage's: distillation (Eq. 4) or the alignment warm-up, each divided by
+    its global target count (text targets of c, or spoken tokens). ``generator`` draws the
+    warm-up's negative classes. Returns this rank's contribution to the step's global sums.
     """
     t = run.train
-    local_targets = sum(count_targets(s, student.frames) for samples in micro for s in samples)
-    (normalizer,) = all_sum([local_targets], device)
+    align = job.objective == "alignment"
+    count = count_speech_tokens if align else (lambda s: count_targets(s, student.frames))
+    (normalizer,) = all_sum([sum(count(s) for samples in micro for s in samples)], device)
     loss = dist_part = nll_part = 0.0
     for i, samples in enumerate(micro):
         # DDP all-reduces on the last micro-batch only; FSDP reduce-scatters every backward.
         sync = i == len(micro) - 1 or t.strategy == "fsdp"
         with contextlib.nullcontext() if sync else model.no_sync(), autocast(run, device):
-            parts, _ = distillation_loss(
-                model,
-                collate(samples).to(device),
-                alpha=run.distill.alpha,
-                temperature=run.distill.temperature,
-                normalizer=max(normalizer, 1.0),
-            )
+            if align:
+                parts, _ = alignment_loss(
+                    model,
+                    student,
+                    samples,
+                    negatives=run.stages.warmup.negatives,
+                    generator=generator,
+                    normalizer=max(normalizer, 1.0),
+                    device=device,
+                )
+            else:
+                parts, _ = distillation_loss(
+                    model,
+                    collate(samples).to(device),
+                    alpha=run.distill.alpha,
+                    temperature=run.distill.temperature,
+                    normalizer=max(normalizer, 1.0),
+                )
             (parts.total * world).backward()
         loss, dist_part, nll_part = (
             loss + float(parts.total),
@@ -194,12 +233,14 @@ def train_step(
         )
     flat = [s for samples in micro for s in samples]
     llm_lengths, adapter_lengths = mixed_lengths(student, flat)
+    if align:  # the LLM does not run in the warm-up: its positions are the adapter's frames
+        llm_lengths = []
     return {
         "loss": loss,
         "dist": dist_part,
         "nll": nll_part,
         "flops": step_flops(student, llm_lengths, adapter_lengths),
-        "positions": float(sum(llm_lengths)),
+        "positions": float(sum(llm_lengths or adapter_lengths)),
         "samples": float(len(flat)),
     }
 
@@ -222,7 +263,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         checkpoint_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
         student = build_student(run, job, checkpoint_dir)
         model = wrap(student, t.strategy, device)
-        optimizer = make_optimizer(student, run)
+        optimizer = make_optimizer(student, run, job.lr_adapter)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, WSD(job.total_steps, t.warmup_steps, t.decay_fraction)
         )
@@ -241,7 +282,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         micro = [next(stream) for _ in range(t.grad_accum)]
         if any(m[0] != step for m in micro):
             raise RuntimeError(f"rank {rank} read the data of step {[m[0] for m in micro]} at step {step}")
-        sums = train_step(model, student, [m[2] for m in micro], run, world, device)
+        generator = torch.Generator().manual_seed(t.seed * 1_000_003 + step * 1_009 + rank)
+        sums = train_step(model, student, [m[2] for m in micro], run, job, world, device, generator)
         if t.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.clip_norm)
         optimizer.step()
@@ -279,7 +321,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             metrics.update(evaluate(model, heldout, t.batch_size, rank, world, device))
         if rank == 0 and job.metrics_file:
             with open(job.metrics_file, "a") as f:
-                f.write(json.dumps({"stage": job.name, **metrics}) + "\n")
+                f.write(json.dumps({"stage": job.name, "time": time.time(), **metrics}) + "\n")
         if save_now:
             with tempfile.TemporaryDirectory() as tmp:
                 state.save(

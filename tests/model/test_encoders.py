@@ -37,9 +37,9 @@ def test_whisper_ct2_real_encoder(espeak):
 
 def test_transformers_whisper_random_tiny(smoke_config):
     encoder = build_encoder(smoke_config.models.encoder)
-    assert isinstance(encoder, HFWhisperEncoder) and encoder.dim == 64
+    assert isinstance(encoder.inner, HFWhisperEncoder) and encoder.dim == 64
     check_encoder(encoder, spans(np.random.default_rng(0), [16_000, 5_000, 23_456]))
-    assert not any(p.requires_grad for p in encoder.module.parameters())
+    assert not any(p.requires_grad for p in encoder.inner.module.parameters())
 
 
 def test_mimi_random_tiny():
@@ -61,6 +61,22 @@ def test_mimi_random_tiny():
         kind=EncoderKind.MIMI, model=ModelRef(random_init=True, overrides=overrides), stack=1
     )
     encoder = build_encoder(config)
-    assert isinstance(encoder, MimiEncoder)
+    assert isinstance(encoder.inner, MimiEncoder)
     assert encoder.frames(SAMPLE_RATE) == 13  # 12.5 Hz, a partial last frame counts
     check_encoder(encoder, spans(np.random.default_rng(1), [16_000, 8_000, 12_345]))
+
+
+def test_cached_encoder_gives_the_same_features_and_encodes_each_span_once(smoke_config):
+    from salad_ray.model.encoders import CachedEncoder
+
+    encoder = build_encoder(smoke_config.models.encoder)
+    assert isinstance(encoder, CachedEncoder)
+    waves = spans(np.random.default_rng(2), [16_000, 8_000])
+    calls = []
+    inner_encode = encoder.inner.encode
+    encoder.inner.encode = lambda w: calls.append(len(w)) or inner_encode(w)
+    first = encoder.encode([waves[0], waves[1], waves[0]])
+    again = encoder.encode(waves)
+    assert calls == [2]  # the repeated span and the second call come from the cache
+    for a, b in zip([*again, first[0]], [*inner_encode(waves), first[2]], strict=True):
+        torch.testing.assert_close(a, b)

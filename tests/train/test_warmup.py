@@ -1,0 +1,69 @@
+"""The alignment warm-up: CTC from adapter frames to the spoken tokens, with the LLM frozen."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from salad_ray.config import RunConfig
+from salad_ray.losses import ctc_alignment
+from salad_ray.model.student import SpeechLM
+from salad_ray.objective import alignment_loss, count_speech_tokens
+from salad_ray.train.loop import StageJob, build_student, make_optimizer
+
+
+def test_ctc_prefers_frames_that_spell_the_tokens():
+    """Frames that point at tokens 1, 2 in order (blank between) beat frames that spell 2, 1."""
+    right = torch.full((1, 4, 3), -10.0)
+    for t, c in enumerate([1, 0, 2, 0]):
+        right[0, t, c] = 10.0
+    wrong = right[:, :, [0, 2, 1]]
+    lens, target = torch.tensor([4]), [torch.tensor([1, 2])]
+    assert ctc_alignment(right, lens, target, normalizer=2) < 0.01
+    assert ctc_alignment(wrong, lens, target, normalizer=2) > 5
+
+
+@pytest.mark.slow  # loads whisper-tiny; ~15 s on 2 cores
+def test_warmup_trains_the_adapter_alone(smoke_config: RunConfig, local_config: RunConfig, espeak):
+    """The warm-up's student has a frozen LLM (no gradients, no optimizer state) and its alignment
+    loss falls on spoken words within a few steps."""
+    from salad_ray.batch import Sample
+    from salad_ray.interleave import WordSpan, tokenize_spans
+
+    models = smoke_config.models.model_copy(update={"encoder": local_config.models.encoder})
+    run = smoke_config.model_copy(update={"models": models})
+    job = StageJob(
+        name="warmup", stores={}, weights={"natural": 1.0}, total_steps=1, until_step=1, objective="alignment"
+    )
+    student: SpeechLM = build_student(run, job, None)
+    assert not any(p.requires_grad for p in student.llm.parameters())
+    optimizer = make_optimizer(student, run, lr_adapter=3e-3)
+    adapter_ids = {id(p) for p in student.adapter.parameters()}
+    assert all(id(p) in adapter_ids for g in optimizer.param_groups for p in g["params"])
+
+    words = ["apple", "river", "yellow", "seven", "window", "orange"]
+    samples = []
+    for k, voice in enumerate(["en-us", "en-gb"]):
+        text = [*words[k::2], "and", "then"]
+        spans = [WordSpan(0, 3, True), WordSpan(3, 5, False)]
+        ids, token_spans, _ = tokenize_spans(student.tokenizer, text, spans, student.bos_id)
+        samples.append(Sample(f"s{k}", ids, token_spans, espeak.synthesize([" ".join(text[:3])], voice)))
+    n = sum(count_speech_tokens(s) for s in samples)
+    losses = []
+    for step in range(30):
+        parts, targets = alignment_loss(
+            student,
+            student,
+            samples,
+            negatives=64,
+            generator=torch.Generator().manual_seed(step),
+            normalizer=n,
+            device=torch.device("cpu"),
+        )
+        optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        optimizer.step()
+        losses.append(float(parts.total))
+    assert targets == n
+    assert all(p.grad is None for p in student.llm.parameters())
+    assert losses[-1] < 0.5 * losses[0], losses
