@@ -53,10 +53,18 @@ def test_the_local_preset_runs_the_continuous_loop(local_config):
 def test_each_training_call_extends_the_stream_and_round_r_reads_its_selection(
     arm, local_config, tmp_path, monkeypatch
 ):
-    """Every call of an arm (the local preset: 3 rounds of 20 steps) reads the stores of the rounds it
-    reaches, round r's from step (r - 1)·S on; no call changes the steps an earlier one trained, and
-    round r's steps read all of round r's selection (sizes below its ~24 active positions)."""
-    sizes = {"natural": 30, "text": 30, arm.store(1): 20, arm.store(2): 15, arm.store(3): 22}
+    """Every call of an arm (the local preset's rounds) reads the stores of the rounds it reaches,
+    round r's from step (r - 1)·S on; no call changes the steps an earlier one trained, and round r's
+    steps read all of round r's selection (sizes below its expected number of active positions)."""
+    mix = local_config.stages.stage2_mix
+    active = (
+        local_config.stages.stage2_steps_per_round
+        * launcher.global_batch(local_config)
+        * mix["active"]
+        / sum(mix.values())
+    )
+    sizes = {"natural": 30, "text": 30}
+    sizes |= {arm.store(r): int(active * f) for r, f in ((1, 0.6), (2, 0.45), (3, 0.65))}
 
     def pool_refs(store, source: str) -> list[SampleRef]:
         name = store.root.name
