@@ -113,10 +113,12 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def ordered_gaps(gaps: dict[str, dict]) -> list[tuple[str, dict]]:
-    """The run's gap notes in reading order: stage I, then each arm's rounds and its end of stage II
-    ("active round 1", "stage II active", "uniform round 1", ...), whichever finished first."""
+    """The run's gap notes in reading order: the warm-up, stage I, then each arm's rounds and its end
+    of stage II ("active round 1", "stage II active", "uniform round 1", ...)."""
 
     def key(stage: str) -> tuple:
+        if stage == "warm-up":
+            return (-1, "", 0)
         if stage == "stage I":
             return (0, "", 0)
         words = stage.split()
