@@ -78,6 +78,13 @@ class EncoderConfig(_Strict):
     cache_mib: int = Field(1024, ge=0)
 
 
+class AdapterPositions(str, Enum):
+    """How a speech span's adapter frames become LLM input positions."""
+
+    FRAMES = "frames"  # every adapter frame is a position (the paper)
+    CTC = "ctc"  # one position per token its CTC labels spell (salad_ray.model.compress)
+
+
 class AdapterConfig(_Strict):
     """The trainable bridge: a causal transformer (pre-norm, RoPE, grouped-query attention, SwiGLU).
 
@@ -91,6 +98,10 @@ class AdapterConfig(_Strict):
     kv_heads: int = Field(5, ge=1)
     rope_theta: float = 10_000.0
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # How a span's adapter frames become LLM positions: every frame (the paper), or one position per
+    # token the frames' CTC labels spell (salad_ray.model.compress; needs the CTC warm-up).
+    positions: AdapterPositions = AdapterPositions.FRAMES
+    ctc_top_k: int = Field(8, ge=1)  # tokens per frame in a compressed position's expected embedding
 
     @model_validator(mode="after")
     def _heads(self) -> AdapterConfig:
@@ -353,7 +364,9 @@ class TrainConfig(_Strict):
     count, so the global batch stays fixed when an elastic run has fewer workers.
     """
 
-    lr_adapter: float = Field(1e-3, gt=0)
+    # 0: the adapter is frozen in stages I and II (no gradients, no optimizer state), as the CTC
+    # warm-up left it; the warm-up has its own rate (stages.warmup.lr).
+    lr_adapter: float = Field(1e-3, ge=0)
     lr_llm: float = Field(5e-5, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(500, ge=0)

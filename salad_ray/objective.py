@@ -79,7 +79,10 @@ def alignment_loss(
     """
     spoken = [torch.tensor(t) for s in samples for t in speech_tokens(s)]
     if not spoken:
-        zero = torch.zeros((), device=device)
+        # No speech in this share of the step: the adapter still runs, weighted by zero, so a DDP or
+        # FSDP student's workers all join the step's gradient collectives.
+        scores, _ = model(collate(samples).to(device), "speech", classes=torch.zeros(0, dtype=torch.long))
+        zero = 0.0 * scores.sum()
         return LossParts(zero, zero, zero), 0
     vocab = student.vocab_size
     drawn = torch.randint(vocab, (negatives,), generator=generator)

@@ -1,7 +1,10 @@
 """The student: frozen speech encoder -> adapter -> causal LLM, fed mixed speech/text sequences.
 
 For a batch, every speech span is encoded (frozen, no grad), its frames stacked and mapped by the
-adapter to (n_k, H) vectors in the LLM's input-embedding space, and the mixed context c of each
+adapter to vectors in the LLM's input-embedding space: every adapter frame is one LLM position
+(``adapter.positions: frames``, the paper), or the frames are compressed to one position per token
+that their CTC labels spell (``positions: ctc``, :mod:`salad_ray.model.compress`), n_k positions
+for span k either way. The mixed context c of each
 sample is assembled from the LLM's token embeddings of w and those vectors (see
 :func:`salad_ray.interleave.mixed_layout`). The LLM (fully fine-tuned, or LoRA through peft) runs on
 ``inputs_embeds``; callers take hidden states at the rows they need and project only those to the
@@ -35,9 +38,10 @@ from torch.nn.utils.rnn import pad_sequence
 
 from salad_ray.assets import resolve
 from salad_ray.batch import Batch
-from salad_ray.config import ModelsConfig
+from salad_ray.config import AdapterPositions, ModelsConfig
 from salad_ray.interleave import MixedLayout, mixed_layout, text_rows
 from salad_ray.model.adapter import Adapter
+from salad_ray.model.compress import ctc_compress
 from salad_ray.model.encoders import SpeechEncoder, build_encoder
 from salad_ray.model.logits import check_logits, output_logits
 
@@ -214,7 +218,8 @@ class SpeechLM(nn.Module):
         return self.tokenizer.bos_token_id
 
     def frames(self, num_samples: int) -> int:
-        """Adapter frames (LLM positions) a speech span of ``num_samples`` samples becomes."""
+        """Adapter frames a speech span of ``num_samples`` samples becomes: its LLM positions, or
+        with CTC compression (``adapter.positions: ctc``) an upper bound on them."""
         return self.adapter.frames(self.encoder.frames(num_samples))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -255,7 +260,7 @@ class SpeechLM(nn.Module):
             raise ValueError(f"context must be 'mixed' or 'text', got {context!r}")
         return self.logits(hidden.flatten(0, 1)[rows.flat.to(hidden.device)]), rows
 
-    def speech_embeddings(self, audio: list[np.ndarray]) -> list[torch.Tensor]:
+    def adapter_frames(self, audio: list[np.ndarray]) -> list[torch.Tensor]:
         """Adapter outputs (frames(len(a)), H) for each speech span."""
         if not audio:
             return []
@@ -265,6 +270,21 @@ class SpeechLM(nn.Module):
         out = self.adapter(padded)  # (K, T'_max, H)
         return [out[k, :n] for k, n in enumerate(lengths)]
 
+    def speech_embeddings(self, audio: list[np.ndarray]) -> list[torch.Tensor]:
+        """The LLM input positions (n_k, H) of each speech span: its adapter frames, or their CTC
+        compression (:func:`salad_ray.model.compress.ctc_compress`) under ``adapter.positions: ctc``."""
+        frames = self.adapter_frames(audio)
+        if self.models.adapter.positions == AdapterPositions.FRAMES:
+            return frames
+        table = self._causal_lm().get_input_embeddings().weight
+        return [ctc_compress(f, table, self.models.adapter.ctc_top_k) for f in frames]
+
+    def _idle(self) -> torch.Tensor:
+        """The adapter run on one all-zero frame group, (1, 1, H). A batch without speech still runs
+        the adapter (its output weighted by zero), so every worker of a DDP or FSDP student takes part
+        in the adapter's gradient collectives on every step."""
+        return self.adapter(torch.zeros(1, self.adapter.stack, self.encoder.dim, device=self.device))
+
     def alignment_scores(self, batch: Batch, classes: torch.Tensor) -> torch.Tensor:
         """Scores (K, T', 1 + C) of the K speech spans' adapter frames (right-padded to T'):
 
@@ -272,13 +292,13 @@ class SpeechLM(nn.Module):
             score[k, t, 1 + c] = <h_kt, e(classes[c])>
 
         h_kt the adapter's output at frame t of span k and e the LLM's (frozen) input embeddings: a
-        frame scores high for a token when it points where the LLM reads that token. The warm-up
+        frame scores high for a token when it points where the LLM reads that token. A batch without
+        speech scores the adapter's idle output (:meth:`_idle`), K = T' = 1. The warm-up
         objective (:func:`salad_ray.losses.ctc_alignment`) trains the adapter on these without
         running the LLM.
         """
-        frames = pad_sequence(
-            self.speech_embeddings([a for sample in batch.audio for a in sample]), batch_first=True
-        )
+        audio = [a for sample in batch.audio for a in sample]
+        frames = pad_sequence(self.adapter_frames(audio), batch_first=True) if audio else self._idle()
         table = self._causal_lm().get_input_embeddings().weight.detach()[classes.to(self.device)]  # (C, H)
         scores = frames @ table.to(frames.dtype).T  # (K, T', C)
         return torch.cat([scores.new_zeros(*scores.shape[:2], 1), scores], dim=-1)
@@ -307,10 +327,7 @@ class SpeechLM(nn.Module):
             layouts.append(layout)
         inputs = pad_sequence(sequences, batch_first=True)  # (B, Lc, H)
         if not speech:
-            # A batch without speech still runs the adapter, weighted by zero: every worker of a
-            # sharded (FSDP) student then takes part in the adapter's collectives on every step.
-            idle = self.adapter(torch.zeros(1, self.adapter.stack, self.encoder.dim, device=self.device))
-            inputs = inputs + 0.0 * idle.sum()
+            inputs = inputs + 0.0 * self._idle().sum()
         mask = pad_sequence([torch.ones(s.shape[0], dtype=torch.long) for s in sequences], batch_first=True)
         return inputs, mask.to(self.device), layouts
 

@@ -63,8 +63,8 @@ class StageJob:
 
 
 def build_student(run: RunConfig, job: StageJob, checkpoint_dir: Path | None) -> SpeechLM:
-    """The stage's student; in the alignment warm-up its LLM is frozen (``requires_grad=False``: no
-    gradients, no optimizer state)."""
+    """The stage's student; in the alignment warm-up its LLM is frozen, and in distillation its adapter
+    is when the adapter's rate is 0 (``requires_grad=False``: no gradients, no optimizer state)."""
     torch.manual_seed(run.train.seed)  # identical initial weights on every rank (FSDP shards them)
     if checkpoint_dir is not None:
         student = SpeechLM.load(checkpoint_dir / "student")
@@ -74,7 +74,14 @@ def build_student(run: RunConfig, job: StageJob, checkpoint_dir: Path | None) ->
         student = SpeechLM.from_config(run.models)
     if job.objective == "alignment":
         student.llm.requires_grad_(False)
+    elif adapter_rate(run, job) == 0:
+        student.adapter.requires_grad_(False)
     return student
+
+
+def adapter_rate(run: RunConfig, job: StageJob) -> float:
+    """The adapter's peak learning rate in a stage: the job's own (the warm-up's), else train.lr_adapter."""
+    return run.train.lr_adapter if job.lr_adapter is None else job.lr_adapter
 
 
 def wrap(student: SpeechLM, strategy: str, device: torch.device) -> nn.Module:
@@ -93,16 +100,17 @@ def wrap(student: SpeechLM, strategy: str, device: torch.device) -> nn.Module:
 def make_optimizer(
     student: SpeechLM, run: RunConfig, lr_adapter: float | None = None
 ) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; adapter and LLM at their own rates; no weight decay on
-    biases and norm gains."""
+    """AdamW over the trainable parameters; adapter and LLM at their own rates (each group carries
+    its part's ``name``); no weight decay on biases and norm gains."""
     t = run.train
     groups = []
     for name, params in student.param_groups().items():
-        lr = (lr_adapter or t.lr_adapter) if name == "adapter" else t.lr_llm
+        lr = (t.lr_adapter if lr_adapter is None else lr_adapter) if name == "adapter" else t.lr_llm
+        decay = [p for p in params if p.ndim >= 2]
+        groups.append({"name": name, "params": decay, "lr": lr, "weight_decay": t.weight_decay})
         groups.append(
-            {"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": t.weight_decay}
+            {"name": name, "params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}
         )
-        groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
     return torch.optim.AdamW([g for g in groups if g["params"]])
 
 
@@ -312,7 +320,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "step": position.step,
             "samples": position.samples,
             "tokens": position.tokens,
-            "lr_adapter": scheduler.get_last_lr()[0],
+            **{
+                f"lr_{g['name']}": lr
+                for g, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True)
+            },
             **{f"seen_{k}": v for k, v in position.seen.items()},
         }
         if log_now:

@@ -4,8 +4,9 @@ that word's speech than from another word's (the shuffled-audio control).
 Each sample is ``[BOS] [speech: WORD] WORD``: the one text target, the word again, follows the speech
 and can only be known from it. Every waveform is zero-padded to one length, so all samples have the
 same number of frames and a student that ignores what the audio says (a constant adapter output)
-scores exactly the same on real and on shuffled audio. Audio is shuffled within each voice, so every
-sample hears another word.
+scores exactly the same on real and on shuffled audio (with CTC compression too: constant frames
+compress alike). Audio is shuffled within each voice, so every sample hears another word. Both ways
+of turning frames into LLM positions are tested: every frame, and CTC compression.
 
 The smoke preset's tiny random LLM and adapter, with the local preset's encoder (whisper-tiny in
 CTranslate2): the smoke preset's random Whisper barely encodes what was said (its features for
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 from salad_ray.batch import Batch, Sample, collate
-from salad_ray.config import RunConfig
+from salad_ray.config import AdapterPositions, RunConfig
 from salad_ray.eval.controls import shuffled_audio
 from salad_ray.interleave import WordSpan, tokenize_spans
 from salad_ray.losses import nll
@@ -69,8 +70,14 @@ def word_nll(student: SpeechLM, batch: Batch) -> tuple[float, float]:
 
 
 @pytest.mark.slow  # loads whisper-tiny; ~15 s on 2 cores
-def test_student_uses_the_audio_it_hears(smoke_config: RunConfig, local_config: RunConfig, espeak):
-    models = smoke_config.models.model_copy(update={"encoder": local_config.models.encoder})
+@pytest.mark.parametrize("positions", list(AdapterPositions))
+def test_student_uses_the_audio_it_hears(
+    smoke_config: RunConfig, local_config: RunConfig, espeak, positions: AdapterPositions
+):
+    adapter = smoke_config.models.adapter.model_copy(update={"positions": positions})
+    models = smoke_config.models.model_copy(
+        update={"encoder": local_config.models.encoder, "adapter": adapter}
+    )
     torch.manual_seed(0)
     student = SpeechLM.from_config(models)
     samples = word_samples(student, espeak)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -67,3 +69,42 @@ def test_warmup_trains_the_adapter_alone(smoke_config: RunConfig, local_config: 
     assert targets == n
     assert all(p.grad is None for p in student.llm.parameters())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_a_share_without_speech_still_runs_the_adapter(smoke_config: RunConfig):
+    """A worker whose share of a warm-up step holds no speech gets a zero loss that still reaches every
+    adapter parameter, so DDP's gradient all-reduce on the other workers does not wait for it."""
+    from salad_ray.batch import Sample
+    from salad_ray.interleave import TokenSpan
+
+    torch.manual_seed(0)
+    student = SpeechLM.from_config(smoke_config.models)
+    ids = student.tokenizer.encode("just some text", add_special_tokens=False)
+    text_only = [Sample("t", ids, [TokenSpan(0, len(ids), False)], [])]
+    parts, targets = alignment_loss(
+        student,
+        student,
+        text_only,
+        negatives=8,
+        generator=torch.Generator().manual_seed(0),
+        normalizer=1,
+        device=torch.device("cpu"),
+    )
+    assert targets == 0 and parts.total.item() == 0.0
+    parts.total.backward()
+    assert all(p.grad is not None for p in student.adapter.parameters())
+
+
+def test_a_zero_adapter_rate_freezes_the_adapter_after_the_warmup(smoke_config: RunConfig):
+    """``train.lr_adapter: 0`` keeps the warm-up's adapter as it is in distillation: no gradients, no
+    optimizer state, while the LLM trains; the warm-up itself still trains the adapter at its own rate."""
+    run = smoke_config.model_copy(update={"train": smoke_config.train.model_copy(update={"lr_adapter": 0.0})})
+    distill = StageJob(name="stage1", stores={}, weights={"natural": 1.0}, total_steps=1, until_step=1)
+    student = build_student(run, distill, None)
+    assert not any(p.requires_grad for p in student.adapter.parameters())
+    optimizer = make_optimizer(student, run)
+    assert {g["name"] for g in optimizer.param_groups} == {"llm"}
+    warmup = dataclasses.replace(distill, name="warmup", objective="alignment", lr_adapter=2e-3)
+    student = build_student(run, warmup, None)
+    assert all(p.requires_grad for p in student.adapter.parameters())
+    assert {g["name"] for g in make_optimizer(student, run, warmup.lr_adapter).param_groups} == {"adapter"}

@@ -1,0 +1,45 @@
+"""Spoken-cloze accuracy of a saved student, read through every frame and through CTC compression.
+
+    python tools/experiments/warmup_cloze.py runs/local/students/warmup [TOP_K]
+
+The `local` preset's benchmark (160 items, its voice, its prompts), scored as the run's evaluation
+scores it (:func:`salad_ray.eval.suite.score_modes`), in one process without Ray: with the student's
+own positions, with CTC compression forced on (when the student was saved without it), and with
+shuffled audio. Speech is cached in /tmp/salad-exp-cache.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from salad_ray.config import AdapterPositions, load_config
+from salad_ray.eval.speech_cache import SpeechCache
+from salad_ray.eval.suite import build_prompts, score_modes, shuffled_prompts, speak_prompts
+from salad_ray.model.compress import ctc_compress
+from salad_ray.model.student import SpeechLM
+
+
+def cloze(student: SpeechLM, prompts) -> float:
+    return score_modes(student, prompts, ["speech"])["accuracy"]["speech"]["fortune-cloze"]
+
+
+def main(student_dir: str, top_k: int = 8) -> None:
+    config = load_config(preset="local")
+    student = SpeechLM.load(student_dir).eval()
+    prompts = build_prompts(config, student.tokenizer, student.bos_id)
+    speak_prompts(
+        config, [p for v in prompts.values() for p in v], SpeechCache(config, Path("/tmp/salad-exp-cache"))
+    )
+    print(f"own positions ({student.models.adapter.positions.value}): {cloze(student, prompts):.3f}")
+    if student.models.adapter.positions == AdapterPositions.FRAMES:
+        table = student._causal_lm().get_input_embeddings().weight
+        frames = student.adapter_frames
+        student.speech_embeddings = lambda audio: [ctc_compress(f, table, top_k) for f in frames(audio)]
+        print(f"CTC-compressed (top {top_k}): {cloze(student, prompts):.3f}")
+    print(f"shuffled audio: {cloze(student, shuffled_prompts(prompts, config.seed)):.3f}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    main(sys.argv[1], *(int(a) for a in sys.argv[2:3]))
