@@ -5,7 +5,8 @@
 The `local` preset's benchmark (160 items, its voice, its prompts), scored as the run's evaluation
 scores it (:func:`salad_ray.eval.suite.score_modes`), in one process without Ray: with the student's
 own positions, with CTC compression forced on (when the student was saved without it), and with
-shuffled audio. Speech is cached in /tmp/salad-exp-cache.
+shuffled audio; 95 % bootstrap intervals over items as in the report (salad_ray.eval.stats), and the
+paired real - shuffled difference. Speech is cached in /tmp/salad-exp-cache.
 """
 
 import sys
@@ -15,13 +16,19 @@ import torch
 
 from salad_ray.config import AdapterPositions, load_config
 from salad_ray.eval.speech_cache import SpeechCache
+from salad_ray.eval.stats import accuracy_interval, paired_accuracy_difference
 from salad_ray.eval.suite import build_prompts, score_modes, shuffled_prompts, speak_prompts
 from salad_ray.model.compress import ctc_compress
 from salad_ray.model.student import SpeechLM
 
 
-def cloze(student: SpeechLM, prompts) -> float:
-    return score_modes(student, prompts, ["speech"])["accuracy"]["speech"]["fortune-cloze"]
+def cloze(student: SpeechLM, prompts) -> list[int]:
+    """0/1 per item of the spoken cloze."""
+    return score_modes(student, prompts, ["speech"])["correct"]["speech"]["fortune-cloze"]
+
+
+def show(name: str, interval) -> None:
+    print(f"{name}: {100 * interval.estimate:.1f} [{100 * interval.low:.1f}, {100 * interval.high:.1f}]")
 
 
 def main(student_dir: str, top_k: int = 8) -> None:
@@ -31,13 +38,17 @@ def main(student_dir: str, top_k: int = 8) -> None:
     speak_prompts(
         config, [p for v in prompts.values() for p in v], SpeechCache(config, Path("/tmp/salad-exp-cache"))
     )
-    print(f"own positions ({student.models.adapter.positions.value}): {cloze(student, prompts):.3f}")
+    real = cloze(student, prompts)
+    show(f"own positions ({student.models.adapter.positions.value})", accuracy_interval([real]))
     if student.models.adapter.positions == AdapterPositions.FRAMES:
         table = student._causal_lm().get_input_embeddings().weight
         frames = student.adapter_frames
         student.speech_embeddings = lambda audio: [ctc_compress(f, table, top_k) for f in frames(audio)]
-        print(f"CTC-compressed (top {top_k}): {cloze(student, prompts):.3f}")
-    print(f"shuffled audio: {cloze(student, shuffled_prompts(prompts, config.seed)):.3f}")
+        real = cloze(student, prompts)
+        show(f"CTC-compressed (top {top_k})", accuracy_interval([real]))
+    shuffled = cloze(student, shuffled_prompts(prompts, config.seed))
+    show("shuffled audio", accuracy_interval([shuffled]))
+    show("real - shuffled (points)", paired_accuracy_difference([real], [shuffled]))
 
 
 if __name__ == "__main__":
