@@ -106,11 +106,9 @@ def make_optimizer(
     groups = []
     for name, params in student.param_groups().items():
         lr = (t.lr_adapter if lr_adapter is None else lr_adapter) if name == "adapter" else t.lr_llm
-        decay = [p for p in params if p.ndim >= 2]
+        decay, no_decay = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
         groups.append({"name": name, "params": decay, "lr": lr, "weight_decay": t.weight_decay})
-        groups.append(
-            {"name": name, "params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}
-        )
+        groups.append({"name": name, "params": no_decay, "lr": lr, "weight_decay": 0.0})
     return torch.optim.AdamW([g for g in groups if g["params"]])
 
 

@@ -5,7 +5,7 @@
 Reads the run's natural and text shards (teacher top-k included) and trains in one process without
 Ray: batches of 4 drawn 2/3 natural, 1/3 text, bf16 autocast, AdamW under the WSD schedule, Eq. 4
 with alpha = 1. LR_ADAPTER 0 freezes the adapter. Prints the spoken-cloze accuracy with real and with
-shuffled audio, scored as the run's evaluation scores it.
+shuffled audio, with intervals, as warmup_cloze.py does (its ``report``).
 """
 
 import sys
@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from warmup_cloze import report  # the sibling script (sys.path[0] is this directory)
 
 from salad_ray.batch import collate
 from salad_ray.config import load_config
-from salad_ray.eval.speech_cache import SpeechCache
-from salad_ray.eval.suite import build_prompts, score_modes, shuffled_prompts, speak_prompts
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import count_targets, distillation_loss
 from salad_ray.pipeline.records import sample_from_row
@@ -59,14 +58,7 @@ def main(run_dir: Path, lr_adapter: float, lr_llm: float, steps: int) -> None:
         schedule.step()
         if step % 20 == 0:
             print(f"step {step}: loss {parts.total.item():.3f}", flush=True)
-    student.eval()
-    prompts = build_prompts(config, student.tokenizer, student.bos_id)
-    speak_prompts(
-        config, [p for v in prompts.values() for p in v], SpeechCache(config, Path("/tmp/salad-exp-cache"))
-    )
-    real = score_modes(student, prompts, ["speech"])["accuracy"]["speech"]["fortune-cloze"]
-    shuffled = score_modes(student, shuffled_prompts(prompts, config.seed), ["speech"])["accuracy"]["speech"]
-    print(f"spoken cloze: real audio {real:.3f}, shuffled audio {shuffled['fortune-cloze']:.3f}")
+    report(config, student.eval())
 
 
 if __name__ == "__main__":

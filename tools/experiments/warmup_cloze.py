@@ -31,9 +31,9 @@ def show(name: str, interval) -> None:
     print(f"{name}: {100 * interval.estimate:.1f} [{100 * interval.low:.1f}, {100 * interval.high:.1f}]")
 
 
-def main(student_dir: str, top_k: int = 8) -> None:
-    config = load_config(preset="local")
-    student = SpeechLM.load(student_dir).eval()
+def report(config, student: SpeechLM, top_k: int = 8) -> None:
+    """Print the student's spoken-cloze accuracy (own positions, CTC-forced when saved without it),
+    with shuffled audio and the paired difference, each with its interval."""
     prompts = build_prompts(config, student.tokenizer, student.bos_id)
     speak_prompts(
         config, [p for v in prompts.values() for p in v], SpeechCache(config, Path("/tmp/salad-exp-cache"))
@@ -49,6 +49,10 @@ def main(student_dir: str, top_k: int = 8) -> None:
     shuffled = cloze(student, shuffled_prompts(prompts, config.seed))
     show("shuffled audio", accuracy_interval([shuffled]))
     show("real - shuffled (points)", paired_accuracy_difference([real], [shuffled]))
+
+
+def main(student_dir: str, top_k: int = 8) -> None:
+    report(load_config(preset="local"), SpeechLM.load(student_dir).eval(), top_k)
 
 
 if __name__ == "__main__":
