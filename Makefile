@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PRESET ?= local
-DEB_PACKAGES := espeak-ng libsndfile1 fortunes dict-gcide
+DEB_PACKAGES := espeak-ng libsndfile1 fortunes dict-gcide chromium chromium-driver
 # Ray on a laptop: no token auth, no usage reporting.
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0

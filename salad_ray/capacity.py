@@ -11,9 +11,11 @@ workers and tasks are created with). The node groups are read from
   ``nvidia.com/gpu`` limits; a group scales to ``maxReplicas`` (the head group is one node);
 * ``ray up`` configs: ``available_node_types`` with their ``resources`` and ``max_workers``.
 
-A layout passes when, for every demand, (1) some group's node holds one of it, (2) the groups whose
-nodes hold it can hold ``at_least`` of them at full scale, and, over all demands together, (3) the
-cluster at full scale has every resource the minimums add up to. These are necessary conditions,
+A RayService runs its Serve applications and nothing else, so it is checked against their replicas
+alone (:data:`SERVED_APPS`: the teacher's, a served student's); every other layout against the
+run's demands. A layout passes when, for every demand, (1) some group's node holds one of it, (2)
+the groups whose nodes hold it can hold ``at_least`` of them at full scale, and, over all demands
+together, (3) the cluster at full scale has every resource the minimums add up to. These are necessary conditions,
 not a scheduler: a layout that fails them can never run the configuration.
 """
 
@@ -29,7 +31,13 @@ from pathlib import Path
 import yaml
 
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
-from salad_ray.resources import Demand, demands
+from salad_ray.resources import Demand, demands, student_demand, teacher_demand
+
+# What each Serve application a RayService may run asks of its cluster, by import path.
+SERVED_APPS = {
+    "salad_ray.teacher.deployment:build_app": teacher_demand,
+    "salad_ray.serve.deployment:build_app": student_demand,
+}
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,8 @@ def ray_up_groups(config: dict) -> list[NodeGroup]:
 class Layout:
     name: str  # file:kind/name
     groups: list[NodeGroup]
-    teacher_only: bool = False  # a RayService runs the teacher deployment and nothing else
+    # The import paths of a RayService's Serve applications: it runs those and nothing else.
+    services: tuple[str, ...] = ()
 
 
 def layouts(path: Path) -> list[Layout]:
@@ -123,8 +132,15 @@ def layouts(path: Path) -> list[Layout]:
             "RayService": lambda d: d["spec"].get("rayClusterConfig"),
         }.get(kind, lambda d: None)(doc)
         if spec:
-            out.append(Layout(f"{path}:{kind}/{name}", kuberay_groups(spec), kind == "RayService"))
+            out.append(Layout(f"{path}:{kind}/{name}", kuberay_groups(spec), _services(doc)))
     return out
+
+
+def _services(doc: dict) -> tuple[str, ...]:
+    if doc.get("kind") != "RayService":
+        return ()
+    apps = yaml.safe_load(doc["spec"].get("serveConfigV2") or "{}").get("applications") or []
+    return tuple(app["import_path"] for app in apps)
 
 
 def _fits(node: dict[str, float], bundle: dict[str, float]) -> int:
@@ -167,7 +183,11 @@ def check_files(config: RunConfig, paths: list[Path]) -> dict[str, list[str] | N
         if not found:
             out[str(path)] = None
         for layout in found:
-            wanted = [n for n in needs if n.what == "teacher replica"] if layout.teacher_only else needs
+            unknown = [p for p in layout.services if p not in SERVED_APPS]
+            if unknown:
+                out[layout.name] = [f"unknown Serve applications {unknown}; known: {sorted(SERVED_APPS)}"]
+                continue
+            wanted = [SERVED_APPS[p](config) for p in layout.services] if layout.services else needs
             out[layout.name] = check(layout.groups, wanted)
     return out
 

@@ -291,7 +291,7 @@ class TeacherBackendKind(str, Enum):
 
 
 class ReplicaConfig(_Strict):
-    """Ray Serve autoscaling of the teacher deployment (min == max is a fixed count)."""
+    """Ray Serve autoscaling of a deployment (the teacher's, a served student's); min == max is a fixed count."""
 
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
@@ -513,6 +513,38 @@ class EvalConfig(_Strict):
     round_students: bool = False
 
 
+# ------------------------------------------------------------------------------------- serving
+
+
+class StudentServerConfig(_Strict):
+    """Serving a saved student (salad_ray.serve): OpenAI's chat completions with audio parts, streamed.
+
+    Replica resources are ``resources.cpus_per_student_replica`` / ``gpus_per_student_replica``.
+    """
+
+    app_name: str = "salad-student"
+    route_prefix: str = "/"  # the page is {route_prefix}, the API {route_prefix}/v1/chat/completions
+    model_name: str | None = None  # what /v1/models lists; default: the student directory's name
+    replicas: ReplicaConfig = Field(default_factory=ReplicaConfig)
+    # Serve's dynamic batching decodes up to this many concurrent requests together, one KV cache.
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_timeout_s: float = Field(0.05, ge=0)
+    max_ongoing_requests: int = Field(32, ge=1)
+    # auto: bf16 autocast on a GPU that supports it, else fp32 (the student is trained that way too).
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # LLM positions a request may fill, prompt (text and speech frames) and answer together;
+    # None: the LLM's max_position_embeddings.
+    max_context: int | None = Field(None, ge=2)
+    # Answer length when a request names none (capped by what is left of the context).
+    default_max_tokens: int = Field(256, ge=1)
+    # Each audio part: longer is refused (HTTP 400); quieter than this peak level counts as silent.
+    max_audio_seconds: float = Field(60.0, gt=0)
+    silence_dbfs: float = Field(-60.0, le=0)
+    # Serve's HTTP proxy; 127.0.0.1 keeps the student private to this machine unless opened.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+
+
 # ------------------------------------------------------------------------------------ resources
 
 
@@ -548,6 +580,10 @@ class ResourcesConfig(_Strict):
     local_cpus: int = Field(0, ge=0)
     cpus_per_teacher_replica: float = Field(1.0, gt=0)
     gpus_per_teacher_replica: float = Field(0.0, ge=0)
+    # A served student (salad_ray.serve) holds the same LLM as the teacher plus a small encoder and
+    # adapter; None: as much GPU as a teacher replica.
+    cpus_per_student_replica: float = Field(1.0, gt=0)
+    gpus_per_student_replica: float | None = Field(None, ge=0)
 
     @field_validator("tts_actors", "asr_actors", "embed_actors", "scorer_actors")
     @classmethod
@@ -574,6 +610,7 @@ class RunConfig(_Strict):
     stages: StagesConfig = Field(default_factory=StagesConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    student_server: StudentServerConfig = Field(default_factory=StudentServerConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     def to_yaml(self) -> str:

@@ -10,22 +10,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from salad_ray.config import RunConfig
+from salad_ray.config import ReplicaConfig, RunConfig
+
+
+def _serve_options(cpus: float, gpus: float, replicas: ReplicaConfig, max_ongoing: int) -> dict[str, Any]:
+    return {
+        "ray_actor_options": {"num_cpus": cpus, "num_gpus": gpus},
+        "autoscaling_config": {
+            "min_replicas": replicas.min_replicas,
+            "max_replicas": replicas.max_replicas,
+            "initial_replicas": max(1, replicas.min_replicas),
+            "target_ongoing_requests": replicas.target_ongoing_requests,
+        },
+        "max_ongoing_requests": max_ongoing,
+    }
 
 
 def teacher_deployment_options(config: RunConfig) -> dict[str, Any]:
     """Ray Serve options of the teacher deployment: replica resources, autoscaling, concurrency."""
     r, t = config.resources, config.teacher
-    return {
-        "ray_actor_options": {"num_cpus": r.cpus_per_teacher_replica, "num_gpus": r.gpus_per_teacher_replica},
-        "autoscaling_config": {
-            "min_replicas": t.replicas.min_replicas,
-            "max_replicas": t.replicas.max_replicas,
-            "initial_replicas": max(1, t.replicas.min_replicas),
-            "target_ongoing_requests": t.replicas.target_ongoing_requests,
-        },
-        "max_ongoing_requests": t.max_ongoing_requests,
-    }
+    return _serve_options(
+        r.cpus_per_teacher_replica, r.gpus_per_teacher_replica, t.replicas, t.max_ongoing_requests
+    )
+
+
+def student_deployment_options(config: RunConfig) -> dict[str, Any]:
+    """Ray Serve options of a served student (salad_ray.serve): as the teacher's, from its own
+    section; its GPU share defaults to a teacher replica's (the same LLM, plus encoder and adapter)."""
+    r, s = config.resources, config.student_server
+    gpus = r.gpus_per_teacher_replica if r.gpus_per_student_replica is None else r.gpus_per_student_replica
+    return _serve_options(r.cpus_per_student_replica, gpus, s.replicas, s.max_ongoing_requests)
 
 
 def _pool(size: tuple[int, int]):
@@ -151,19 +165,27 @@ def _min_actors(options: dict[str, Any]) -> int:
     return int(options["compute"].min_size)
 
 
+def _replica_demand(what: str, options: dict[str, Any]) -> Demand:
+    return Demand(
+        what, _bundle(options["ray_actor_options"]), max(1, options["autoscaling_config"]["min_replicas"])
+    )
+
+
+def teacher_demand(config: RunConfig) -> Demand:
+    return _replica_demand("teacher replica", teacher_deployment_options(config))
+
+
+def student_demand(config: RunConfig) -> Demand:
+    """What serving a student asks of a cluster (a RayService of salad_ray.serve, not part of a run)."""
+    return _replica_demand("student replica", student_deployment_options(config))
+
+
 def demands(config: RunConfig) -> list[Demand]:
     """Every resource request of a run, from the same functions the run's actors are made with."""
     r = config.resources
     out = []
     if not config.teacher.url:
-        teacher = teacher_deployment_options(config)
-        out.append(
-            Demand(
-                "teacher replica",
-                _bundle(teacher["ray_actor_options"]),
-                max(1, teacher["autoscaling_config"]["min_replicas"]),
-            )
-        )
+        out.append(teacher_demand(config))
     workers = r.train_workers if isinstance(r.train_workers, int) else r.train_workers[0]
     out.append(
         Demand(

@@ -821,6 +821,10 @@ def main(argv: list[str] | None = None) -> int:
     driver = Driver(config, run_dir)
     report = driver.run()
     print(f"\n{driver.summary()}\n  wall time: {time.time() - t0:.0f} s\n  report: {report}", flush=True)
+    from salad_ray.serve import serve_command
+
+    final = list(driver.final_students().values())[-1]  # the active arm's last round, else stage I
+    print(f"  talk to it: {serve_command(final, run_dir / 'config.yaml')}", flush=True)
     return 0
 
 

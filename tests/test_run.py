@@ -325,3 +325,31 @@ def test_eval_cli_agrees_with_the_run(submitted_run, tmp_path):
     for name in again["systems"]:
         assert again["systems"][name]["accuracy"] == first["systems"][name]["accuracy"]
     assert "| original LLM | text |" in proc.stdout and "| cascade | ASR transcript |" in proc.stdout
+
+
+def test_the_runs_final_student_answers_spoken_input(submitted_run, espeak, tmp_path):
+    """The student that the run's closing line serves is a trained one, and it answers speech:
+    `python -m salad_ray.chat` on it, fed an espeak-ng utterance, prints an answer."""
+    import shlex
+
+    import soundfile as sf
+
+    from salad_ray.model.student import require_saved
+
+    succeeded, output = submitted_run.result()
+    assert succeeded
+    command = shlex.split(output.split("talk to it:", 1)[1].splitlines()[0])
+    args = dict(arg.split("=", 1) for arg in command[3:])
+    student = Path(args["student"])
+    assert student.parent == submitted_run.run_dir / "students" and require_saved(student)
+    wav = tmp_path / "question.wav"
+    sf.write(wav, espeak.synthesize(["What is the capital of France?"], "en-us")[0], 16_000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "salad_ray.chat", str(student), str(wav), "--max-tokens=8", "--preset=smoke"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip()

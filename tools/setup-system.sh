@@ -4,6 +4,7 @@
 #   libsndfile1  audio file I/O behind the soundfile package
 #   fortunes     offline topical text (categories become domains in the local preset)
 #   dict-gcide   offline broad-domain English text (dictionary definitions)
+#   chromium, chromium-driver   a headless browser for the tests of the student's page
 set -euo pipefail
 missing=()
 for pkg in "$@"; do

@@ -50,6 +50,14 @@ ADAPTER_FILE = "adapter.safetensors"
 FORMAT_VERSION = 1
 
 
+def require_saved(directory: str | Path) -> Path:
+    """``directory`` if it holds a saved student (:meth:`SpeechLM.save`), else FileNotFoundError."""
+    directory = Path(directory)
+    if not (directory / STUDENT_FILE).is_file():
+        raise FileNotFoundError(f"{directory} is not a saved student: {STUDENT_FILE} is missing")
+    return directory
+
+
 @dataclass(frozen=True)
 class Rows:
     """Flattened rows of a batch's hidden states: sample index, row in the flattened (B * L) states,
@@ -147,10 +155,8 @@ class SpeechLM(nn.Module):
         """Rebuild a saved student (see the module docstring)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        directory = Path(directory)
+        directory = require_saved(directory)
         meta_file = directory / STUDENT_FILE
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{directory} is not a saved student: {STUDENT_FILE} is missing")
         meta = json.loads(meta_file.read_text())
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{meta_file}: format {meta.get('format')} is not {FORMAT_VERSION}")

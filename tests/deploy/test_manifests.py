@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from salad_ray.capacity import check, check_files, kuberay_groups
+from salad_ray.capacity import SERVED_APPS, check, check_files, kuberay_groups
 from salad_ray.config import load_config
 from salad_ray.resources import demands
 from tests.deploy.kustomize import render
@@ -18,7 +18,11 @@ from tests.deploy.kustomize import render
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT.parent / "shared" / "kuberay-crds"
 OVERLAYS = {"paper-3b": ROOT / "k8s/overlays/paper-3b", "paper-7b": ROOT / "k8s/overlays/paper-7b"}
-MANIFESTS = [ROOT / "k8s/raycluster.yaml", ROOT / "k8s/rayservice-teacher.yaml"]
+MANIFESTS = [
+    ROOT / "k8s/raycluster.yaml",
+    ROOT / "k8s/rayservice-teacher.yaml",
+    ROOT / "k8s/rayservice-student.yaml",
+]
 
 
 def strict(schema):
@@ -70,7 +74,7 @@ def test_every_manifest_validates_against_the_kuberay_crds(crd_schemas):
         assert not errors, f"{where} {doc['kind']}/{doc['metadata']['name']}: {errors[:5]}"
         if "serveConfigV2" in doc["spec"]:
             app = yaml.safe_load(doc["spec"]["serveConfigV2"])["applications"][0]
-            assert app["import_path"] == "salad_ray.teacher.deployment:build_app"
+            assert app["import_path"] in SERVED_APPS
     assert {"RayCluster", "RayJob", "RayService", "PersistentVolumeClaim"} <= seen
 
 
@@ -124,7 +128,7 @@ def test_the_shipped_layouts_can_run_the_paper_presets(preset, tmp_path):
     rendered.write_text(yaml.safe_dump_all(render(OVERLAYS[preset])))
     files = [rendered, *MANIFESTS, ROOT / "clusters/aws.yaml"]
     results = check_files(config, files)
-    assert len([r for r in results.values() if r is not None]) == 4
+    assert len([r for r in results.values() if r is not None]) == len(files)  # one layout each
     assert all(problems == [] for problems in results.values() if problems is not None), results
 
 
@@ -140,3 +144,17 @@ def test_the_check_fails_without_the_tts_group():
     # more train workers at once than every GPU of the layout at full scale (4 x 8 + 8 x 1)
     crowded = load_config("paper-3b", overrides=["resources.train_workers=[48, 64]"])
     assert any("48 train workers" in p for p in check(kuberay_groups(doc["spec"]), demands(crowded)))
+
+
+def test_a_rayservice_is_checked_against_what_it_serves(tmp_path):
+    """The student's RayService needs room for a student replica (by default a teacher replica's GPU)."""
+    config = load_config("paper-3b")
+    doc = yaml.safe_load((ROOT / "k8s/rayservice-student.yaml").read_text())
+    served = yaml.safe_load(doc["spec"]["serveConfigV2"])["applications"][0]
+    assert served["import_path"] == "salad_ray.serve.deployment:build_app"
+    assert served["args"]["student"].startswith("/runs/")  # the run volume every pod mounts
+    doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["rayStartParams"]["num-gpus"] = "0"
+    path = tmp_path / "cpu-only.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    (problems,) = check_files(config, [path]).values()
+    assert any("no node group can hold a student replica" in p for p in problems), problems

@@ -19,7 +19,6 @@ import yaml
 
 from salad_ray.config import TextSource, load_config
 from salad_ray.corpus import read_texts
-from salad_ray.resources import teacher_deployment_options
 from salad_ray.teacher.backends import TransformersBackend
 from salad_ray.teacher.client import HandleClient, HTTPClient
 from salad_ray.teacher.protocol import TeacherRequestError
@@ -222,26 +221,6 @@ def test_dynamic_batching_returns_each_request_its_own_k(hf_teacher, sequences):
         assert b.ids.shape[1] == k
         np.testing.assert_array_equal(a.ids[1:, 0], b.ids[1:, 0])
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
-
-
-def test_deployment_options_come_from_the_config():
-    config = load_config(
-        "paper-3b",
-        overrides=[
-            "teacher.replicas={min_replicas: 2, max_replicas: 6, target_ongoing_requests: 3}",
-            "resources.gpus_per_teacher_replica=0.5",
-            "teacher.max_ongoing_requests=9",
-        ],
-    )
-    options = teacher_deployment_options(config)
-    assert options["ray_actor_options"]["num_gpus"] == 0.5
-    assert options["autoscaling_config"] == {
-        "min_replicas": 2,
-        "max_replicas": 6,
-        "initial_replicas": 2,
-        "target_ongoing_requests": 3.0,
-    }
-    assert options["max_ongoing_requests"] == 9
 
 
 def test_serve_run_services_teacher_yaml(tmp_path):

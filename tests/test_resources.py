@@ -1,0 +1,43 @@
+"""Ray resource requests built from the run config (salad_ray/resources.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from salad_ray.config import StudentServerConfig, load_config
+from salad_ray.resources import student_deployment_options, teacher_deployment_options
+
+
+@pytest.mark.parametrize(
+    "section, options_of",
+    [("teacher", teacher_deployment_options), ("student_server", student_deployment_options)],
+)
+def test_serve_deployment_options_come_from_the_config(section, options_of):
+    """Replica resources, autoscaling and concurrency of a Serve deployment, each from its section."""
+    config = load_config(
+        "paper-3b",
+        overrides=[
+            f"{section}.replicas={{min_replicas: 2, max_replicas: 6, target_ongoing_requests: 3}}",
+            f"{section}.max_ongoing_requests=9",
+        ],
+    )
+    options = options_of(config)
+    assert options["ray_actor_options"]["num_gpus"] == 1.0  # a whole GPU per replica
+    assert options["autoscaling_config"] == {
+        "min_replicas": 2,
+        "max_replicas": 6,
+        "initial_replicas": 2,
+        "target_ongoing_requests": 3.0,
+    }
+    assert options["max_ongoing_requests"] == 9
+
+
+def test_gpu_shares_of_the_teacher_and_the_student():
+    """A served student's GPU share is a teacher replica's unless it has its own."""
+    teacher_half = load_config("paper-3b", overrides=["resources.gpus_per_teacher_replica=0.5"])
+    assert teacher_deployment_options(teacher_half)["ray_actor_options"]["num_gpus"] == 0.5
+    assert student_deployment_options(teacher_half)["ray_actor_options"]["num_gpus"] == 0.5
+    student_half = load_config("paper-3b", overrides=["resources.gpus_per_student_replica=0.5"])
+    assert student_deployment_options(student_half)["ray_actor_options"]["num_gpus"] == 0.5
+    assert teacher_deployment_options(student_half)["ray_actor_options"]["num_gpus"] == 1.0
+    assert StudentServerConfig().http_host == "127.0.0.1"
