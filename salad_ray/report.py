@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from salad_ray.accounting import PipelineReport
 from salad_ray.selection import RoundPlan
 
 
@@ -129,6 +130,18 @@ def ordered_gaps(gaps: dict[str, dict]) -> list[tuple[str, dict]]:
     return sorted(gaps.items(), key=lambda item: key(item[0]))
 
 
+def _pipeline_rows(reports: list[PipelineReport]) -> list[list]:
+    def by_reason(counts: dict[str, int]) -> str:
+        total = sum(counts.values())
+        return (
+            f"{total} ({', '.join(f'{reason} {n}' for reason, n in sorted(counts.items()))})"
+            if total
+            else "0"
+        )
+
+    return [[r.name, r.inputs, r.written, by_reason(r.quarantined), by_reason(r.skipped)] for r in reports]
+
+
 def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
     """Write report/report.md and its plots from what the run directory holds."""
     out = run_dir / "report"
@@ -214,10 +227,15 @@ def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
         parts += eval_sections(evaluated, out)
         parts += curve_section(evaluated, read_metrics(run_dir / "metrics.jsonl"), stage1_steps, out)
 
-    pipelines = notes.get("pipelines", {})
+    pipelines = [PipelineReport.from_notes(counts) for counts in notes.get("pipelines", {}).values()]
     if pipelines:
-        parts.append("\n## Data pipeline\n")
-        parts.append("\n".join(f"- {summary}" for summary in pipelines.values()))
+        parts.append(
+            "\n## Data pipeline\n\nEvery record each pipeline read, by what became of it: written to a "
+            "shard, quarantined (kept with its origin and reason in the store's quarantine) or skipped.\n"
+        )
+        parts.append(
+            _table(["pipeline", "read", "written", "quarantined", "skipped"], _pipeline_rows(pipelines))
+        )
     path = out / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path

@@ -62,8 +62,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
-from salad_ray.corpus import TextRecord, heldout_records, read_texts
+from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
 
 if TYPE_CHECKING:
     from salad_ray.train.loop import StageJob
@@ -257,7 +258,7 @@ class Driver:
     def _synthesize(
         self,
         name: str,
-        records: list[TextRecord],
+        records: list[TextRecord | Rejected],
         *,
         voices: list[str],
         source: str,
@@ -265,12 +266,13 @@ class Driver:
         speech: bool = True,
         max_cer: float | None = None,
         check_asr: bool = True,
-    ) -> str:
-        from salad_ray.pipeline.dataflow import run_texts, text_jobs
+    ) -> PipelineReport:
+        """Run a text pipeline into store ``name``; its report, for the run state's ``pipelines`` notes."""
+        from salad_ray.pipeline.dataflow import run_texts, skipped_jobs, text_jobs
 
         store = self.store(name)
         jobs = text_jobs(records, self.config, voices=voices, source=source, clusters=clusters)
-        self._pending[name] = (store, len(jobs))
+        self._pending[name] = (store, int((~skipped_jobs(jobs)).sum()))
         try:
             report = run_texts(
                 self.config, jobs, store, name=name, speech=speech, max_cer=max_cer, check_asr=check_asr
@@ -278,7 +280,7 @@ class Driver:
         finally:
             self._pending.pop(name, None)
         print(report.summary(), flush=True)
-        return report.summary()
+        return report
 
     def queue_depth(self) -> int:
         return sum(max(n - len(store.done_ids()), 0) for store, n in list(self._pending.values()))
@@ -310,27 +312,29 @@ class Driver:
     def build_heldout(self) -> None:
         h = self.config.data.heldout
         records = self.heldout_records()
-        summary = self._synthesize("heldout", records, voices=h.voices, source="heldout")
-        self.state.finish("heldout", heldout_ids=[r.text_id for r in records], pipelines={"heldout": summary})
+        report = self._synthesize("heldout", records, voices=h.voices, source="heldout")
+        self.state.finish(
+            "heldout", heldout_ids=[r.text_id for r in records], pipelines={"heldout": report.to_notes()}
+        )
 
     def build_natural(self) -> None:
         from salad_ray.pipeline.dataflow import run_natural
 
         data = self.config.data
-        summaries, ids = [], []
+        reports, ids = [], []
         for n, source in enumerate(data.natural):
             report = run_natural(self.config, source, self.store("natural"), name=f"natural-{n}")
             print(report.summary(), flush=True)
-            summaries.append(report.summary())
+            reports.append(report)
         if data.natural_standin is not None:
             heldout = {r.text_id for r in self.heldout_records()}  # never train on held-out texts
-            records = [
-                r
-                for r in read_texts(data.natural_standin.text, exclude_domains=data.heldout_only)
-                if r.text_id not in heldout
-            ]
-            ids = [r.text_id for r in records]
-            summaries.append(
+            records = list(
+                screen_texts(
+                    data.natural_standin.text, exclude_domains=data.heldout_only, exclude_ids=heldout
+                )
+            )
+            ids = [r.text_id for r in records if isinstance(r, TextRecord)]
+            reports.append(
                 self._synthesize(
                     "natural",
                     records,
@@ -339,16 +343,16 @@ class Driver:
                     check_asr=data.natural_standin.check_asr,
                 )
             )
-        if not summaries:
+        if not reports:
             raise ConfigError(
                 "no natural speech: set data.natural (recorded corpora) or data.natural_standin"
             )
-        self.state.finish("natural", natural_ids=ids, pipelines={"natural": "; ".join(summaries)})
+        self.state.finish("natural", natural_ids=ids, pipelines={r.name: r.to_notes() for r in reports})
 
     def build_text(self) -> None:
-        records = list(read_texts(self.config.data.text, exclude_domains=self.config.data.heldout_only))
-        summary = self._synthesize("text", records, voices=[], source="text", speech=False)
-        self.state.finish("text", pipelines={"text": summary})
+        records = list(screen_texts(self.config.data.text, exclude_domains=self.config.data.heldout_only))
+        report = self._synthesize("text", records, voices=[], source="text", speech=False)
+        self.state.finish("text", pipelines={"text": report.to_notes()})
 
     def build_data(self) -> None:
         """The held-out, natural and text stores: independent pipelines, run side by side."""
@@ -516,7 +520,7 @@ class Driver:
                 [g.iloc[rng.permutation(len(g))[:per_cluster]] for _, g in free.groupby("cluster")]
             )
             self.status.show(lane, f"round {r}: probe")
-            summary = self._synthesize(
+            report = self._synthesize(
                 f"probes-{r}",
                 _records(probes),
                 voices=self.config.tts.voices,
@@ -527,7 +531,7 @@ class Driver:
             self.state.finish(
                 f"round-{r}/probes",
                 probes={str(r): list(probes["text_id"])},
-                pipelines={f"probes-{r}": summary},
+                pipelines={f"probes-{r}": report.to_notes()},
             )
 
     def _score_probes(self, r: int, student: Path, lane: str) -> None:
@@ -583,7 +587,7 @@ class Driver:
                 pool.texts.set_index("text_id").loc[[c["text_id"] for c in plan["selected"]]].reset_index()
             )
             self.status.show(arm.name, f"{arm.name} round {r}: synthesize")
-            summary = self._synthesize(
+            report = self._synthesize(
                 arm.store(r),
                 _records(chosen),
                 voices=self.config.tts.voices,
@@ -596,7 +600,7 @@ class Driver:
             self.state.finish(
                 arm.phase(r, "synthesis"),
                 rounds={arm.name: {str(r): {"seconds": seconds, "texts": len(chosen)}}},
-                pipelines={arm.store(r): summary},
+                pipelines={arm.store(r): report.to_notes()},
             )
 
     def train_round(self, arm: Arm, r: int) -> None:
@@ -725,6 +729,8 @@ class Driver:
         for arm, rounds in sorted(notes.get("rounds", {}).items()):
             for r, info in sorted(rounds.items()):
                 lines.append(f"  {arm} round {r}: {info['texts']} texts, {info['seconds']:.0f} s synthesized")
+        for counts in notes.get("pipelines", {}).values():  # every record read: written, quarantined, skipped
+            lines.append(f"  data {PipelineReport.from_notes(counts).summary()}")
         lines.append(f"  report: {self.run_dir / 'report' / 'report.md'}")
         return "\n".join(lines)
 

@@ -3,14 +3,18 @@ import re
 
 import pytest
 
+from salad_ray.accounting import PipelineReport, Reason
 from salad_ray.config import TextSource
 from salad_ray.corpus import (
+    FORTUNES_DIR,
+    Rejected,
+    TextRecord,
     TextRejected,
     check_text,
     normalize_text,
-    raw_texts,
     read_texts,
     sample_across_domains,
+    screen_texts,
     text_id,
 )
 
@@ -51,14 +55,75 @@ def test_jsonl_source_reads_what_it_can_and_names_what_it_cannot(tmp_path):
     f.write_bytes(b"\n".join(lines))
     source = TextSource(kind="jsonl", path=str(f), domain_field="topic")
     assert [r.domain for r in read_texts(source)] == ["a"]  # choosing texts: only usable prose
-    raw = list(raw_texts(source))  # the pipeline sees every record
-    assert len(raw) == 5
-    assert raw[2].problem is None and isinstance(raw[2].value, bytes)
-    with pytest.raises(TextRejected, match="not valid UTF-8"):
-        check_text(raw[2].value, 2, 100)
-    assert "t.jsonl:4: not valid JSON" in raw[3].problem
-    assert "t.jsonl:5: no field 'text'" in raw[4].problem
-    assert len({r.text_id for r in raw}) == 5
+    screened = list(screen_texts(source))  # the pipelines see every record, and why it is refused
+    assert isinstance(screened[0], TextRecord)
+    refused = screened[1:]
+    assert [r.refusal.reason for r in refused] == [
+        Reason.TOO_SHORT,
+        Reason.NOT_UTF8,
+        Reason.UNPARSEABLE,
+        Reason.NO_TEXT_FIELD,
+    ]
+    assert [r.record.origin for r in refused] == [f"{f}:{n}" for n in range(2, 6)]
+    assert refused[1].record.value == lines[2]  # bytes that are not UTF-8 stay bytes
+    assert refused[2].record.value == "{not json"
+    assert len({r.text_id for r in screened}) == 5
+
+
+def test_every_record_of_a_hostile_file_is_used_or_refused_with_a_reason(adversarial_jsonl):
+    """One result per line, in order; each refused record keeps its value as read and its line."""
+    path, as_read = adversarial_jsonl
+    source = TextSource(kind="jsonl", path=str(path), domain_field="topic")
+    screened = list(screen_texts(source, exclude_domains=["medicine"]))
+    assert len(screened) == len(as_read)
+    reasons = [r.refusal.reason if isinstance(r, Rejected) else "used" for r in screened]
+    assert reasons == [
+        Reason.EMPTY,
+        Reason.EMPTY,
+        "used",  # NUL (escaped in the JSON) dropped by normalisation
+        Reason.UNPARSEABLE,  # a raw NUL byte is not valid JSON
+        Reason.OVER_LONG_WORD,
+        Reason.OVER_LONG,
+        Reason.NOT_PROSE,  # emoji
+        "used",  # Arabic is letters
+        Reason.NOT_PROSE,  # digits
+        Reason.MARKUP,
+        Reason.NOT_PROSE,  # a shell command
+        "used",  # zero-width spaces dropped
+        Reason.UNPARSEABLE,  # truncated
+        Reason.NOT_UTF8,
+        Reason.NO_TEXT_FIELD,
+        Reason.NOT_A_STRING,
+        Reason.HELDOUT_ONLY_DOMAIN,
+        "used",
+        "used",
+        "used",
+        Reason.DUPLICATE,
+    ]
+    for n, (record, value) in enumerate(zip(screened, as_read, strict=True), 1):
+        if isinstance(record, Rejected):
+            assert record.record.value == value and record.record.origin == f"{path}:{n}"
+    used = [r for r in screened if isinstance(r, TextRecord)]
+    assert used[0].text == "The keeper lit the lamp at dusk and watched the sea all night."
+    assert used[2].text == "The old keeper rowed out to the wreck and brought back two sailors."
+    assert [r.text for r in read_texts(source, ["medicine"])] == [r.text for r in used]
+    # the stand-in also holds out the held-out texts: skipped as such, not as duplicates
+    held = list(screen_texts(source, ["medicine"], exclude_ids={used[3].text_id}))
+    assert [r.refusal.reason for r in held if isinstance(r, Rejected)].count(Reason.HELDOUT_TEXT) == 2
+
+
+def test_fortunes_and_gcide_yield_one_result_per_entry():
+    source = TextSource(kind="fortunes", categories=["science"], min_words=8, max_words=40)
+    screened = list(screen_texts(source))
+    entries = (FORTUNES_DIR / "science").read_bytes().removesuffix(b"\n%\n").split(b"\n%\n")
+    assert len(screened) == len(entries)
+    for n, r in enumerate(screened, 1):
+        if isinstance(r, Rejected):
+            assert r.record.origin == f"{FORTUNES_DIR / 'science'} #{n}"
+    gcide = list(screen_texts(TextSource(kind="gcide", min_words=8, max_words=40, limit=5)))
+    assert sum(isinstance(r, TextRecord) for r in gcide) == 5
+    assert Reason.NOT_A_QUOTATION in {r.refusal.reason for r in gcide if isinstance(r, Rejected)}
+    assert Reason.NOT_A_QUOTATION.skips and not Reason.NOT_PROSE.skips  # counted, not quarantined
 
 
 def test_check_text_reasons():
@@ -68,6 +133,7 @@ def test_check_text_reasons():
         ("one", "too short"),
         ("w " * 11, "over-long text: 11 words > 10"),
         (3, "not a string"),
+        ("a " + "b" * 65, "over-long word: 65 characters > 64"),
     ]:
         with pytest.raises(TextRejected, match=reason):
             check_text(raw, 2, 10)
@@ -103,12 +169,20 @@ def test_heldout_only_domains_are_held_out_and_never_trained_on(tmp_path, monkey
 
     driver, read = Driver(config, tmp_path), {}
     monkeypatch.setattr(
-        driver, "_synthesize", lambda name, records, **_: read.setdefault(name, records) and ""
+        driver,
+        "_synthesize",
+        lambda name, records, **_: read.setdefault(name, records) and PipelineReport(name),
     )
     driver.build_natural()
     driver.build_text()
     for name in ("natural", "text"):
-        assert read[name] and all(r.domain != "medicine" for r in read[name])
+        used = [r for r in read[name] if isinstance(r, TextRecord)]
+        assert used and all(r.domain != "medicine" for r in used)
+        assert all(
+            r.refusal.reason == Reason.HELDOUT_ONLY_DOMAIN
+            for r in read[name]
+            if r not in used and r.record.domain == "medicine"
+        )
 
     class Stop(Exception):
         pass

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 
+from salad_ray.accounting import PipelineReport
 from salad_ray.eval.stats import accuracy_interval
 from salad_ray.report import read_metrics, write_report
 from salad_ray.selection import Candidate, plan_round
@@ -194,7 +195,11 @@ def test_report_from_a_run_directory(tmp_path):
             "stage II active": {"heldout_f": 0.02, "heldout_m": 0.3},
         },
         "rounds": {"active": {"1": {"seconds": 5.2, "texts": 5}}},
-        "pipelines": {"heldout": "heldout: 4 inputs -> 4 written"},
+        "pipelines": {
+            "heldout": PipelineReport(
+                "heldout", inputs=6, written=4, quarantined={"too short": 1}, skipped={"duplicate": 1}
+            ).to_notes()
+        },
     }
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "results.json").write_text(json.dumps(RESULTS))
@@ -203,7 +208,8 @@ def test_report_from_a_run_directory(tmp_path):
     assert "| stage II active | 0.02 | 0.3 |" in text
     assert "| 2 | 0.9 | 1.1 | 0.5 | dropped | 0 | 0 |" in text  # M, KL; the high-CER cluster is dropped
     assert "signal misalignment" in text
-    assert "Active round 1" in text and "5 s synthesized" in text and "heldout: 4 inputs" in text
+    assert "Active round 1" in text and "5 s synthesized" in text
+    assert "| heldout | 6 | 4 | 1 (too short 1) | 1 (duplicate 1) |" in text
 
     # Table 3: accuracy [95 % CI] / gap (points) per task and on average, gap against the original's text
     def ci(*hits: int) -> str:

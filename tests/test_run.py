@@ -353,3 +353,19 @@ def test_the_runs_final_student_answers_spoken_input(submitted_run, espeak, tmp_
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip()
+
+
+def test_the_summary_counts_every_record_of_each_pipeline(tmp_path, smoke_config):
+    from salad_ray.accounting import PipelineReport, Reason
+    from salad_ray.run import Driver
+
+    driver = Driver(smoke_config, tmp_path)
+    report = PipelineReport("text", inputs=5, written=2)
+    report.count(Reason.NOT_PROSE, 2)
+    report.count(Reason.DUPLICATE)
+    assert report.accounted() == report.inputs
+    driver.state.finish("text", pipelines={"text": report.to_notes()})
+    summary = Driver(smoke_config, tmp_path).summary()  # read back from the run state
+    assert (
+        "data text: 5 inputs -> 2 written, 2 quarantined (not prose: 2), 1 skipped (duplicate: 1)" in summary
+    )

@@ -10,21 +10,22 @@ pipeline of small rounds is dominated by start-ups otherwise). Resources and poo
 :mod:`salad_ray.resources`. Inputs already committed to the
 store are skipped, refused records go to the store's quarantine with their reason, and the driver
 commits what the run returned (:class:`~salad_ray.pipeline.shards.ShardStore`), so a rerun adds
-nothing and an interrupted run loses nothing.
+nothing and an interrupted run loses nothing. Each run returns a
+:class:`~salad_ray.accounting.PipelineReport` in which every input is written, quarantined or
+skipped, by reason.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import pandas as pd
 
+from salad_ray.accounting import PipelineReport, Reason
 from salad_ray.config import RunConfig, SpeechSource, TTSConfig
-from salad_ray.corpus import RawText, TextRecord
-from salad_ray.pipeline.records import OK
+from salad_ray.corpus import Rejected, TextRecord
+from salad_ray.pipeline.records import OK, refuse
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pipeline.stages import (
     ASRCheckStage,
@@ -41,80 +42,75 @@ JOB_COLUMNS = [
     "sample_id",
     "text_id",
     "raw",
-    "problem",
+    "origin",
     "domain",
     "cluster",
     "voice",
     "source",
     "status",
     "stage",
+    "detail",
 ]
-
-
-@dataclass
-class PipelineReport:
-    """What one pipeline run did, by count."""
-
-    name: str
-    inputs: int = 0
-    skipped: int = 0  # committed by an earlier run
-    written: int = 0
-    quarantined: dict[str, int] = field(default_factory=dict)  # by kind of reason
-    wall_seconds: float = 0.0
-
-    def summary(self) -> str:
-        bad = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.quarantined.items())) or "none"
-        return (
-            f"{self.name}: {self.inputs} inputs -> {self.written} written, {self.skipped} already done, "
-            f"{sum(self.quarantined.values())} quarantined ({bad}) in {self.wall_seconds:.0f} s"
-        )
-
-
-def reason_kind(reason: str) -> str:
-    """The part of a quarantine reason before its details: 'synthesis failed', 'over-long text'..."""
-    return reason.split(":")[0].split(" (")[0]
 
 
 # ------------------------------------------------------------------------------------------- jobs
 
 
 def text_jobs(
-    records: Iterable[RawText | TextRecord],
+    records: Iterable[TextRecord | Rejected],
     config: RunConfig,
     *,
     voices: list[str],
     source: str,
     clusters: Iterable[int] | None = None,
 ) -> pd.DataFrame:
-    """One job per text, voices taken in turn; the job's id is the sample id it will produce."""
+    """One job per record read; the job's id is the sample id it will produce.
+
+    A :class:`TextRecord` is a job to do, voices taken in turn. A :class:`Rejected` record is a job
+    refused at stage ``read``: one whose reason quarantines carries the record as read through to
+    the quarantine; one whose reason skips carries no text and never enters the pipeline (it is
+    counted). A text that comes again with the same voice would be the same sample: it is skipped as
+    a duplicate. ``clusters`` gives one cluster per record.
+    """
     settings = synthesis_settings(config)
     cluster_iter = iter(clusters) if clusters is not None else None
-    rows = []
-    for n, record in enumerate(records):
+    rows, seen, spoken = [], set(), 0
+    for record in records:
+        cluster = -1 if cluster_iter is None else int(next(cluster_iter))
         if isinstance(record, TextRecord):
-            raw, problem, tid, domain = record.text, None, record.text_id, record.domain
+            voice = voices[spoken % len(voices)] if voices else ""
+            spoken += 1
+            raw, origin, tid, domain = record.raw or record.text, record.origin, record.text_id, record.domain
         else:
-            raw, problem, tid, domain = record.value, record.problem, record.text_id, record.domain
-        voice = voices[n % len(voices)] if voices else ""
-        rows.append(
-            {
-                "sample_id": sample_id(tid, voice, settings),
-                "text_id": tid,
-                "raw": raw,
-                "problem": problem,
-                "domain": domain,
-                "cluster": -1 if cluster_iter is None else int(next(cluster_iter)),
-                "voice": voice,
-                "source": source,
-                "status": OK,
-                "stage": "",
-            }
-        )
-    jobs = pd.DataFrame(rows, columns=JOB_COLUMNS)
-    duplicated = jobs["sample_id"].duplicated()
-    if duplicated.any():  # the same text twice with the same voice would be the same sample
-        jobs = jobs[~duplicated]
-    return jobs
+            voice, raw, origin = "", record.record.value, record.record.origin
+            tid, domain = record.text_id, record.record.domain
+        row = {
+            "sample_id": sample_id(tid, voice, settings),
+            "text_id": tid,
+            "raw": raw,
+            "origin": origin,
+            "domain": domain,
+            "cluster": cluster,
+            "voice": voice,
+            "source": source,
+            "status": OK,
+            "stage": "",
+            "detail": "",
+        }
+        if isinstance(record, Rejected):
+            refuse(row, "read", record.refusal.reason, record.refusal.detail)
+        elif row["sample_id"] in seen:
+            refuse(row, "read", Reason.DUPLICATE, "the same text with the same voice")
+        if row["status"] != OK and Reason(row["status"]).skips:
+            row["raw"] = None
+        seen.add(row["sample_id"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=JOB_COLUMNS)
+
+
+def skipped_jobs(jobs: pd.DataFrame) -> pd.Series:
+    """Which jobs never enter the pipeline: those refused as read for a reason that skips."""
+    return jobs["status"].map(lambda status: status != OK and Reason(status).skips)
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -188,19 +184,20 @@ def _teacher_and_write(ds, config: RunConfig, store: ShardStore):
 
 
 def _finish(ds, store: ShardStore, report: PipelineReport, t0: float) -> PipelineReport:
+    """Commit what the run returned and count it into ``report``: written, quarantined by the
+    quarantine's ``kind`` column, skipped as already done."""
     manifest = ds.to_pandas()
     skipped = manifest[manifest["kind"] == "skipped"]
     committed = manifest[manifest["kind"] != "skipped"]
     store.commit(committed[["kind", "file", "sample_id"]].itertuples(index=False, name=None))
-    report.skipped += len(skipped)
+    report.count(Reason.DONE, len(skipped))
     report.inputs += len(manifest)
     report.written = int((committed["kind"] == "shards").sum())
     quarantined = committed[committed["kind"] == "quarantine"]["sample_id"]
     if len(quarantined):
-        reasons = (
-            store.table("quarantine", ["sample_id", "reason"]).to_pandas().set_index("sample_id")["reason"]
-        )
-        report.quarantined = dict(Counter(reason_kind(r) for r in reasons.loc[list(quarantined)]))
+        kinds = store.table("quarantine", ["sample_id", "kind"]).to_pandas().set_index("sample_id")["kind"]
+        for kind, n in kinds.loc[list(quarantined)].value_counts().items():
+            report.count(Reason(kind), int(n))
     report.wall_seconds = time.time() - t0
     return report
 
@@ -217,15 +214,23 @@ def run_texts(
 ) -> PipelineReport:
     """Texts to shards: spoken by TTS (``speech``), or as text-only samples.
 
+    Every job is accounted for in the report: skipped (its reason skips, or committed already),
+    written, or quarantined (refused as read, or by a stage).
+
     ``check_asr`` transcribes the speech and records its CER, refusing samples above ``max_cer``
     (default ``selection.max_cer``; ``inf`` records without refusing, as probes need).
     """
     import ray
 
     t0 = time.time()
-    done = store.done_ids()
-    todo = jobs[~jobs["sample_id"].isin(done)]
-    report = PipelineReport(name, inputs=len(jobs) - len(todo), skipped=len(jobs) - len(todo))
+    report = PipelineReport(name)
+    skipped = skipped_jobs(jobs)
+    for status, n in jobs.loc[skipped, "status"].value_counts().items():
+        report.count(Reason(status), int(n))
+    done = jobs["sample_id"].isin(store.done_ids()) & ~skipped
+    report.count(Reason.DONE, int(done.sum()))
+    report.inputs = int(skipped.sum() + done.sum())
+    todo = jobs[~skipped & ~done]
     if todo.empty:
         report.wall_seconds = time.time() - t0
         return report
@@ -277,8 +282,12 @@ def run_texts(
     return _finish(_teacher_and_write(ds, config, store), store, report, t0)
 
 
+ROW_COLUMN = "__salad_ray_row"  # the row number a saved or hub dataset gets for the quarantine's origin
+
+
 def _natural_rows(batch: pd.DataFrame, source: SpeechSource) -> pd.DataFrame:
-    """Dataset columns -> pipeline row fields (natural speech)."""
+    """Dataset columns -> pipeline row fields (natural speech). The origin is the dataset and its
+    row for a HF dataset; Parquet files read in parallel give no row number, so there it is the path."""
     n = len(batch)
     missing = [c for c in (source.audio_field, source.text_field) if c not in batch.columns]
     if missing:
@@ -292,6 +301,9 @@ def _natural_rows(batch: pd.DataFrame, source: SpeechSource) -> pd.DataFrame:
             "sample_id": [""] * n,
             "text_id": [""] * n,
             "raw": column(source.text_field, ""),
+            "origin": [f"{source.path} [{source.split}] row {n}" for n in column(ROW_COLUMN, None)]
+            if ROW_COLUMN in batch.columns
+            else [source.path] * n,
             "audio_in": column(source.audio_field, None),
             "continuation": column(source.continuation_field, None),
             "word_times": column(source.word_times_field, None),
@@ -301,6 +313,7 @@ def _natural_rows(batch: pd.DataFrame, source: SpeechSource) -> pd.DataFrame:
             "source": ["natural"] * n,
             "status": [OK] * n,
             "stage": [""] * n,
+            "detail": [""] * n,
         }
     )
 
@@ -320,7 +333,7 @@ def read_speech_source(source: SpeechSource):
             data = datasets.load_dataset(source.path, split=source.split)
         if isinstance(data, datasets.DatasetDict):
             data = data[source.split]
-        ds = ray.data.from_huggingface(data)
+        ds = ray.data.from_huggingface(data.add_column(ROW_COLUMN, list(range(len(data)))))
     return ds.limit(source.limit) if source.limit else ds
 
 

@@ -1,9 +1,12 @@
 """Rows of the data pipeline and the shard schema, in one place.
 
 A row travels through the stages as a dict (a pandas row inside Ray Data). Its ``status`` is
-``"ok"`` until a stage refuses it; the refusing stage writes the reason into ``status`` and its own
-name into ``stage``, and every later stage passes the row through untouched, so the shard writer
-sees every input exactly once: in a shard, or in the quarantine with its reason.
+``"ok"`` until a stage refuses it (:func:`refuse`); the refusing stage writes the
+:class:`~salad_ray.accounting.Reason` into ``status``, its details into ``detail`` and its own name
+into ``stage`` (``"read"`` for records refused as they were read), and every later stage passes the
+row through untouched, so the shard writer sees every input exactly once: in a shard, or in the
+quarantine with its reason. ``raw`` is the record as read and ``origin`` where it was read; the
+quarantine keeps both.
 
 Shard schema (one row per sample, Parquet):
 
@@ -27,7 +30,24 @@ teacher_ids         list<list<int32>>             (len(w), k) teacher top-k ids,
 teacher_logprobs    list<list<float32>>           (len(w), k) their natural-log probabilities, row 0 all 0
 ==================  ============================  =========================================================
 
-Quarantine schema: sample_id, text_id, source, stage, reason, text (the first 200 characters).
+Quarantine schema (one row per refused record, Parquet):
+
+==================  ============================  =========================================================
+column              type                          meaning
+==================  ============================  =========================================================
+sample_id           string                        the id the sample would have had
+text_id             string                        as in the shards (for records refused as read: a hash of
+                                                  origin and value)
+source              string                        as in the shards
+origin              string                        where the record was read: file:line, file row n,
+                                                  dataset [split] row n, fortune file #n, ...
+stage               string                        the stage that refused it (read, plan, tts, asr, ...)
+kind                string                        the :class:`~salad_ray.accounting.Reason` (counts use it)
+reason              string                        the reason with its details
+text                string                        the text as read, whole (bytes that are not UTF-8
+                                                  decoded with U+FFFD for reading)
+raw_bytes           binary                        the bytes as read when they are not UTF-8, else null
+==================  ============================  =========================================================
 """
 
 from __future__ import annotations
@@ -37,12 +57,13 @@ import math
 import numpy as np
 import pyarrow as pa
 
+from salad_ray.accounting import Reason, Refusal
 from salad_ray.audio import SAMPLE_RATE, read_audio
 from salad_ray.batch import Sample
 from salad_ray.interleave import TokenSpan
 
 OK = "ok"
-DONE = "done"  # committed by an earlier run: skipped, neither written nor quarantined
+DONE = Reason.DONE.value  # committed by an earlier run: skipped, neither written nor quarantined
 
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("speech", pa.bool_())])
 SHARD_SCHEMA = pa.schema(
@@ -69,9 +90,12 @@ QUARANTINE_SCHEMA = pa.schema(
         ("sample_id", pa.string()),
         ("text_id", pa.string()),
         ("source", pa.string()),
+        ("origin", pa.string()),
         ("stage", pa.string()),
+        ("kind", pa.string()),
         ("reason", pa.string()),
         ("text", pa.string()),
+        ("raw_bytes", pa.binary()),
     ]
 )
 
@@ -80,10 +104,16 @@ def is_ok(row: dict) -> bool:
     return row.get("status") == OK
 
 
-def refuse(row: dict, stage: str, reason: str) -> dict:
-    """Mark a row as quarantined by ``stage`` for ``reason``."""
-    row["status"], row["stage"] = reason, stage
+def refuse(row: dict, stage: str, reason: Reason, detail: str = "") -> dict:
+    """Mark a row as refused by ``stage`` for ``reason`` (quarantined, or skipped if the reason skips)."""
+    row["status"], row["stage"], row["detail"] = reason.value, stage, detail
     return row
+
+
+def refusal(row: dict) -> Refusal:
+    """The refusal a refused row carries."""
+    detail = row.get("detail")
+    return Refusal(Reason(row["status"]), detail if isinstance(detail, str) else "")
 
 
 def span_dicts(spans: list[TokenSpan]) -> list[dict]:
@@ -115,17 +145,47 @@ def shard_table(rows: list[dict]) -> pa.Table:
     return pa.table(columns, schema=SHARD_SCHEMA)
 
 
+def as_read(value) -> tuple[str, bytes | None]:
+    """A record's ``raw`` value as the quarantine's (text, raw_bytes): a string as it is, bytes that
+    are UTF-8 as their text, other bytes kept (and decoded with U+FFFD for reading), a missing value
+    (None, or NaN from pandas) as an empty text, anything else as its ``str``; a string that is not
+    encodable (lone surrogates) as the bytes it escapes."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8"), None
+        except UnicodeDecodeError:
+            return value.decode("utf-8", "replace"), value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "", None
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (JSON allows "\ud800"): kept as the bytes they escape
+        raw = text.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "replace"), raw
+    return text, None
+
+
 def quarantine_table(rows: list[dict]) -> pa.Table:
-    raw = [row.get("text") or row.get("raw") or "" for row in rows]
-    text = [(t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t))[:200] for t in raw]
+    """Refused rows as the quarantine keeps them: the record as read (``raw``, never the text a stage
+    made of it), where it came from, the refusing stage and the reason."""
+    read = [as_read(r.get("raw")) for r in rows]
+    refusals = [refusal(r) for r in rows]
+
+    def strings(name: str) -> list[str]:
+        return [v if isinstance(v := r.get(name), str) else "" for r in rows]
+
     return pa.table(
         {
             "sample_id": [r["sample_id"] for r in rows],
-            "text_id": [r.get("text_id") or "" for r in rows],
-            "source": [r.get("source") or "" for r in rows],
-            "stage": [r.get("stage") or "" for r in rows],
-            "reason": [r["status"] for r in rows],
-            "text": text,
+            "text_id": strings("text_id"),
+            "source": strings("source"),
+            "origin": strings("origin"),
+            "stage": strings("stage"),
+            "kind": [f.reason.value for f in refusals],
+            "reason": [f.message for f in refusals],
+            "text": [text for text, _ in read],
+            "raw_bytes": [raw for _, raw in read],
         },
         schema=QUARANTINE_SCHEMA,
     )

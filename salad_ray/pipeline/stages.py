@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from salad_ray.accounting import Reason
 from salad_ray.asr import WhisperASR, cer
 from salad_ray.assets import resolve
 from salad_ray.audio import SAMPLE_RATE, AudioError, encode_flac, read_audio
@@ -80,12 +81,10 @@ class PlanStage:
         return _each_ok(batch, self._plan)
 
     def _plan(self, row: dict) -> dict:
-        if _field(row, "problem"):
-            return refuse(row, self.name, row["problem"])
         try:
             text = check_text(row["raw"], self.min_words, self.max_words)
         except TextRejected as e:
-            return refuse(row, self.name, str(e))
+            return refuse(row, self.name, e.refusal.reason, e.refusal.detail)
         bos = self.tokenizer.bos_token_id
         if not self.speech:  # one text span, cut at the context if need be
             ids = ([bos] if bos is not None else []) + self.tokenizer.encode(text, add_special_tokens=False)
@@ -105,7 +104,7 @@ class PlanStage:
         try:
             plan = plan_text(row["text_id"], text, self.tokenizer, bos, self.interleave, self.seed)
         except ValueError as e:  # a single span longer than the context
-            return refuse(row, self.name, f"cannot fit the context: {e}")
+            return refuse(row, self.name, Reason.CONTEXT, str(e))
         row.update(
             text=" ".join(plan.words),
             token_ids=plan.ids,
@@ -130,7 +129,7 @@ class TTSStage:
         try:
             waves = self.tts.synthesize(list(row["speech_texts"]), row["voice"])
         except SynthesisError as e:
-            return refuse(row, self.name, f"synthesis failed: {e}")
+            return refuse(row, self.name, Reason.SYNTHESIS, str(e))
         row.update(
             audio=[encode_flac(w) for w in waves],
             sample_rate=SAMPLE_RATE,
@@ -160,7 +159,8 @@ class ASRCheckStage:
                 refuse(
                     row,
                     self.name,
-                    f"ASR check failed: CER {row['cer']:.2f} > {self.max_cer:.2f} (heard {' | '.join(heard)[:80]!r})",
+                    Reason.ASR,
+                    f"CER {row['cer']:.2f} > {self.max_cer:.2f} (heard {' | '.join(heard)[:80]!r})",
                 )
         return _frame(rows)
 
@@ -188,7 +188,7 @@ class TeacherStage:
                     try:
                         answers.append(self.client.topk([list(map(int, row["token_ids"]))], self.k)[0])
                     except TeacherRequestError as e:
-                        refuse(row, self.name, f"teacher refused: {e}")
+                        refuse(row, self.name, Reason.TEACHER, str(e))
                         answers.append(None)
             for row, answer in zip(todo, answers, strict=True):
                 if answer is not None:
@@ -253,26 +253,22 @@ class NaturalStage:
         try:
             wave = self._decode(row["audio_in"])
         except AudioError as e:
-            return refuse(row, self.name, f"bad audio: {e}")
+            return refuse(row, self.name, Reason.BAD_AUDIO, str(e))
         try:
             text = check_text(row["raw"], 1, self.max_words)
         except TextRejected as e:
-            return refuse(row, self.name, str(e))
+            return refuse(row, self.name, e.refusal.reason, e.refusal.detail)
         words = text.split()
         bos = self.tokenizer.bos_token_id
         times = _field(row, "word_times")
         continuation = _field(row, "continuation")
         if times is not None and len(times) > 0:
             if len(times) != len(words):
-                return refuse(
-                    row,
-                    self.name,
-                    f"word timestamps do not match the transcript ({len(times)} times, {len(words)} words)",
-                )
+                return refuse(row, self.name, Reason.MISALIGNED, f"{len(times)} times, {len(words)} words")
             try:
                 plan = plan_text(row["text_id"], text, self.tokenizer, bos, self.interleave, self.seed)
             except ValueError as e:
-                return refuse(row, self.name, f"cannot fit the context: {e}")
+                return refuse(row, self.name, Reason.CONTEXT, str(e))
             words, ids, spans, word_spans = plan.words, plan.ids, plan.token_spans, plan.word_spans
             audio = [
                 wave[int(times[s.start][0] * SAMPLE_RATE) : int(np.ceil(times[s.end - 1][1] * SAMPLE_RATE))]
@@ -280,7 +276,7 @@ class NaturalStage:
                 if s.speech
             ]
             if any(len(a) == 0 for a in audio):
-                return refuse(row, self.name, "word timestamps give an empty speech span")
+                return refuse(row, self.name, Reason.MISALIGNED, "an empty speech span")
         elif continuation:
             rest = str(continuation).split()
             try:
@@ -292,14 +288,12 @@ class NaturalStage:
                     self.interleave.max_tokens,
                 )
             except ValueError as e:
-                return refuse(row, self.name, f"cannot fit the context: {e}")
+                return refuse(row, self.name, Reason.CONTEXT, str(e))
             if not any(not s.speech for s in spans):
-                return refuse(row, self.name, "the continuation does not fit the context")
+                return refuse(row, self.name, Reason.CONTEXT, "the continuation does not fit")
             words, audio = words + rest, [wave]
         else:
-            return refuse(
-                row, self.name, "no word timestamps and no continuation: no text follows the speech"
-            )
+            return refuse(row, self.name, Reason.NO_TEXT_AFTER_SPEECH, "no word timestamps, no continuation")
         row.update(
             text=" ".join(words),
             token_ids=ids,

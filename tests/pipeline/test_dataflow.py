@@ -16,11 +16,12 @@ import pytest
 import soundfile as sf
 from transformers import AutoTokenizer
 
+from salad_ray.accounting import Reason
 from salad_ray.asr import WhisperASR, cer
 from salad_ray.assets import resolve
 from salad_ray.audio import SAMPLE_RATE, encode_flac, read_audio
 from salad_ray.config import SpeechSource, TextSource, load_config
-from salad_ray.corpus import RawText, read_texts
+from salad_ray.corpus import Rejected, read_texts, screen_texts
 from salad_ray.pipeline.dataflow import run_natural, run_texts, text_jobs
 from salad_ray.pipeline.shards import ShardStore
 
@@ -87,7 +88,7 @@ def test_texts_become_shards_whose_speech_says_the_text(config, tmp_path):
 
     files = sorted(p.name for p in store.dir("shards").iterdir())
     again = run_texts(config, jobs, store, name="round again")
-    assert again.written == 0 and again.skipped == len(jobs) and not again.quarantined
+    assert again.written == 0 and again.skipped == {Reason.DONE: len(jobs)} and not again.quarantined
     assert sorted(p.name for p in store.dir("shards").iterdir()) == files  # rerunning adds nothing
 
     # data.fuse_stages (one actor per pipeline, as the smoke preset runs) writes the same samples
@@ -123,7 +124,9 @@ def test_tts_pool_grows_under_backlog_and_a_killed_actor_loses_nothing(config, t
     elastic.data.tts_batch_size = 1
     records = texts(["literature", "wisdom", "people"], 60, (20, 40))
     # two bad records ride along: they must end in the quarantine, once each
-    bad = [RawText(b"\xff\xfe not text", "bad"), RawText("   ", "bad")]
+    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "\xff\xfe not text"}\n   \n')
+    bad = list(screen_texts(TextSource(kind="jsonl", path=str(tmp_path / "bad.jsonl"))))
+    assert all(isinstance(r, Rejected) for r in bad)
     jobs = text_jobs(records + bad, elastic, voices=["en-us", "en-gb+f3"], source="active")
     store = ShardStore(tmp_path / "elastic")
     seen, killed = [], []
@@ -155,8 +158,8 @@ def test_tts_pool_grows_under_backlog_and_a_killed_actor_loses_nothing(config, t
     assert max(seen) == 2, f"the pool never grew past {max(seen)} actors"
     assert report.inputs == len(jobs) == report.written + sum(report.quarantined.values())
     assert_exactly_once(store, jobs["sample_id"])
-    reasons = sorted(store.table("quarantine").column("reason").to_pylist())
-    assert reasons[0] == "empty or whitespace-only text" and reasons[1].startswith("not valid UTF-8")
+    kinds = sorted(store.table("quarantine").column("kind").to_pylist())
+    assert kinds == [Reason.EMPTY, Reason.NOT_UTF8]
 
 
 def test_text_only_samples(config, tmp_path):
@@ -167,6 +170,30 @@ def test_text_only_samples(config, tmp_path):
     for row in store.table().to_pylist():
         assert row["audio"] == [] and [s["speech"] for s in row["spans"]] == [False]
         assert len(row["teacher_ids"]) == len(row["token_ids"]) and row["voice"] == ""
+
+
+@pytest.mark.parametrize("speech", [False, True], ids=["text", "stand-in"])
+def test_a_hostile_file_is_accounted_for_record_by_record(config, tmp_path, adversarial_jsonl, speech):
+    """The text pipeline (text-only samples) and the natural stand-in's (spoken, unchecked) read the
+    hostile JSONL: every line is written, quarantined with its value as read, or skipped."""
+    path, as_read = adversarial_jsonl
+    source = TextSource(kind="jsonl", path=str(path), domain_field="topic")
+    jobs = text_jobs(
+        screen_texts(source, ["medicine"]), config, voices=["en-us"] if speech else [], source="text"
+    )
+    store = ShardStore(tmp_path / "hostile")
+    report = run_texts(config, jobs, store, name="hostile", speech=speech, check_asr=False)
+    assert report.inputs == len(as_read) == report.accounted()
+    assert report.skipped == {Reason.HELDOUT_ONLY_DOMAIN: 1, Reason.DUPLICATE: 1}
+    if not speech:
+        assert report.written == 6
+    quarantine = store.table("quarantine").to_pylist()
+    assert len(quarantine) == sum(report.quarantined.values())
+    for q in quarantine:
+        if q["stage"] == "read":
+            value = as_read[int(q["origin"].rsplit(":", 1)[1]) - 1]
+            assert (q["raw_bytes"] if isinstance(value, bytes) else q["text"]) == value
+        assert q["text"] != "nan"
 
 
 @pytest.fixture(scope="module")
@@ -213,4 +240,6 @@ def test_recorded_speech_is_decoded_aligned_and_scored(config, tmp_path, recorde
     assert {r["source"] for r in table} == {"natural"} and all(r["duration"] > 0 for r in table)
     assert len(store.done_ids()) == len(recorded)
     again = run_natural(config, source, store)
-    assert again.skipped == len(recorded) and again.written == 0
+    assert again.skipped == {Reason.DONE: len(recorded)} and again.written == 0
+    origins = store.table("quarantine").column("origin").to_pylist()
+    assert all(o.startswith(str(path)) for o in origins)

@@ -4,10 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from salad_ray.accounting import Reason
 from salad_ray.audio import SAMPLE_RATE, encode_flac
-from salad_ray.config import InterleaveConfig, ModelRef, TTSConfig
-from salad_ray.pipeline.dataflow import JOB_COLUMNS, reason_kind
-from salad_ray.pipeline.records import OK, shard_table
+from salad_ray.config import InterleaveConfig, ModelRef, TextSource, TTSConfig
+from salad_ray.corpus import screen_texts
+from salad_ray.pipeline.dataflow import JOB_COLUMNS, skipped_jobs, text_jobs
+from salad_ray.pipeline.records import DONE, OK, quarantine_table, refuse, shard_table
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pipeline.stages import ASRCheckStage, NaturalStage, PlanStage, ShardWriter, TTSStage
 
@@ -16,13 +18,13 @@ GOOD = "The old lighthouse keeper climbed the stairs every evening to light the 
 INTERLEAVE = InterleaveConfig(text_words=(4, 6), speech_words=(3, 5), max_tokens=64)
 
 
-def job(n, raw, problem=None, voice="en-us"):
+def job(n, raw, voice="en-us"):
     row = dict.fromkeys(JOB_COLUMNS, "")
     row.update(
         sample_id=f"s{n}",
         text_id=f"t{n}",
         raw=raw,
-        problem=problem,
+        origin=f"t.jsonl:{n + 1}",
         voice=voice,
         cluster=-1,
         source="active",
@@ -40,24 +42,77 @@ def planned():
         job(2, b"caf\xe9 au lait with bytes that are not UTF-8"),
         job(3, " ".join(["word"] * 31)),
         job(4, "hello"),
-        job(5, "", problem="t.jsonl:3: not valid JSON (Expecting value)"),
+        refuse(job(5, "{not json"), "read", Reason.UNPARSEABLE, "Expecting value"),  # refused as read
     ]
     return plan(pd.DataFrame(rows)).to_dict("records")
 
 
 def test_plan_refuses_bad_texts_with_reasons(planned):
     reasons = [r["status"] for r in planned]
-    assert reasons[0] == OK
-    assert reasons[1] == "empty or whitespace-only text"
-    assert reasons[2].startswith("not valid UTF-8")
-    assert reasons[3] == "over-long text: 31 words > 30"
-    assert reasons[4] == "too short: 1 words < 2"
-    assert reasons[5].startswith("t.jsonl:3: not valid JSON")
-    assert all(r["stage"] == "plan" for r in planned[1:])
+    assert reasons == [
+        OK,
+        Reason.EMPTY,
+        Reason.NOT_UTF8,
+        Reason.OVER_LONG,
+        Reason.TOO_SHORT,
+        Reason.UNPARSEABLE,
+    ]
+    assert planned[3]["detail"] == "31 words > 30" and planned[4]["detail"] == "1 words < 2"
+    assert all(r["stage"] == "plan" for r in planned[1:5])
+    assert planned[5]["stage"] == "read"  # refused rows pass through untouched
     good = planned[0]
     assert good["text"] == GOOD and good["speech_texts"] and good["token_ids"][0] == 1  # BOS
     assert any(s["speech"] for s in good["spans"]) and good["spans"][-1]["end"] == len(good["token_ids"])
-    assert reason_kind(reasons[3]) == "over-long text"
+
+
+def test_quarantine_keeps_the_record_as_read(planned):
+    """The raw value, never the text a stage made of it, nor a missing one read as NaN."""
+    late = dict(planned[0], sample_id="late", text=float("nan"))  # refused before it had a text
+    refuse(late, "tts", Reason.SYNTHESIS, "voice not found")
+    table = quarantine_table([*planned[1:], late]).to_pylist()
+    by_id = {r["sample_id"]: r for r in table}
+    assert by_id["s1"]["text"] == "   \n\t " and by_id["s1"]["raw_bytes"] is None
+    assert by_id["s2"]["raw_bytes"] == b"caf\xe9 au lait with bytes that are not UTF-8"
+    assert by_id["s2"]["text"] == "caf\ufffd au lait with bytes that are not UTF-8"
+    assert by_id["s3"]["text"] == " ".join(["word"] * 31)  # whole, not cut
+    assert (
+        by_id["s3"]["kind"] == "over-long text" and by_id["s3"]["reason"] == "over-long text: 31 words > 30"
+    )
+    assert by_id["s5"]["text"] == "{not json" and by_id["s5"]["origin"] == "t.jsonl:6"
+    assert by_id["s5"]["stage"] == "read" and by_id["s5"]["kind"] == Reason.UNPARSEABLE
+    assert by_id["late"]["text"] == GOOD and by_id["late"]["stage"] == "tts"
+    assert by_id["late"]["reason"] == "synthesis failed: voice not found"
+    assert not any(r["text"] == "nan" for r in table)
+
+
+def test_text_pipeline_accounts_for_every_record_of_a_hostile_file(tmp_path, adversarial_jsonl, smoke_config):
+    """The text pipeline's reading and stages without Ray or a teacher (top-k made up): every line is
+    written, quarantined with its value as read and its line, or skipped; the report adds up."""
+    path, as_read = adversarial_jsonl
+    source = TextSource(kind="jsonl", path=str(path), domain_field="topic")
+    jobs = text_jobs(screen_texts(source, ["medicine"]), smoke_config, voices=[], source="text")
+    assert len(jobs) == len(as_read)
+    skipped = skipped_jobs(jobs)
+    plan = PlanStage(LLM, INTERLEAVE, seed=0, min_words=2, max_words=400, speech=False)
+    rows = plan(jobs[~skipped]).to_dict("records")
+    for row in rows:
+        if row["status"] == OK:
+            row["teacher_ids"] = [[-1]] + [[3]] * (len(row["token_ids"]) - 1)
+            row["teacher_logprobs"] = [[0.0]] * len(row["token_ids"])
+    store = ShardStore(tmp_path / "store")
+    store.commit(ShardWriter(str(store.root))(pd.DataFrame(rows)).itertuples(index=False, name=None))
+    written, quarantine = store.table(), store.table("quarantine").to_pylist()
+    assert written.num_rows == 6 and int(skipped.sum()) == 2  # a held-out-only domain, a duplicate
+    assert written.num_rows + len(quarantine) + int(skipped.sum()) == len(as_read)
+    by_line = {int(q["origin"].rsplit(":", 1)[1]): q for q in quarantine}
+    assert len(by_line) == len(quarantine) == 13
+    for line, q in by_line.items():
+        value = as_read[line - 1]
+        if isinstance(value, bytes):
+            assert q["raw_bytes"] == value and q["text"] == value.decode("utf-8", "replace")
+        else:
+            assert q["text"] == value and q["raw_bytes"] is None
+        assert q["stage"] == "read" and q["reason"].startswith(q["kind"])
 
 
 def test_text_only_plan_is_one_text_span_cut_at_the_context():
@@ -77,11 +132,12 @@ def test_tts_then_asr_keeps_intelligible_speech_and_refuses_the_rest(planned):
     spoken = tts(pd.DataFrame([good, bad_voice, gibberish, planned[1]])).to_dict("records")
     assert spoken[0]["status"] == OK and len(spoken[0]["audio"]) == len(good["speech_texts"])
     assert spoken[0]["duration"] > 0.5 and spoken[0]["sample_rate"] == SAMPLE_RATE
-    assert spoken[1]["status"].startswith("synthesis failed") and spoken[1]["stage"] == "tts"
+    assert spoken[1]["status"] == Reason.SYNTHESIS and spoken[1]["stage"] == "tts"
     assert spoken[3]["status"] == planned[1]["status"]  # refused rows pass through untouched
     checked = asr(pd.DataFrame(spoken)).to_dict("records")
     assert checked[0]["status"] == OK and checked[0]["cer"] < 0.3
-    assert checked[2]["status"].startswith("ASR check failed: CER") and checked[2]["stage"] == "asr"
+    assert checked[2]["status"] == Reason.ASR and checked[2]["detail"].startswith("CER")
+    assert checked[2]["stage"] == "asr"
 
 
 def test_shard_store_commits_exactly_once_and_drops_orphans(tmp_path, planned):
@@ -128,7 +184,8 @@ def test_writer_round_trips_samples(tmp_path, planned):
     assert sample.ids == row["token_ids"] and sample.teacher_ids.shape == (n, 2)
     assert len(sample.audio) == 1 and len(sample.audio[0]) == 1600
     quarantine = store.table("quarantine").to_pylist()
-    assert quarantine[0]["reason"] == "empty or whitespace-only text" and quarantine[0]["stage"] == "plan"
+    assert quarantine[0]["kind"] == Reason.EMPTY and quarantine[0]["stage"] == "plan"
+    assert quarantine[0]["text"] == "   \n\t " and quarantine[0]["origin"] == "t.jsonl:2"
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +234,11 @@ def test_natural_speech_alignment_and_refusals(recording):
     assert len(out[0]["audio"]) == len(speech) and out[0]["duration"] < len(wave) / SAMPLE_RATE
     assert out[1]["status"] == OK and [s["speech"] for s in out[1]["spans"]] == [True, False]
     assert out[1]["text"] == "a spoken first sentence and the text that follows it"
-    assert out[2]["status"].startswith("no word timestamps and no continuation")
-    assert out[3]["status"].startswith("bad audio")
-    assert out[4]["status"].startswith("word timestamps do not match the transcript")
+    assert [r["status"] for r in out[2:]] == [
+        Reason.NO_TEXT_AFTER_SPEECH,
+        Reason.BAD_AUDIO,
+        Reason.MISALIGNED,
+    ]
     assert len({r["sample_id"] for r in out}) == 5
     # the same records again, with their ids committed: skipped, not redone
     again = NaturalStage(
@@ -191,4 +250,4 @@ def test_natural_speech_alignment_and_refusals(recording):
         max_words=100,
         done=frozenset(r["sample_id"] for r in out),
     )
-    assert {r["status"] for r in again(pd.DataFrame(rows)).to_dict("records")} == {"done"}
+    assert {r["status"] for r in again(pd.DataFrame(rows)).to_dict("records")} == {DONE}
