@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,33 +19,16 @@ import pytest
 from salad_ray.config import ConfigError
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.run import RunState, main, resolve_config
+from tests.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def synthesized(run_dir: Path) -> dict[str, set[str]]:
     """Every committed sample id (shards and quarantine) of every store of a run."""
     return {store.name: ShardStore(store).done_ids() for store in sorted((run_dir / "data").iterdir())}
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
-    """Signal a process started in a session of its own, and everything it started."""
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.fixture(scope="module")

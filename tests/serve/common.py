@@ -1,10 +1,9 @@
-"""Helpers of the serving tests: ports, encoded audio, OpenAI audio parts."""
+"""Helpers of the serving tests: encoded audio, OpenAI audio parts."""
 
 from __future__ import annotations
 
 import base64
 import io
-import socket
 
 import numpy as np
 import soundfile as sf
@@ -14,12 +13,6 @@ SENTENCES = {
     "weather": "The weather is cold and wet today.",
     "numbers": "Seven hundred and twelve green bottles.",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def encode(wave: np.ndarray, rate: int = 16_000, fmt: str = "WAV") -> bytes:

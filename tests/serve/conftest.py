@@ -8,7 +8,8 @@ import soundfile as sf
 import torch
 
 from salad_ray.config import load_config
-from tests.serve.common import SENTENCES, free_port
+from tests.processes import free_port
+from tests.serve.common import SENTENCES
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +27,8 @@ from salad_ray.serve import serve_command
 from salad_ray.serve.deployment import build_app
 from salad_ray.serve.engine import StudentEngine
 from salad_ray.serve.prompt import Turn
-from tests.serve.common import audio_part, encode, free_port
+from tests.processes import free_port, stop, wait_http
+from tests.serve.common import audio_part, encode
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,26 +227,14 @@ def test_serve_run_services_student_yaml(student_dir, tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 300
-        while True:
-            assert proc.poll() is None, "serve run exited"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    break
-            except OSError:
-                assert time.time() < deadline, "the student did not come up"
-                time.sleep(2)
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=300, proc=proc)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
         answer = ask(client, student_dir.name, "Hello!", max_tokens=4)
         assert answer.usage.completion_tokens <= 4 and answer.choices[0].message.content is not None
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as page:
             assert b"Talk to the student" in page.read()
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc, signal.SIGINT)
 
 
 def test_the_same_engine_answers_in_process(reference, utterances, client, model):

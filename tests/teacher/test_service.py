@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +20,7 @@ from salad_ray.corpus import read_texts
 from salad_ray.teacher.backends import TransformersBackend
 from salad_ray.teacher.client import HandleClient, HTTPClient
 from salad_ray.teacher.protocol import TeacherRequestError
+from tests.processes import free_port, stop, wait_http
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,25 +29,6 @@ K = 20
 # log-probs agree to well within this (measured ~2e-5).
 LOGPROB_TOLERANCE = 1e-3
 TOP1_AGREEMENT = 0.98
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            time.sleep(2)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -245,8 +225,4 @@ def test_serve_run_services_teacher_yaml(tmp_path):
         answer = HTTPClient(f"http://127.0.0.1:{port}/v1").topk([[1, 2, 3, 4]], 8)[0]
         assert answer.ids.shape == (4, 8) and (answer.ids[0] == -1).all()
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc, signal.SIGINT)
