@@ -738,33 +738,23 @@ class Driver:
 # --------------------------------------------------------------------------------------------- cli
 
 
-def running_cluster() -> str | None:
-    """The GCS address of a Ray cluster running on this machine (``ray start``), or None.
-
-    Ray's own ``address="auto"`` trusts the address file of the last ``ray start`` even after that
-    cluster has stopped, and then retries a dead address for minutes; only live GCS processes count here.
-    """
-    from ray._private.services import find_bootstrap_address, find_gcs_addresses
-
-    live = set(find_gcs_addresses())
-    if not live:
-        return None
-    latest = find_bootstrap_address(None)
-    return latest if latest in live else sorted(live)[0]
-
-
 def connect(config: RunConfig, address: str | None = None) -> None:
     """Join a Ray cluster, or start a local instance; then check the cluster can run the whole loop.
 
     ``address`` (or ``$RAY_ADDRESS``, which ``ray job submit`` sets for its entrypoint) names the
     cluster; without one, a cluster running on this machine (``ray start``) is joined if there is
-    one, else a local instance is started. ``local`` always starts a local instance.
+    one, else a local instance is started. ``local`` always starts a local instance. First, Ray's
+    address file is removed if it names a cluster that is gone (:mod:`salad_ray.local_cluster`), so
+    neither this driver nor Ray's CLI after it retries a dead address.
     """
     import ray
 
+    from salad_ray.local_cluster import forget_dead_cluster, running_cluster
     from salad_ray.resources import check_cluster, peak_cpus
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if (dead := forget_dead_cluster()) is not None:
+        print(f"[salad-ray] forgot the address of a Ray cluster that is gone ({dead})", flush=True)
     address = address or os.environ.get("RAY_ADDRESS") or running_cluster() or "local"
     if not ray.is_initialized():
         if address == "local":
@@ -825,8 +815,8 @@ def main(argv: list[str] | None = None) -> int:
     connect(config, args.address)
     t0 = time.time()
     driver = Driver(config, run_dir)
-    report = driver.run()
-    print(f"\n{driver.summary()}\n  wall time: {time.time() - t0:.0f} s\n  report: {report}", flush=True)
+    driver.run()
+    print(f"\n{driver.summary()}\n  wall time: {time.time() - t0:.0f} s", flush=True)
     from salad_ray.serve import serve_command
 
     final = list(driver.final_students().values())[-1]  # the active arm's last round, else stage I

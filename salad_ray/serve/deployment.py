@@ -38,6 +38,7 @@ from sse_starlette import EventSourceResponse
 
 from salad_ray.config import RunConfig, StudentServerConfig, load_config
 from salad_ray.generation import SamplingParams
+from salad_ray.local_cluster import forget_dead_cluster
 from salad_ray.model.student import require_saved
 from salad_ray.resources import student_deployment_options
 from salad_ray.serve.engine import Delta, Prepared, StudentEngine
@@ -166,7 +167,10 @@ def student_app(config: RunConfig, student: str | Path):
 def build_app(args: dict[str, Any]):
     """Application builder for ``serve run`` and Serve config files. Args: ``student`` (the saved
     student's directory), and the run configuration as ``preset``, ``config`` (a YAML file, e.g. a
-    run directory's config.yaml) and ``overrides`` (a list, or one ``key=value``)."""
+    run directory's config.yaml) and ``overrides`` (a list, or one ``key=value``). Forgets a dead
+    cluster's address first, so that ``serve run salad_ray.serve.deployment:build_app ...`` (which
+    builds the application before it connects) does not retry it."""
+    forget_dead_cluster()
     if not args.get("student"):
         raise ValueError("the student application needs student=<directory of a saved student>")
     overrides = args.get("overrides") or []

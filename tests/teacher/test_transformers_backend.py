@@ -39,3 +39,22 @@ def test_batching_does_not_change_answers(backend, tokenizer):
 def test_bad_request_is_refused(backend):
     with pytest.raises(TeacherRequestError, match="outside the vocabulary"):
         backend.topk([[1, 10**6]], 4)
+
+
+def test_prompt_scores_hold_each_positions_own_token_and_its_rank(backend, tokenizer):
+    seq = tokenizer.encode("The capital of France is Paris, and the quick brown fox jumps.")
+    scores = backend.prompt_scores([seq], 5)[0]
+    logprobs = torch.log_softmax(backend.logits([seq])[0], -1)
+    assert scores.token_ranks[0] == 0 and scores.token_logprobs[0] == 0
+    for i in range(1, len(seq)):
+        order = logprobs[i - 1].argsort(descending=True).tolist()
+        assert scores.token_ranks[i] == order.index(seq[i]) + 1  # 1 + the tokens more likely
+        assert scores.token_logprobs[i] == pytest.approx(float(logprobs[i - 1, seq[i]]), abs=1e-5)
+        if scores.token_ranks[i] <= 5:  # inside the top-k: the same token at that rank
+            assert scores.topk.ids[i, scores.token_ranks[i] - 1] == seq[i]
+    assert (scores.token_ranks[1:] > 5).any()  # some own tokens lie outside the top-5
+
+
+def test_the_context_is_the_models_own(backend):
+    assert backend.limits.max_model_len == backend.model.config.max_position_embeddings
+    assert backend.limits.max_len == backend.limits.max_model_len - 1
