@@ -160,7 +160,7 @@ def main() -> None:
         return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
 
     contents = [[part(w), {"type": "text", "text": text}] for w in waves]
-    ray.init(num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False)
     deploy_student(config, student_dir)
     client = openai.OpenAI(
         base_url=f"http://127.0.0.1:{config.student_server.http_port}/v1", api_key="none", max_retries=0

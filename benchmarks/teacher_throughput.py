@@ -65,7 +65,7 @@ def main() -> None:
     batches = [seqs[i : i + args.batch] for i in range(0, len(seqs), args.batch)]
     tokens = sum(len(s) for s in seqs)
     cpus = os.cpu_count() or 1
-    ray.init(num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False)
     results = {}
     for backend in ("transformers", "vllm"):
         config = load_config(

@@ -88,7 +88,9 @@ def main() -> None:
             "train.eval_every=0",
         ],
     )
-    ray.init(num_cpus=(os.cpu_count() or 1) + 2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=(os.cpu_count() or 1) + 2, include_dashboard=False, log_to_driver=False
+    )
     store = ShardStore(work / "natural")
     source = config.data.natural_standin
     records = list(read_texts(source.text))[: args.samples]

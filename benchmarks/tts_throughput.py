@@ -43,7 +43,9 @@ def main() -> None:
     batches = [planned.iloc[i : i + 4].reset_index(drop=True) for i in range(0, len(planned), 4)]
     spans = int(planned["speech_texts"].map(len).sum())
 
-    ray.init(num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False
+    )
     results = {}
     for actors in (1, 2):
         t0 = time.perf_counter()

@@ -85,6 +85,7 @@ class PipelineReport:
     quarantined: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    teacher_retries: int = 0  # teacher calls that failed and were made again (not records)
 
     def count(self, reason: Reason, n: int = 1) -> None:
         """Count ``n`` records refused for ``reason``: as skipped if the reason skips, else quarantined."""
@@ -111,5 +112,6 @@ class PipelineReport:
         return (
             f"{self.name}: {self.inputs} inputs -> {self.written} written, "
             f"{sum(self.quarantined.values())} quarantined ({by_reason(self.quarantined)}), "
-            f"{sum(self.skipped.values())} skipped ({by_reason(self.skipped)}) in {self.wall_seconds:.0f} s"
+            f"{sum(self.skipped.values())} skipped ({by_reason(self.skipped)}), "
+            f"{self.teacher_retries} teacher calls retried in {self.wall_seconds:.0f} s"
         )

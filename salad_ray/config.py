@@ -329,6 +329,12 @@ class TeacherConfig(_Strict):
     # the run talks to it over HTTP and starts no teacher deployment of its own.
     url: str | None = None
     served_model: str | None = None  # the model name that server expects; default: its first model
+    # A call the teacher could not answer (its replica died, its server is unreachable or failed) is
+    # retried up to `retries` times, waiting retry_wait_s, 2 retry_wait_s, 4 retry_wait_s, ...; a
+    # request the teacher refuses is never retried. The default waits up to ~2 min: a restarted
+    # replica's start-up.
+    retries: int = Field(6, ge=0)
+    retry_wait_s: float = Field(2.0, ge=0)
 
 
 # ------------------------------------------------------------------------------ method and loops

@@ -25,7 +25,7 @@ import pandas as pd
 from salad_ray.accounting import PipelineReport, Reason
 from salad_ray.config import RunConfig, SpeechSource, TTSConfig
 from salad_ray.corpus import Rejected, TextRecord
-from salad_ray.pipeline.records import OK, refuse
+from salad_ray.pipeline.records import OK, RETRIES, refuse
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pipeline.stages import (
     ASRCheckStage,
@@ -185,13 +185,14 @@ def _teacher_and_write(ds, config: RunConfig, store: ShardStore):
 
 def _finish(ds, store: ShardStore, report: PipelineReport, t0: float) -> PipelineReport:
     """Commit what the run returned and count it into ``report``: written, quarantined by the
-    quarantine's ``kind`` column, skipped as already done."""
+    quarantine's ``kind`` column, skipped as already done, and the teacher calls retried."""
     manifest = ds.to_pandas()
     skipped = manifest[manifest["kind"] == "skipped"]
     committed = manifest[manifest["kind"] != "skipped"]
     store.commit(committed[["kind", "file", "sample_id"]].itertuples(index=False, name=None))
     report.count(Reason.DONE, len(skipped))
     report.inputs += len(manifest)
+    report.teacher_retries = int(manifest[RETRIES].sum())
     report.written = int((committed["kind"] == "shards").sum())
     quarantined = committed[committed["kind"] == "quarantine"]["sample_id"]
     if len(quarantined):

@@ -48,6 +48,10 @@ text                string                        the text as read, whole (bytes
                                                   decoded with U+FFFD for reading)
 raw_bytes           binary                        the bytes as read when they are not UTF-8, else null
 ==================  ============================  =========================================================
+
+The shard writer returns a manifest, one row per input (:data:`MANIFEST_COLUMNS`): its ``kind``
+(shards, quarantine or skipped), the ``file`` it went to and its ``sample_id``, which the driver
+commits, and ``teacher_retries``: the teacher calls of its batch made again (on one row per batch).
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ from salad_ray.interleave import TokenSpan
 
 OK = "ok"
 DONE = Reason.DONE.value  # committed by an earlier run: skipped, neither written nor quarantined
+RETRIES = "teacher_retries"
+MANIFEST_COLUMNS = ["kind", "file", "sample_id", RETRIES]
 
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("speech", pa.bool_())])
 SHARD_SCHEMA = pa.schema(

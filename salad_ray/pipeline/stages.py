@@ -22,7 +22,7 @@ from salad_ray.audio import SAMPLE_RATE, AudioError, encode_flac, read_audio
 from salad_ray.config import InterleaveConfig, ModelRef, RunConfig, TTSConfig
 from salad_ray.corpus import TextRejected, check_text
 from salad_ray.interleave import TokenSpan, WordSpan, tokenize_spans
-from salad_ray.pipeline.records import DONE, OK, is_ok, refuse, span_dicts
+from salad_ray.pipeline.records import DONE, MANIFEST_COLUMNS, OK, RETRIES, is_ok, refuse, span_dicts
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.spoken import plan_text, stable_hash
 from salad_ray.teacher.protocol import TeacherRequestError
@@ -166,7 +166,11 @@ class ASRCheckStage:
 
 
 class TeacherStage:
-    """Attach the teacher's top-k log-probs of w, through the run's teacher client."""
+    """Attach the teacher's top-k log-probs of w, through the run's teacher client.
+
+    Calls the teacher could not answer are retried (:class:`~salad_ray.teacher.client.RetryingClient`);
+    the batch's first row carries how many (``teacher_retries``) to the shard writer's manifest.
+    """
 
     name = "teacher"
 
@@ -179,6 +183,7 @@ class TeacherStage:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = _rows(batch)
         todo = [r for r in rows if is_ok(r)]
+        retried = self.client.retried
         if todo:
             try:
                 answers = self.client.topk([list(map(int, r["token_ids"])) for r in todo], self.k)
@@ -193,6 +198,8 @@ class TeacherStage:
             for row, answer in zip(todo, answers, strict=True):
                 if answer is not None:
                     row.update(teacher_ids=answer.ids.tolist(), teacher_logprobs=answer.logprobs.tolist())
+        for n, row in enumerate(rows):
+            row[RETRIES] = self.client.retried - retried if n == 0 else 0
         return _frame(rows)
 
 
@@ -330,6 +337,7 @@ class ShardWriter:
         from salad_ray.pipeline.records import quarantine_table, shard_table
 
         rows = _rows(batch)
+        retries = {r["sample_id"]: int(_field(r, RETRIES) or 0) for r in rows}
         written = [
             {"kind": "skipped", "file": "", "sample_id": r["sample_id"]} for r in rows if r["status"] == DONE
         ]
@@ -340,4 +348,6 @@ class ShardWriter:
             if group:
                 file = self.store.write(table(group), kind)
                 written += [{"kind": kind, "file": file, "sample_id": r["sample_id"]} for r in group]
-        return pd.DataFrame(written, columns=["kind", "file", "sample_id"])
+        for entry in written:
+            entry[RETRIES] = retries[entry["sample_id"]]
+        return pd.DataFrame(written, columns=MANIFEST_COLUMNS)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -165,4 +166,23 @@ def deploy_teacher(config: RunConfig) -> DeploymentHandle:
     _start_serve(config)
     return serve.run(
         teacher_app(config), name=config.teacher.app_name, route_prefix=config.teacher.route_prefix
+    )
+
+
+@dataclass(frozen=True, order=True)
+class Replica:
+    actor_id: str
+    pid: int
+    restarts: int
+
+
+def live_replicas(app_name: str) -> list[Replica]:
+    """The live replicas of a Serve application, from the GCS actor table (no dashboard needed): a
+    replica that died and was replaced has a new actor id; one restarted in place, more restarts."""
+    from ray._private.state import actors
+
+    return sorted(
+        Replica(a["ActorID"], a["Pid"], a["NumRestarts"])
+        for a in actors().values()
+        if a["ActorClassName"].startswith(f"ServeReplica:{app_name}:") and a["State"] == "ALIVE"
     )

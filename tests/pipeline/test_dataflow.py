@@ -24,6 +24,7 @@ from salad_ray.config import SpeechSource, TextSource, load_config
 from salad_ray.corpus import Rejected, read_texts, screen_texts
 from salad_ray.pipeline.dataflow import run_natural, run_texts, text_jobs
 from salad_ray.pipeline.shards import ShardStore
+from salad_ray.teacher.deployment import live_replicas
 
 pytestmark = pytest.mark.slow
 MAX_CER = 0.35
@@ -160,6 +161,43 @@ def test_tts_pool_grows_under_backlog_and_a_killed_actor_loses_nothing(config, t
     assert_exactly_once(store, jobs["sample_id"])
     kinds = sorted(store.table("quarantine").column("kind").to_pylist())
     assert kinds == [Reason.EMPTY, Reason.NOT_UTF8]
+
+
+def test_a_teacher_replica_killed_mid_stage_costs_retries_not_samples(config, tmp_path):
+    """SIGKILL the teacher's replica while the teacher stage runs: the calls it held fail, are
+    retried once Serve has started a new replica, and every sample is written exactly once."""
+    faulty = config.model_copy(deep=True)
+    faulty.data.teacher_batch_size = 1  # one call per sample: a call is in flight at almost any moment
+    faulty.teacher.retry_wait_s = 0.5
+    jobs = text_jobs(
+        texts(["literature", "wisdom", "people", "science"], 150), faulty, voices=[], source="text"
+    )
+    store = ShardStore(tmp_path / "faults")
+    app = faulty.teacher.app_name
+    killed: list[str] = []
+    stop_watching = threading.Event()
+
+    def watch():
+        while not stop_watching.is_set() and not killed:
+            replicas = live_replicas(app)
+            if replicas and store.dir("shards").exists() and len(list(store.dir("shards").iterdir())) >= 5:
+                os.kill(replicas[0].pid, signal.SIGKILL)
+                killed.append(replicas[0].actor_id)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        report = run_texts(faulty, jobs, store, name="teacher faults", speech=False)
+    finally:
+        stop_watching.set()
+        watcher.join()
+    assert killed, "the teacher stage finished before its replica could be killed"
+    assert [r.actor_id for r in live_replicas(app)] != killed  # Serve replaced the replica
+    assert report.teacher_retries >= 1
+    assert f"{report.teacher_retries} teacher calls retried" in report.summary()
+    assert report.written == len(jobs) == report.inputs and not report.quarantined
+    assert_exactly_once(store, jobs["sample_id"])
 
 
 def test_text_only_samples(config, tmp_path):

@@ -100,7 +100,8 @@ def test_text_pipeline_accounts_for_every_record_of_a_hostile_file(tmp_path, adv
             row["teacher_ids"] = [[-1]] + [[3]] * (len(row["token_ids"]) - 1)
             row["teacher_logprobs"] = [[0.0]] * len(row["token_ids"])
     store = ShardStore(tmp_path / "store")
-    store.commit(ShardWriter(str(store.root))(pd.DataFrame(rows)).itertuples(index=False, name=None))
+    manifest = ShardWriter(str(store.root))(pd.DataFrame(rows))
+    store.commit(manifest[["kind", "file", "sample_id"]].itertuples(index=False, name=None))
     written, quarantine = store.table(), store.table("quarantine").to_pylist()
     assert written.num_rows == 6 and int(skipped.sum()) == 2  # a held-out-only domain, a duplicate
     assert written.num_rows + len(quarantine) + int(skipped.sum()) == len(as_read)
@@ -179,7 +180,8 @@ def test_writer_round_trips_samples(tmp_path, planned):
     manifest = ShardWriter(str(tmp_path))(pd.DataFrame([row, refused]))
     assert sorted(manifest["kind"]) == ["quarantine", "shards"]
     store = ShardStore(tmp_path)
-    store.commit(manifest.itertuples(index=False, name=None))
+    assert list(manifest["teacher_retries"]) == [0, 0]
+    store.commit(manifest[["kind", "file", "sample_id"]].itertuples(index=False, name=None))
     (sample,) = store.samples()
     assert sample.ids == row["token_ids"] and sample.teacher_ids.shape == (n, 2)
     assert len(sample.audio) == 1 and len(sample.audio[0]) == 1600

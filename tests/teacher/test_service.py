@@ -22,6 +22,8 @@ from salad_ray.config import TextSource, load_config
 from salad_ray.corpus import read_texts
 from salad_ray.teacher.backends import TransformersBackend
 from salad_ray.teacher.client import HandleClient, HTTPClient
+from salad_ray.teacher.deployment import live_replicas
+from salad_ray.teacher.load import run_load
 from salad_ray.teacher.protocol import TeacherRequestError
 from tests.processes import free_port, stop, wait_http
 
@@ -225,7 +227,9 @@ def test_the_route_answers_what_vllm_serve_answers(vllm_teacher, vllm_server, se
     assert status_ours == status_theirs == 200
     assert set(ours) == set(theirs) - VLLM_ONLY
     assert {key: theirs.get(key) for key in VLLM_ONLY} == dict.fromkeys(VLLM_ONLY)
-    assert ours["system_fingerprint"].startswith("salad-ray-") and theirs["system_fingerprint"].startswith("vllm-")
+    assert ours["system_fingerprint"].startswith("salad-ray-") and theirs["system_fingerprint"].startswith(
+        "vllm-"
+    )
     assert (
         (ours["object"], ours["model"])
         == (theirs["object"], theirs["model"])
@@ -317,6 +321,30 @@ def test_dynamic_batching_returns_each_request_its_own_k(hf_teacher, sequences):
         assert b.ids.shape[1] == k
         np.testing.assert_array_equal(a.ids[1:, 0], b.ids[1:, 0])
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+def test_the_route_holds_concurrent_clients_with_bad_requests_among_them(hf_teacher, serve_port, sequences):
+    """8 clients at once, about a third of their requests malformed: every good one is answered,
+    every bad one refused with 400, on the same replica throughout."""
+    from ray import serve
+
+    before = live_replicas("teacher-hf")
+    assert len(before) == 1
+    limits = serve.get_app_handle("teacher-hf").limits.remote().result()
+    result = run_load(
+        f"http://127.0.0.1:{serve_port}/hf/v1",
+        SERVED_MODEL,
+        sequences,
+        K,
+        limits.vocab_size,
+        clients=8,
+        requests=12,
+        bad_share=0.3,
+    )
+    assert result.unexpected == [] and result.held
+    assert result.good + result.bad == 96 and result.bad >= 15 and result.good >= 40
+    assert live_replicas("teacher-hf") == before  # same actor, same process, never restarted
+    assert before[0].restarts == 0 and result.rate > 0
 
 
 def test_serve_run_services_teacher_yaml(tmp_path):
