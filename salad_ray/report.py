@@ -139,7 +139,10 @@ def _pipeline_rows(reports: list[PipelineReport]) -> list[list]:
             else "0"
         )
 
-    return [[r.name, r.inputs, r.written, by_reason(r.quarantined), by_reason(r.skipped)] for r in reports]
+    return [
+        [r.name, r.inputs, r.written, by_reason(r.quarantined), by_reason(r.skipped), r.teacher_retries]
+        for r in reports
+    ]
 
 
 def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
@@ -234,7 +237,10 @@ def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
             "shard, quarantined (kept with its origin and reason in the store's quarantine) or skipped.\n"
         )
         parts.append(
-            _table(["pipeline", "read", "written", "quarantined", "skipped"], _pipeline_rows(pipelines))
+            _table(
+                ["pipeline", "read", "written", "quarantined", "skipped", "teacher calls retried"],
+                _pipeline_rows(pipelines),
+            )
         )
     path = out / "report.md"
     path.write_text("\n".join(parts) + "\n")

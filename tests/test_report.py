@@ -197,7 +197,12 @@ def test_report_from_a_run_directory(tmp_path):
         "rounds": {"active": {"1": {"seconds": 5.2, "texts": 5}}},
         "pipelines": {
             "heldout": PipelineReport(
-                "heldout", inputs=6, written=4, quarantined={"too short": 1}, skipped={"duplicate": 1}
+                "heldout",
+                inputs=6,
+                written=4,
+                quarantined={"too short": 1},
+                skipped={"duplicate": 1},
+                teacher_retries=2,
             ).to_notes()
         },
     }
@@ -209,7 +214,7 @@ def test_report_from_a_run_directory(tmp_path):
     assert "| 2 | 0.9 | 1.1 | 0.5 | dropped | 0 | 0 |" in text  # M, KL; the high-CER cluster is dropped
     assert "signal misalignment" in text
     assert "Active round 1" in text and "5 s synthesized" in text
-    assert "| heldout | 6 | 4 | 1 (too short 1) | 1 (duplicate 1) |" in text
+    assert "| heldout | 6 | 4 | 1 (too short 1) | 1 (duplicate 1) | 2 |" in text
 
     # Table 3: accuracy [95 % CI] / gap (points) per task and on average, gap against the original's text
     def ci(*hits: int) -> str:

