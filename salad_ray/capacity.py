@@ -1,6 +1,7 @@
 """Can a cluster layout ever run a configuration? Node groups against the run's resource demands.
 
     python -m salad_ray.capacity --preset paper-3b k8s/base/rayjob.yaml clusters/aws.yaml ...
+    python -m salad_ray.capacity --preset smoke --peak-cpus    # the logical CPUs a run needs at once
 
 The demands are :func:`salad_ray.resources.demands` (the very options the run's actors, replicas,
 workers and tasks are created with). The node groups are read from
@@ -31,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
-from salad_ray.resources import Demand, demands, student_demand, teacher_demand
+from salad_ray.resources import Demand, demands, peak_cpus, student_demand, teacher_demand
 
 # What each Serve application a RayService may run asks of its cluster, by import path.
 SERVED_APPS = {
@@ -194,14 +195,24 @@ def check_files(config: RunConfig, paths: list[Path]) -> dict[str, list[str] | N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m salad_ray.capacity", description=__doc__.split("\n")[0])
-    parser.add_argument("files", nargs="+", type=Path, help="KubeRay manifests and ray up configs")
+    parser.add_argument("files", nargs="*", type=Path, help="KubeRay manifests and ray up configs")
+    parser.add_argument(
+        "--peak-cpus",
+        action="store_true",
+        help="print the logical CPUs the run needs at once (for `ray start --head --num-cpus`) and exit",
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    if not args.files and not args.peak_cpus:
+        parser.error("name the layout files to check, or ask for --peak-cpus")
     try:
         config = load_config(args.preset, args.config, args.overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.peak_cpus:
+        print(math.ceil(peak_cpus(config)))
+        return 0
     failed = False
     for name, problems in check_files(config, args.files).items():
         if problems is None:

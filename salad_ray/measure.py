@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from salad_ray.assets import resolve
+from salad_ray.assets import AssetError, resolve
 from salad_ray.batch import Sample, collate
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import heldout_records
@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     t0 = time.time()
-    student = SpeechLM.load(args.student) if args.student else SpeechLM.from_config(config.models)
+    try:
+        student = SpeechLM.load(args.student) if args.student else SpeechLM.from_config(config.models)
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     samples = heldout_samples(config, student.tokenizer)
     teacher = TransformersBackend(resolve(config.models.llm, "causal-lm"))
     attach_teacher(samples, teacher, config.distill.top_k, config.train.batch_size)

@@ -7,6 +7,7 @@ functions, so a cluster layout that could never satisfy a run is caught before i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,13 +135,18 @@ def peak_cpus(config: RunConfig) -> float:
     return teacher + max(3 * pipeline, arms * (prepare + workers * r.cpus_per_train_worker))
 
 
+class ClusterTooSmall(RuntimeError):
+    """The Ray cluster can never run the whole loop of this configuration."""
+
+
 def check_cluster(config: RunConfig, available_cpus: float) -> None:
     """Fail early, naming the numbers, when a cluster can never run the whole loop."""
     need = peak_cpus(config)
     if available_cpus < need:
-        raise RuntimeError(
+        raise ClusterTooSmall(
             f"the Ray cluster has {available_cpus:g} CPUs but this run needs {need:g} at once (teacher "
-            f"replica, TTS/ASR/light stage minimums, train workers); add nodes or lower resources.*"
+            f"replica, TTS/ASR/light stage minimums, train workers); add nodes, start the head with "
+            f"`ray start --head --num-cpus={math.ceil(need)}`, or lower resources.*"
         )
 
 

@@ -65,6 +65,7 @@ import pandas as pd
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
+from salad_ray.resources import ClusterTooSmall
 
 if TYPE_CHECKING:
     from salad_ray.train.loop import StageJob
@@ -812,7 +813,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"[salad-ray] run {run_dir} (preset {config.preset})", flush=True)
-    connect(config, args.address)
+    try:
+        connect(config, args.address)
+    except ClusterTooSmall as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     t0 = time.time()
     driver = Driver(config, run_dir)
     driver.run()

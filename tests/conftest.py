@@ -16,6 +16,11 @@ import pytest
 from salad_ray.config import load_config
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked ``machine_wide`` (they run `ray stop`) first, before any test starts Ray."""
+    items.sort(key=lambda item: item.get_closest_marker("machine_wide") is None)
+
+
 @pytest.fixture(scope="session")
 def local_config():
     return load_config("local")

@@ -41,3 +41,18 @@ def test_gpu_shares_of_the_teacher_and_the_student():
     assert student_deployment_options(student_half)["ray_actor_options"]["num_gpus"] == 0.5
     assert teacher_deployment_options(student_half)["ray_actor_options"]["num_gpus"] == 1.0
     assert StudentServerConfig().http_host == "127.0.0.1"
+
+
+def test_a_cluster_too_small_stops_the_run_with_the_number_to_start_the_head_with(
+    ray_cluster, tmp_path, capsys
+):
+    """The test session's Ray instance has 6 logical CPUs; the smoke preset needs 7 at once."""
+    from salad_ray.capacity import main as capacity
+    from salad_ray.run import main as run
+
+    assert capacity(["--preset", "smoke", "--peak-cpus"]) == 0
+    assert capsys.readouterr().out.strip() == "7"
+    assert run(["--preset=smoke", f"--run-dir={tmp_path / 'run'}"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("error: the Ray cluster has 6 CPUs but this run needs 7 at once")
+    assert "`ray start --head --num-cpus=7`" in said

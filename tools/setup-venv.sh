@@ -14,9 +14,10 @@ fi
 [ -x "$VENV/bin/python" ] || uv venv -q --python "$(command -v python3)" "$VENV"
 
 # Where the CPU torch wheel comes from: a local wheel folder that pip's configuration names
-# (uv does not read pip's configuration), else PyTorch's CPU index.
+# (uv does not read pip's configuration), else PyTorch's CPU index. The system's Python reads it:
+# with the venv activated, `python3` is the venv's, which has no pip.
 torch_src=()
-links=$(python3 -m pip config get global.find-links 2>/dev/null || true)
+links=$(/usr/bin/python3 -m pip config get global.find-links 2>/dev/null || python3 -m pip config get global.find-links 2>/dev/null || true)
 if [ -n "$links" ] && [ -d "$links" ]; then
   torch_src=(--find-links "$links")
 else

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from salad_ray.config import TextSource, load_config
 from salad_ray.corpus import read_texts
@@ -25,7 +23,7 @@ from salad_ray.teacher.client import HandleClient, HTTPClient
 from salad_ray.teacher.deployment import live_replicas
 from salad_ray.teacher.load import run_load
 from salad_ray.teacher.protocol import TeacherRequestError
-from tests.processes import free_port, stop, wait_http
+from tests.processes import free_port, wait_http
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -345,28 +343,3 @@ def test_the_route_holds_concurrent_clients_with_bad_requests_among_them(hf_teac
     assert result.good + result.bad == 96 and result.bad >= 15 and result.good >= 40
     assert live_replicas("teacher-hf") == before  # same actor, same process, never restarted
     assert before[0].restarts == 0 and result.rate > 0
-
-
-def test_serve_run_services_teacher_yaml(tmp_path):
-    """`serve run services/teacher.yaml` starts the teacher alone (here on the smoke preset)."""
-    spec = yaml.safe_load((ROOT / "services" / "teacher.yaml").read_text())
-    assert spec["http_options"]["host"] == "127.0.0.1"
-    port = free_port()
-    spec["http_options"]["port"] = port
-    spec["applications"][0]["args"] = {"preset": "smoke", "overrides": []}
-    path = tmp_path / "teacher.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    serve_bin = Path(sys.executable).parent / "serve"
-    proc = subprocess.Popen(
-        [str(serve_bin), "run", str(path)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=240, proc=proc)
-        answer = HTTPClient(f"http://127.0.0.1:{port}/v1").topk([[1, 2, 3, 4]], 8)[0]
-        assert answer.ids.shape == (4, 8) and (answer.ids[0] == -1).all()
-    finally:
-        stop(proc, signal.SIGINT)

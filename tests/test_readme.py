@@ -1,0 +1,382 @@
+"""Every shell command in README.md's ``bash`` blocks is accounted for, read from README.md itself.
+
+Each command is one of:
+
+* **run**: a test below runs it exactly as written (the command text comes from README.md, so an
+  edit there changes what runs);
+* **ci**: what `.ci/run` runs (``make test``: the suite cannot run itself);
+* **cluster**: it needs a Kubernetes cluster, a registry or GPUs (docker, kubectl, the paper
+  presets);
+* **pending**: not yet run by a test (:data:`PENDING`, issue 17).
+
+Where a command runs the `local` preset's whole loop or uses what it wrote (runs/local), the test
+runs it on the `smoke` preset's run instead and states the substitution (:func:`substitute`).
+
+Every command, of every kind, is also checked statically (:func:`problems`): bash parses it, the
+repository files it names exist, and each ``--flag`` it passes is in its tool's ``--help`` (for the
+tools this machine has; docker and kubectl it has not). A command added to the README that none of
+the kinds claims fails :func:`test_every_readme_command_is_accounted_for`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.processes import stop, wait_http
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BIN = Path(sys.executable).parent
+REPO_DIRS = ("k8s/", "services/", "clusters/", "salad_ray/", "tools/", "benchmarks/", "tests/")
+CLUSTER_TOOLS = ("docker", "kubectl")
+CLUSTER_PRESETS = ("paper-3b", "paper-7b")
+# Commands not yet run by a test, by their first words (issue 17): still checked statically.
+PENDING = (
+    "serve run services/student.yaml",
+    "python -m salad_ray.run --preset local --run-dir runs/local",
+    "python -m salad_ray.measure",
+)
+
+
+# ------------------------------------------------------------------------------- reading README.md
+
+
+def shell_blocks(text: str) -> list[str]:
+    """The bodies of the ```bash code blocks, in order."""
+    blocks = re.findall(r"^([ \t]*)```bash\n(.*?)^[ \t]*```", text, re.S | re.M)
+    return ["\n".join(line.removeprefix(indent) for line in body.splitlines()) for indent, body in blocks]
+
+
+def commands(block: str) -> list[str]:
+    """A block's commands, as a shell reads them: continued lines joined, comments kept, blank
+    lines dropped (a command ends at a line end outside quotes and without a trailing backslash)."""
+    out, current = [], ""
+    for line in block.splitlines():
+        current = f"{current}\n{line}" if current else line.strip()
+        if current.endswith("\\"):
+            continue
+        try:
+            shlex.split(current, comments=True)
+        except ValueError:  # an open quote: the command goes on
+            continue
+        if current:
+            out.append(current)
+        current = ""
+    assert not current, f"unterminated command in README: {current!r}"
+    return out
+
+
+def readme_commands(text: str | None = None) -> list[str]:
+    return [
+        c for block in shell_blocks(README.read_text() if text is None else text) for c in commands(block)
+    ]
+
+
+def words(command: str) -> list[str]:
+    return shlex.split(command, comments=True)
+
+
+def kind(command: str) -> str:
+    w = words(command)
+    line = " ".join(w)
+    if re.match(rf"^(\w+=\$\()?({'|'.join(CLUSTER_TOOLS)})\b", command):
+        return "cluster"
+    if w[:2] == ["ray", "job"] and any(p in w for p in CLUSTER_PRESETS):
+        return "cluster"
+    if line == "make test":
+        return "ci"
+    if command in run_commands():
+        return "run"
+    if line.startswith(PENDING):
+        return "pending"
+    return "unaccounted"
+
+
+# ------------------------------------------------------------------------------- static checks
+
+
+@functools.cache
+def help_text(tool: tuple[str, ...]) -> str:
+    done = subprocess.run(
+        [*tool, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+    )
+    return done.stdout + done.stderr
+
+
+def _tool(w: list[str]) -> tuple[tuple[str, ...], str] | None:
+    """The command whose --help lists the flags of ``w``, and its name (None: not on this machine)."""
+    if w[:2] == ["python", "-m"]:
+        return (sys.executable, "-m", w[2]), w[2]
+    if w[0] in ("ray", "serve"):
+        sub = [x for x in w[1:3] if not x.startswith("-")]
+        sub = sub[:2] if w[0] == "ray" and sub[:1] == ["job"] else sub[:1]
+        return (str(BIN / w[0]), *sub), " ".join([w[0], *sub])
+    if w[0] == "curl" and shutil.which("curl"):
+        return ("curl", "--help", "all"), "curl"
+    return None
+
+
+def problems(command: str) -> list[str]:
+    """What is wrong with a README command, checked without running it (module docstring)."""
+    found = []
+    syntax = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True)
+    if syntax.returncode:
+        found.append(f"bash cannot parse it: {syntax.stderr.strip()}")
+        return found
+    substituted = re.findall(r"\$\(([^()]*)\)", command)  # $(...): a command of its own
+    for inner in substituted:
+        found += problems(inner)
+    w = words(re.sub(r"\$\(([^()]*)\)", "X", command))
+    for token in w:
+        path = token.split("=", 1)[-1]
+        if path.startswith(REPO_DIRS) and "<" not in path and not (ROOT / path).exists():
+            found.append(f"names {path}, which is not in the repository")
+    if w[0] == "make":
+        targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M)
+        found += [f"make has no target {t!r}" for t in w[1:] if "=" not in t and t not in targets]
+    # the command, and after a lone `--` the command it runs (ray job submit -- python -m ...)
+    parts = [w]
+    if "--" in w:
+        cut = w.index("--")
+        parts = [w[:cut], w[cut + 1 :]]
+    for part in parts:
+        if not part or (tool := _tool(part)) is None:
+            continue
+        argv, name = tool
+        text = help_text(argv)
+        for token in part:
+            flag = token.split("=", 1)[0]
+            if flag.startswith("--") and len(flag) > 2 and not re.search(rf"{re.escape(flag)}\b", text):
+                found.append(f"{name} has no flag {flag}")
+    return found
+
+
+# ------------------------------------------------------------------------------- the commands run
+
+
+def block_with(marker: str) -> list[str]:
+    """The commands of the one README block that holds ``marker``."""
+    (block,) = [b for b in shell_blocks(README.read_text()) if marker in b]
+    return commands(block)
+
+
+def command_with(start: str) -> str:
+    """The one README command that starts with ``start``."""
+    (command,) = [c for c in readme_commands() if c.startswith(start)]
+    return command
+
+
+@functools.cache
+def run_commands() -> frozenset[str]:
+    """The README commands the tests below run, as written or with the substitution they state."""
+    return frozenset(
+        [
+            *block_with("ray start --head"),
+            *block_with("serve run services/teacher.yaml"),
+            command_with("make run"),
+            command_with("python -m salad_ray.run --run-dir runs/local --resume"),
+            command_with("serve run salad_ray.serve.deployment:build_app"),
+            command_with("curl -sN 127.0.0.1:8000/v1/chat/completions"),
+            command_with("python -m salad_ray.chat"),
+            command_with("python -m salad_ray.capacity"),
+            command_with("python -m salad_ray.local_cluster"),
+        ]
+    )
+
+
+def test_every_readme_command_is_accounted_for():
+    found = readme_commands()
+    assert len(found) >= 20
+    unaccounted = [c for c in found if kind(c) == "unaccounted"]
+    assert not unaccounted, f"README commands no test runs or checks: {unaccounted}"
+    assert "make test" in (ROOT / ".ci/run").read_text()  # the `ci` kind
+
+
+@pytest.mark.parametrize("command", readme_commands(), ids=lambda c: " ".join(words(c))[:60])
+def test_readme_command_parses_and_names_what_exists(command):
+    assert problems(command) == []
+
+
+def test_the_checks_fail_a_broken_command():
+    broken = "python -m salad_ray.capacity --preset smoke --no-such-flag k8s/nowhere.yaml"
+    assert problems(broken) == [
+        "names k8s/nowhere.yaml, which is not in the repository",
+        "salad_ray.capacity has no flag --no-such-flag",
+    ]
+    assert problems("ray job submit --working-dri . -- python -m salad_ray.run --presett smoke") == [
+        "ray job submit has no flag --working-dri",
+        "salad_ray.run has no flag --presett",
+    ]
+    assert problems("make rnu") == ["make has no target 'rnu'"]
+    assert problems("echo 'unclosed")[0].startswith("bash cannot parse it")
+    readme = README.read_text() + "\n```bash\npython -m salad_ray.brand_new --fast\n```\n"
+    assert [c for c in readme_commands(readme) if kind(c) == "unaccounted"] == [
+        "python -m salad_ray.brand_new --fast"
+    ]
+
+
+def run_as_written(command: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run(
+        ["bash", "-e", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_the_capacity_check_runs_as_written():
+    done = run_as_written(command_with("python -m salad_ray.capacity"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("ok ") == 5 and "FAIL" not in done.stdout
+
+
+def test_the_stale_address_command_runs_as_written():
+    done = run_as_written(command_with("python -m salad_ray.local_cluster"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# The commands below start Ray and `ray stop` stops every Ray process on the machine: they run
+# before any other test starts Ray (the machine_wide mark, tests/conftest.py).
+SMOKE_RUN = ROOT / "runs" / "smoke"  # where the laptop section's job writes its run
+# make run's student and config, as the smoke run names them (the substitution the tests state)
+FINAL_STUDENT = {
+    "runs/local/students/active-round-3": str(SMOKE_RUN / "students" / "active-round-2"),
+    "runs/local/config.yaml": str(SMOKE_RUN / "config.yaml"),
+}
+
+
+def substitute(command: str, replacements: dict[str, str]) -> str:
+    for old, new in replacements.items():
+        assert old in command, f"the README command no longer names {old}: {command}"
+        command = command.replace(old, new)
+    return command
+
+
+def background(command: str, cwd: Path = ROOT) -> subprocess.Popen:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def laptop_run():
+    """The laptop section's four lines, as written, from the repository's root: `ray start --head`
+    with the CPUs `salad_ray.capacity` prints, `ray job submit` of the smoke preset, `ray stop`."""
+    shutil.rmtree(SMOKE_RUN, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VIRTUAL_ENV")}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    block = "\n".join(block_with("ray start --head"))
+    try:
+        done = subprocess.run(
+            ["bash", "-e", "-c", block], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
+        )
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.machine_wide
+def test_the_laptop_cluster_section_runs_as_written(laptop_run):
+    said = laptop_run.stdout + laptop_run.stderr
+    assert laptop_run.returncode == 0, said[-4000:]
+    assert "succeeded" in said and "wall time:" in said, said[-4000:]
+    assert (SMOKE_RUN / "report" / "report.md").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.machine_wide
+def test_make_run_and_resume_continue_the_smoke_run(laptop_run):
+    """`make run` with PRESET=smoke (the substitution) and the resume line with runs/smoke for
+    runs/local: both continue the laptop job's finished run and print its summary."""
+    assert laptop_run.returncode == 0
+    for command in (
+        command_with("make run").replace("make run", "make run PRESET=smoke", 1),
+        substitute(
+            command_with("python -m salad_ray.run --run-dir runs/local --resume"),
+            {"runs/local": "runs/smoke"},
+        ),
+    ):
+        done = run_as_written(command, timeout=600)
+        assert done.returncode == 0, (command, (done.stdout + done.stderr)[-3000:])
+        assert "wall time:" in done.stdout and "talk to it:" in done.stdout, done.stdout[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.machine_wide
+def test_the_teacher_service_commands_run_as_written():
+    """`serve run services/teacher.yaml`, then the README's curl call on 127.0.0.1:8000."""
+    serve_run, call = block_with("serve run services/teacher.yaml")
+    proc = background(serve_run)
+    try:
+        wait_http("http://127.0.0.1:8000/v1/models", timeout=400, proc=proc)
+        done = run_as_written(call)
+        assert done.returncode == 0, done.stderr
+        (choice,) = json.loads(done.stdout)["choices"]
+        assert choice["prompt_logprobs"][0] is None and len(choice["prompt_logprobs"]) == 4
+        assert all(len(row) >= 5 for row in choice["prompt_logprobs"][1:])  # top-5 (+ the own token)
+    finally:
+        stop(proc, signal.SIGINT)
+
+
+@pytest.fixture(scope="module")
+def question(espeak, tmp_path_factory) -> Path:
+    """question.wav, which the README's chat commands send, in a directory of its own."""
+    import soundfile as sf
+
+    where = tmp_path_factory.mktemp("asker")
+    sf.write(
+        where / "question.wav", espeak.synthesize(["What is the capital of France?"], "en-us")[0], 16_000
+    )
+    return where
+
+
+@pytest.mark.slow
+@pytest.mark.machine_wide
+def test_the_student_service_and_its_curl_call_run_as_written(laptop_run, question):
+    """`serve run ...:build_app student=... config=...` with the smoke run's final student for make
+    run's (FINAL_STUDENT), then the README's streaming curl call with question.wav."""
+    assert laptop_run.returncode == 0
+    proc = background(
+        substitute(command_with("serve run salad_ray.serve.deployment:build_app"), FINAL_STUDENT)
+    )
+    try:
+        wait_http("http://127.0.0.1:8000/v1/models", timeout=400, proc=proc)
+        done = run_as_written(command_with("curl -sN 127.0.0.1:8000/v1/chat/completions"), cwd=question)
+        assert done.returncode == 0, done.stderr
+        events = [
+            line.removeprefix("data: ") for line in done.stdout.splitlines() if line.startswith("data: ")
+        ]
+        assert events[-1] == "[DONE]" and len(events) >= 3, done.stdout[-2000:]
+        assert json.loads(events[0])["object"] == "chat.completion.chunk"
+    finally:
+        stop(proc, signal.SIGINT)
+
+
+@pytest.mark.slow
+@pytest.mark.machine_wide
+def test_the_chat_command_runs_with_the_smoke_runs_student(laptop_run, question):
+    assert laptop_run.returncode == 0
+    student = {k: v for k, v in FINAL_STUDENT.items() if "students" in k}
+    done = run_as_written(substitute(command_with("python -m salad_ray.chat"), student), cwd=question)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip(), "the student said nothing"
