@@ -13,19 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result
-from teacher_throughput import workload
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from common import free_port, write_result
+from teacher_throughput import teacher_config, workload
 
 
 def main() -> None:
@@ -42,7 +35,6 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from salad_ray.assets import resolve
-    from salad_ray.config import load_config
     from salad_ray.teacher.deployment import deploy_teacher, live_replicas
     from salad_ray.teacher.load import run_load
 
@@ -53,16 +45,13 @@ def main() -> None:
     ray.init(address="local", num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False)
     results = {}
     for backend in ("transformers", "vllm"):
-        config = load_config(
-            "local",
-            overrides=[
-                f"teacher.backend={backend}",
-                f"distill.top_k={args.k}",
-                f"teacher.app_name=load-{backend}",
-                f"teacher.route_prefix=/{backend}",
-                f"teacher.http_port={port}",
-                f"resources.cpus_per_teacher_replica={cpus}",
-            ],
+        config = teacher_config(
+            backend,
+            args.k,
+            cpus,
+            f"teacher.app_name=load-{backend}",
+            f"teacher.route_prefix=/{backend}",
+            f"teacher.http_port={port}",
         )
         handle = deploy_teacher(config)
         vocab_size = handle.limits.remote().result().vocab_size

@@ -41,6 +41,22 @@ def workload(tokenizer, n: int, length: int) -> list[list[int]]:
     return [stream[i * length : (i + 1) * length] for i in range(n)]
 
 
+def teacher_config(backend: str, k: int, cpus: int, *overrides: str):
+    """The `local` preset's teacher on ``backend`` with top-k ``k``; its replica asks for ``cpus``
+    CPUs (Ray sets the replica's torch threads from them)."""
+    from salad_ray.config import load_config
+
+    return load_config(
+        "local",
+        overrides=[
+            f"teacher.backend={backend}",
+            f"distill.top_k={k}",
+            f"resources.cpus_per_teacher_replica={cpus}",
+            *overrides,
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sequences", type=int, default=32)
@@ -55,7 +71,6 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from salad_ray.assets import resolve
-    from salad_ray.config import load_config
     from salad_ray.teacher.backends import BackendSpec, build_backend
     from salad_ray.teacher.client import HandleClient
     from salad_ray.teacher.deployment import deploy_teacher
@@ -68,15 +83,8 @@ def main() -> None:
     ray.init(address="local", num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False)
     results = {}
     for backend in ("transformers", "vllm"):
-        config = load_config(
-            "local",
-            overrides=[
-                f"teacher.backend={backend}",
-                f"distill.top_k={args.k}",
-                f"teacher.app_name=bench-{backend}",
-                "teacher.max_batch_size=8",
-                f"resources.cpus_per_teacher_replica={cpus}",
-            ],
+        config = teacher_config(
+            backend, args.k, cpus, f"teacher.app_name=bench-{backend}", "teacher.max_batch_size=8"
         )
         engine = build_backend(BackendSpec.from_config(config))
         loop = asyncio.new_event_loop()

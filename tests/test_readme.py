@@ -38,6 +38,7 @@ from tests.processes import stop, wait_http
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
 REPO_DIRS = ("k8s/", "services/", "clusters/", "salad_ray/", "tools/", "benchmarks/", "tests/")
 CLUSTER_TOOLS = ("docker", "kubectl")
 CLUSTER_PRESETS = ("paper-3b", "paper-7b")
@@ -113,7 +114,7 @@ def help_text(tool: tuple[str, ...]) -> str:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+        env=ENV,
     )
     return done.stdout + done.stderr
 
@@ -231,9 +232,8 @@ def test_the_checks_fail_a_broken_command():
 
 
 def run_as_written(command: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.run(
-        ["bash", "-e", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        ["bash", "-e", "-c", command], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -266,11 +266,10 @@ def substitute(command: str, replacements: dict[str, str]) -> str:
 
 
 def background(command: str, cwd: Path = ROOT) -> subprocess.Popen:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.Popen(
         ["bash", "-c", command],
         cwd=cwd,
-        env=env,
+        env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
