@@ -26,6 +26,10 @@ PRESETS = ("smoke", "local", "paper-3b", "paper-7b")
 DEFAULT_PRESET = "local"
 
 
+# The autocast a student runs in (salad_ray.precision): auto is bf16 on a GPU that supports it.
+Precision = Literal["auto", "bf16", "fp32"]
+
+
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names each offending key."""
 
@@ -380,7 +384,7 @@ class TrainConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     clip_norm: float | None = Field(1.0, gt=0)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPUs that support it
+    precision: Precision = "auto"  # auto: bf16 autocast on GPUs that support it (salad_ray.precision)
     strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp shards students too large for one device
     checkpoint_every: int = Field(500, ge=1)
     num_to_keep: int = Field(2, ge=1)
@@ -508,7 +512,8 @@ class EvalConfig(_Strict):
     shots: int = Field(5, ge=0, le=5)  # few-shot examples, as many as fit interleave.max_tokens
     span_words: int = Field(30, ge=1)  # spoken contexts are synthesized in chunks of this many words
     voice: str | None = None  # default: the first of tts.voices
-    batch_size: int = Field(8, ge=1)  # held-out samples per forward (F and M)
+    batch_size: int = Field(8, ge=1)  # prompts (with all their options) or held-out samples per forward
+    precision: Precision = "auto"  # the benchmarks' forwards; held-out F and M are always fp32
     asr_beam_size: int = Field(5, ge=1)  # the cascade's Whisper decoding
     asr_batch_size: int = Field(16, ge=1)  # spoken pieces per Whisper call (each piece is heard once)
     # Controls: a fresh student (seeded adapter, original LLM) on the same items, and each final

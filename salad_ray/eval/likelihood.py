@@ -5,8 +5,9 @@ For a prompt x (few-shot examples, then the item's context) and an option o of |
     score(o) = (1 / |o|) * sum_{t=1}^{|o|} log P(o_t | x, o_<t)
 
 and the prediction is the option with the highest score (the paper's scoring; per-token
-normalisation keeps long options from losing by length alone). Each prompt runs once and its
-options continue from its KV cache. The model is a
+normalisation keeps long options from losing by length alone). Each prompt runs once, packed
+with all its options in one row where no option sees another, and a batch of prompts runs in one
+forward (:func:`option_scores`). The model is a
 :class:`~salad_ray.model.student.SpeechLM`: in every mode the options are text, and the prompt is
 text (``text``), speech spans for the spoken pieces (``speech``), or the ASR transcript of that
 speech (``cascade``). The original LLM is a student before training: its LLM is the original
@@ -21,6 +22,7 @@ another item's spoken context in place of its own: same examples, same options, 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -152,44 +154,83 @@ def prompt_sample(student: SpeechLM, prompt: Prompt, mode: str) -> Sample:
     return Sample(prompt.item.item_id, ids, spans, audio)
 
 
-@torch.no_grad()
-def option_scores(student: SpeechLM, prompt: Sample, options: list[list[int]]) -> np.ndarray:
-    """Mean log-probability of each option's tokens after the prompt (module docstring).
+def packed_sample(prompt: Sample, options: list[list[int]]) -> Sample:
+    """The prompt followed by every option's tokens, as one sample (the options are text)."""
+    return Sample(prompt.sample_id, prompt.ids + [t for o in options for t in o], prompt.spans, prompt.audio)
 
-    The prompt runs once (speech spans through the encoder and adapter) into a KV cache; the
-    options then run together on copies of that cache, right-padded. Option token t is predicted
-    by the prompt's last row (t = 0) or by the option's own row t - 1.
+
+def option_layout(prompt_len: int, option_lens: list[int], length: int) -> tuple[torch.Tensor, ...]:
+    """Where the options of one packed row sit: (group, position, predictor rows).
+
+    The row is the prompt's ``prompt_len`` positions of c, then option k's tokens, k = 1 .. n, then
+    padding to ``length``. ``group`` is 0 on the prompt, k on option k and -1 on padding;
+    ``position`` restarts at ``prompt_len`` for every option, so each option sits where it would
+    after the prompt alone; ``predictors`` lists, option by option, the row predicting each of its
+    tokens: the prompt's last row for token 0, the option's own row t - 1 for token t.
     """
-    inputs, mask, _ = student.mixed_inputs(collate([prompt]).to(student.device))
+    group = torch.full((length,), -1, dtype=torch.long)
+    position = torch.zeros(length, dtype=torch.long)
+    group[:prompt_len], position[:prompt_len] = 0, torch.arange(prompt_len)
+    predictors, start = [], prompt_len
+    for k, n in enumerate(option_lens, 1):
+        group[start : start + n], position[start : start + n] = k, prompt_len + torch.arange(n)
+        predictors += [prompt_len - 1, *range(start, start + n - 1)]
+        start += n
+    return group, position, torch.tensor(predictors, dtype=torch.long)
+
+
+def option_mask(group: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) boolean attention of packed rows: row i sees row j <= i of the prompt or of its
+    own option (padding sees padding), so no option sees another."""
+    causal = torch.ones(group.shape[1], group.shape[1], dtype=torch.bool).tril()
+    key, query = group[:, None, :], group[:, :, None]
+    return (causal & ((key == 0) | (key == query)))[:, None]
+
+
+@torch.no_grad()
+def option_scores(
+    student: SpeechLM, prompts: list[Sample], options: list[list[list[int]]]
+) -> list[np.ndarray]:
+    """Mean log-probability of each option's tokens after its prompt (module docstring), for a batch.
+
+    Each prompt and all its options run as one packed row (:func:`packed_sample`): the options
+    follow the prompt, each attending to the prompt and to itself only (:func:`option_mask`), at
+    the positions it would have after the prompt alone (:func:`option_layout`). One forward scores
+    every option of every prompt in the batch; the prompt runs once.
+    """
+    packed = collate([packed_sample(p, o) for p, o in zip(prompts, options, strict=True)])
+    inputs, _, layouts = student.mixed_inputs(packed.to(student.device))
+    length = inputs.shape[1]
+    groups, positions, rows, targets = [], [], [], []
+    for b, (layout, opts) in enumerate(zip(layouts, options, strict=True)):
+        row_lens = [len(o) for o in opts]
+        group, position, predictors = option_layout(layout.length - sum(row_lens), row_lens, length)
+        groups.append(group)
+        positions.append(position)
+        rows.append(b * length + predictors)
+        targets += [t for o in opts for t in o]
+    lens = [len(o) for opts in options for o in opts]  # every option of the batch, in order
+    owner = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(lens))
+    mask = option_mask(torch.stack(groups)).to(student.device)
     decoder = student._causal_lm().get_decoder()
-    first = decoder(inputs_embeds=inputs, attention_mask=mask, use_cache=True)
-    cache, last = first.past_key_values, first.last_hidden_state[:, -1:]  # (1, 1, H)
-    n, longest = len(options), max(len(o) for o in options)
-    ids = torch.zeros(n, longest, dtype=torch.long)
-    valid = torch.zeros(n, longest, dtype=torch.bool)
-    for k, option in enumerate(options):
-        ids[k, : len(option)] = torch.tensor(option)
-        valid[k, : len(option)] = True
-    ids, valid = ids.to(student.device), valid.to(student.device)
-    cache.batch_repeat_interleave(n)
-    hidden = decoder(
-        inputs_embeds=student._causal_lm().get_input_embeddings()(ids),
-        attention_mask=torch.cat([mask.expand(n, -1), valid.long()], dim=1),
-        past_key_values=cache,
-    ).last_hidden_state  # (n, longest, H)
-    predictors = torch.cat([last.expand(n, 1, -1), hidden[:, :-1]], dim=1)  # row t predicts token t
-    logp = F.log_softmax(student.logits(predictors[valid]).float(), dim=-1)
-    picked = logp.gather(1, ids[valid][:, None])[:, 0]
-    owner = torch.arange(n, device=picked.device)[:, None].expand(n, longest)[valid]
-    sums, counts = per_sample(picked, owner, n)
-    return (sums / counts).numpy()
+    position_ids = torch.stack(positions).to(student.device)
+    hidden = decoder(inputs_embeds=inputs, attention_mask=mask, position_ids=position_ids).last_hidden_state
+    hidden = hidden.flatten(0, 1)  # (B * L, H): row b * L + i is row i of prompt b
+    logp = F.log_softmax(student.logits(hidden[torch.cat(rows).to(student.device)]).float(), dim=-1)
+    picked = logp.gather(1, torch.tensor(targets, device=logp.device)[:, None])[:, 0]
+    sums, counts = per_sample(picked, owner, len(lens))
+    scores = (sums / counts).numpy()
+    bounds = np.cumsum([0] + [len(opts) for opts in options])
+    return [scores[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def predict(student: SpeechLM, prompts: list[Prompt], mode: str) -> np.ndarray:
-    """The index of the best-scoring option of every prompt."""
+def predict(student: SpeechLM, prompts: list[Prompt], mode: str, batch_size: int = 16) -> np.ndarray:
+    """The index of the best-scoring option of every prompt, ``batch_size`` prompts per forward."""
     student.eval()
     out = []
-    for prompt in prompts:
-        options = [encode_option(student.tokenizer, o) for o in prompt.item.options]
-        out.append(int(np.argmax(option_scores(student, prompt_sample(student, prompt, mode), options))))
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        options = [[encode_option(student.tokenizer, o) for o in p.item.options] for p in chunk]
+        samples = [prompt_sample(student, p, mode) for p in chunk]
+        out += [int(np.argmax(s)) for s in option_scores(student, samples, options)]
     return np.array(out)

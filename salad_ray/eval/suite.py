@@ -57,6 +57,7 @@ from salad_ray.model.student import SpeechLM
 from salad_ray.objective import batch_gap
 from salad_ray.pipeline.records import sample_from_row
 from salad_ray.pipeline.shards import ShardStore
+from salad_ray.precision import autocast
 
 ORIGINAL = "original LLM"
 CASCADE = "cascade"
@@ -146,14 +147,19 @@ def correctness(predictions: np.ndarray, items: list[Item]) -> list[int]:
     return [int(p == item.answer) for p, item in zip(predictions, items, strict=True)]
 
 
-def score_modes(model: SpeechLM, prompts: dict[str, list[Prompt]], modes: list[str]) -> dict[str, dict]:
-    """``accuracy[mode][task]`` and ``correct[mode][task]`` (0/1 per item, in item order)."""
+def score_modes(
+    model: SpeechLM, prompts: dict[str, list[Prompt]], modes: list[str], config: RunConfig
+) -> dict[str, dict]:
+    """``accuracy[mode][task]`` and ``correct[mode][task]`` (0/1 per item, in item order), in
+    batches of ``eval.batch_size`` prompts under ``eval.precision``."""
     acc: dict[str, dict[str, float]] = {}
     correct: dict[str, dict[str, list[int]]] = {}
     for mode in modes:
         acc[mode], correct[mode] = {}, {}
         for task, task_prompts in prompts.items():
-            hits = correctness(predict(model, task_prompts, mode), [p.item for p in task_prompts])
+            with autocast(config.eval.precision, model.device):
+                predictions = predict(model, task_prompts, mode, config.eval.batch_size)
+            hits = correctness(predictions, [p.item for p in task_prompts])
             correct[mode][task] = hits
             acc[mode][task] = float(np.mean(hits))
     return {"accuracy": acc, "correct": correct}
@@ -247,9 +253,11 @@ def evaluate(
         held_control = list(zip(control_samples, [d for _, d in held], strict=True))
 
     progress(f"3/{steps} {ORIGINAL}")
-    systems: dict[str, dict] = {ORIGINAL: {"kind": "original", **score_modes(original, prompts, ["text"])}}
+    systems: dict[str, dict] = {
+        ORIGINAL: {"kind": "original", **score_modes(original, prompts, ["text"], config)}
+    }
     progress(f"4/{steps} {CASCADE}")
-    systems[CASCADE] = {"kind": "cascade", **score_modes(original, prompts, ["cascade"])}
+    systems[CASCADE] = {"kind": "cascade", **score_modes(original, prompts, ["cascade"], config)}
     if untrained:
         progress(f"5/{steps} {UNTRAINED}")
         systems[UNTRAINED] = {
@@ -257,7 +265,7 @@ def evaluate(
             "role": "untrained",
             "stage": None,
             "step": 0,
-            **score_modes(original, prompts, ["speech"]),
+            **score_modes(original, prompts, ["speech"], config),
             **({"heldout": heldout_gap(original, held, e.batch_size)} if held else {}),
         }
     del original
@@ -273,12 +281,12 @@ def evaluate(
             "path": str(spec.path),
             "stage": spec.stage,
             "step": spec.step,
-            **score_modes(student, prompts, ["speech", "text"] if final else ["speech"]),
+            **score_modes(student, prompts, ["speech", "text"] if final else ["speech"], config),
         }
         if held:
             system["heldout"] = heldout_gap(student, held, e.batch_size)
         if final and shuffled:
-            system["shuffled"] = score_modes(student, shuffled, ["speech"])
+            system["shuffled"] = score_modes(student, shuffled, ["speech"], config)
             if held_control:
                 system["shuffled"]["heldout"] = _shuffled_heldout(student, held, held_control, e.batch_size)
         systems[name] = system

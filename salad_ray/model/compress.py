@@ -25,21 +25,32 @@ A span whose frames are all blank becomes one position: the mean of z over all i
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
 
-def ctc_compress(frames: torch.Tensor, embeddings: torch.Tensor, top_k: int) -> torch.Tensor:
-    """(T, H) adapter frames -> (S, H) segment embeddings, S >= 1 (module docstring).
+def ctc_compress(spans: list[torch.Tensor], embeddings: torch.Tensor, top_k: int) -> list[torch.Tensor]:
+    """Each span's (T_k, H) adapter frames -> its (S_k, H) segment embeddings, S_k >= 1 (module
+    docstring). The scores of every frame of every span are one product with the table.
 
     ``embeddings`` (V, H) is the LLM's input-embedding table (not trained through here).
     """
+    if not spans:
+        return []
+    frames = torch.cat(spans)
     table = embeddings.detach().to(frames.dtype)
-    scores = frames @ table.T  # (T, V)
-    top, ids = scores.topk(min(top_k, scores.shape[-1]), dim=-1)  # (T, k)
+    top, ids = (frames @ table.T).topk(min(top_k, table.shape[0]), dim=-1)  # (T, k) of (T, V)
     # greedy labels: the best token where it beats the blank's score of 0, else blank (-1)
     labels = torch.where(top[:, 0] > 0, ids[:, 0], -1)
     expected = torch.einsum("tk,tkh->th", F.softmax(top, dim=-1), table[ids])  # (T, H)
+    bounds = [0, *itertools.accumulate(len(f) for f in spans)]
+    return [_segments(expected[a:b], labels[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def _segments(expected: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One span's segment means of ``expected`` under its greedy ``labels`` (-1: blank)."""
     keep = labels >= 0
     if not keep.any():
         return expected.mean(0, keepdim=True)

@@ -283,7 +283,7 @@ class SpeechLM(nn.Module):
         if self.models.adapter.positions == AdapterPositions.FRAMES:
             return frames
         table = self._causal_lm().get_input_embeddings().weight
-        return [ctc_compress(f, table, self.models.adapter.ctc_top_k) for f in frames]
+        return ctc_compress(frames, table, self.models.adapter.ctc_top_k)
 
     def _idle(self) -> torch.Tensor:
         """The adapter run on one all-zero frame group, (1, 1, H). A batch without speech still runs

@@ -11,7 +11,7 @@ One step:
    average a sum;
 4. clip, step AdamW and the WSD schedule; report metrics every ``log_every`` steps; checkpoint every
    ``checkpoint_every`` steps and at ``until_step``; measure F and M on the held-out set every
-   ``eval_every`` steps and at the end.
+   ``eval_every`` steps and at the end (in fp32, ``eval.batch_size`` samples per forward).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from salad_ray.objective import (
     distillation_loss,
 )
 from salad_ray.pipeline.shards import ShardStore
+from salad_ray.precision import autocast
 from salad_ray.train import state
 from salad_ray.train.flops import matmul_peak, step_flops
 from salad_ray.train.schedule import WSD
@@ -110,16 +111,6 @@ def make_optimizer(
         groups.append({"name": name, "params": decay, "lr": lr, "weight_decay": t.weight_decay})
         groups.append({"name": name, "params": no_decay, "lr": lr, "weight_decay": 0.0})
     return torch.optim.AdamW([g for g in groups if g["params"]])
-
-
-def autocast(run: RunConfig, device: torch.device):
-    """bf16 autocast where the device supports it (precision 'auto'), or where asked ('bf16')."""
-    precision = run.train.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:
@@ -212,7 +203,7 @@ def train_step(
     for i, samples in enumerate(micro):
         # DDP all-reduces on the last micro-batch only; FSDP reduce-scatters every backward.
         sync = i == len(micro) - 1 or t.strategy == "fsdp"
-        with contextlib.nullcontext() if sync else model.no_sync(), autocast(run, device):
+        with contextlib.nullcontext() if sync else model.no_sync(), autocast(run.train.precision, device):
             if align:
                 parts, _ = alignment_loss(
                     model,
@@ -327,7 +318,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if log_now:
             metrics.update(window.metrics(peak, world))
         if eval_now:
-            metrics.update(evaluate(model, heldout, t.batch_size, rank, world, device))
+            metrics.update(evaluate(model, heldout, run.eval.batch_size, rank, world, device))
         if rank == 0 and job.metrics_file:
             with open(job.metrics_file, "a") as f:
                 f.write(json.dumps({"stage": job.name, "time": time.time(), **metrics}) + "\n")

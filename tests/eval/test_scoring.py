@@ -37,21 +37,40 @@ def scores_of(student, prompt, mode):
     return (
         prompt_sample(student, prompt, mode),
         options,
-        option_scores(student, prompt_sample(student, prompt, mode), options),
+        option_scores(student, [prompt_sample(student, prompt, mode)], [options])[0],
     )
 
 
+def plain_score(student, prompt_ids: list[int], option: list[int]) -> float:
+    """The definition: one causal forward of prompt + option, its tokens' mean log-probability."""
+    ids = prompt_ids + option
+    with torch.no_grad():
+        logp = torch.log_softmax(student._causal_lm()(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    return float(np.mean([float(logp[i - 1, ids[i]]) for i in range(len(prompt_ids), len(ids))]))
+
+
 def test_text_score_is_the_mean_option_log_probability(smoke_student):
-    """The cached path (prompt once, options on its KV cache) against one plain forward per option."""
+    """The packed path (prompt and options in one row) against one plain forward per option."""
     sample, options, scores = scores_of(smoke_student, build_prompt(ITEM, [], span_words=30), "text")
-    llm = smoke_student._causal_lm()
     for option, score in zip(options, scores, strict=True):
-        ids = sample.ids + option
-        with torch.no_grad():
-            logp = torch.log_softmax(llm(input_ids=torch.tensor([ids])).logits[0].float(), -1)
-        start = len(sample.ids)  # token i is predicted by row i - 1
-        expected = np.mean([float(logp[i - 1, ids[i]]) for i in range(start, len(ids))])
-        assert score == pytest.approx(expected, abs=1e-4)
+        assert score == pytest.approx(plain_score(smoke_student, sample.ids, option), abs=1e-4)
+
+
+def test_a_batch_scores_each_prompt_as_alone(smoke_student):
+    """Prompts of different lengths and option counts in one forward: padding, packing and the
+    restarted positions change no score."""
+    items = [
+        ITEM,
+        Item("y", "t", "once upon a time there was a very small dog who", ("barked", "sang a song"), 1),
+        Item("z", "t", "one two", ("three", "four five six", "seven", "eight nine"), 0),
+    ]
+    prompts = [prompt_sample(smoke_student, build_prompt(i, [], 30), "text") for i in items]
+    options = [[encode_option(smoke_student.tokenizer, o) for o in i.options] for i in items]
+    batched = option_scores(smoke_student, prompts, options)
+    assert [len(s) for s in batched] == [3, 2, 4]
+    for prompt, opts, scores in zip(prompts, options, batched, strict=True):
+        expected = [plain_score(smoke_student, prompt.ids, o) for o in opts]
+        assert scores == pytest.approx(expected, abs=1e-4)
 
 
 def test_speech_score_matches_the_full_mixed_forward(smoke_student, smoke_config):

@@ -43,7 +43,7 @@ def report(config, student: SpeechLM, top_k: int = 8) -> None:
     if student.models.adapter.positions == AdapterPositions.FRAMES:
         table = student._causal_lm().get_input_embeddings().weight
         frames = student.adapter_frames
-        student.speech_embeddings = lambda audio: [ctc_compress(f, table, top_k) for f in frames(audio)]
+        student.speech_embeddings = lambda audio: ctc_compress(frames(audio), table, top_k)
         real = cloze(student, prompts)
         show(f"CTC-compressed (top {top_k})", accuracy_interval([real]))
     shuffled = cloze(student, shuffled_prompts(prompts, config.seed))
