@@ -8,6 +8,7 @@ functions, so a cluster layout that could never satisfy a run is caught before i
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,12 @@ def peak_cpus(config: RunConfig) -> float:
     workers = r.train_workers if isinstance(r.train_workers, int) else r.train_workers[0]
     arms = 2 if config.selection.compare_uniform else 1
     return teacher + max(3 * pipeline, arms * (prepare + workers * r.cpus_per_train_worker))
+
+
+def local_cpus(config: RunConfig) -> int:
+    """The logical CPUs of a local Ray instance a run starts: ``resources.local_cpus``, else the
+    machine's cores or the run's peak (:func:`peak_cpus`), whichever is more."""
+    return config.resources.local_cpus or max(os.cpu_count() or 1, math.ceil(peak_cpus(config)))
 
 
 class ClusterTooSmall(RuntimeError):

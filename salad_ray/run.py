@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -62,9 +61,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from salad_ray import preflight
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
+from salad_ray.preflight import PreflightFailed
 from salad_ray.resources import ClusterTooSmall
 
 if TYPE_CHECKING:
@@ -751,7 +752,7 @@ def connect(config: RunConfig, address: str | None = None) -> None:
     import ray
 
     from salad_ray.local_cluster import forget_dead_cluster, running_cluster
-    from salad_ray.resources import check_cluster, peak_cpus
+    from salad_ray.resources import check_cluster, local_cpus
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if (dead := forget_dead_cluster()) is not None:
@@ -759,13 +760,40 @@ def connect(config: RunConfig, address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or running_cluster() or "local"
     if not ray.is_initialized():
         if address == "local":
-            cpus = config.resources.local_cpus or max(os.cpu_count() or 1, math.ceil(peak_cpus(config)))
+            cpus = local_cpus(config)
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
             print(f"[salad-ray] started a local Ray instance ({cpus} logical CPUs)", flush=True)
         else:
             ray.init(address=address, log_to_driver=False)
             print(f"[salad-ray] connected to the Ray cluster at {ray.get_runtime_context().gcs_address}")
     check_cluster(config, ray.cluster_resources().get("CPU", 0))
+    preflight.check(config, cluster=ray.cluster_resources())
+
+
+def check_only(args: argparse.Namespace) -> int:
+    """``--check``: the pre-flight alone (salad_ray.preflight), starting and writing nothing. The
+    resources are those of ``--layout`` when given, else of the cluster the run would join, else of
+    the local instance it would start."""
+    import ray
+
+    from salad_ray.local_cluster import running_cluster
+    from salad_ray.resources import check_cluster, local_cpus
+
+    config = load_config(args.preset, args.config, args.overrides)
+    if args.layout:
+        preflight.check(config, layout=Path(args.layout))
+    else:
+        address = args.address or os.environ.get("RAY_ADDRESS") or running_cluster() or "local"
+        if address == "local" and not ray.is_initialized():
+            cluster = {"CPU": float(local_cpus(config))}
+        else:
+            if not ray.is_initialized():
+                ray.init(address=address, log_to_driver=False)
+            cluster = ray.cluster_resources()
+        check_cluster(config, cluster.get("CPU", 0))
+        preflight.check(config, cluster=cluster)
+    print(f"pre-flight: ok ({config.preset}): data sources, models, mixtures and resources", flush=True)
+    return 0
 
 
 def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
@@ -796,6 +824,16 @@ def parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --run-dir (start it if there is none)"
     )
     parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only check that the run can start (sources, models, mixtures, resources); start nothing",
+    )
+    parser.add_argument(
+        "--layout",
+        default=None,
+        help="with --check: a KubeRay or ray up layout to check the resources against",
+    )
+    parser.add_argument(
         "--address",
         default=None,
         help="Ray cluster to join (default: $RAY_ADDRESS, else a `ray start` cluster on this machine, "
@@ -806,6 +844,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.check:
+        try:
+            return check_only(args)
+        except (ConfigError, ClusterTooSmall, PreflightFailed) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     run_dir = Path(args.run_dir or Path("runs") / (args.preset or "local")).resolve()
     try:
         config = resolve_config(args, run_dir)
@@ -815,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[salad-ray] run {run_dir} (preset {config.preset})", flush=True)
     try:
         connect(config, args.address)
-    except ClusterTooSmall as e:
+    except (ClusterTooSmall, PreflightFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.time()

@@ -22,6 +22,15 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
+def smoke_job():
+    """The README's laptop section run as written: a smoke run by `ray job submit` on a `ray start`
+    cluster, then `ray stop` (tests/readme.py). Its tests are ``machine_wide``, so it runs first."""
+    from tests.readme import laptop_job
+
+    return laptop_job()
+
+
+@pytest.fixture(scope="session")
 def local_config():
     return load_config("local")
 

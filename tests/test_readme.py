@@ -24,7 +24,6 @@ import functools
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -33,59 +32,25 @@ from pathlib import Path
 
 import pytest
 
+from salad_ray.config import load_config
 from tests.processes import stop, wait_http
+from tests.readme import (
+    BIN,
+    README,
+    ROOT,
+    SMOKE_RUN,
+    block_with,
+    command_with,
+    readme_commands,
+    words,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
-BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
 REPO_DIRS = ("k8s/", "services/", "clusters/", "salad_ray/", "tools/", "benchmarks/", "tests/")
 CLUSTER_TOOLS = ("docker", "kubectl")
 CLUSTER_PRESETS = ("paper-3b", "paper-7b")
 # Commands not yet run by a test, by their first words (issue 17): still checked statically.
-PENDING = (
-    "serve run services/student.yaml",
-    "python -m salad_ray.run --preset local --run-dir runs/local",
-    "python -m salad_ray.measure",
-)
-
-
-# ------------------------------------------------------------------------------- reading README.md
-
-
-def shell_blocks(text: str) -> list[str]:
-    """The bodies of the ```bash code blocks, in order."""
-    blocks = re.findall(r"^([ \t]*)```bash\n(.*?)^[ \t]*```", text, re.S | re.M)
-    return ["\n".join(line.removeprefix(indent) for line in body.splitlines()) for indent, body in blocks]
-
-
-def commands(block: str) -> list[str]:
-    """A block's commands, as a shell reads them: continued lines joined, comments kept, blank
-    lines dropped (a command ends at a line end outside quotes and without a trailing backslash)."""
-    out, current = [], ""
-    for line in block.splitlines():
-        current = f"{current}\n{line}" if current else line.strip()
-        if current.endswith("\\"):
-            continue
-        try:
-            shlex.split(current, comments=True)
-        except ValueError:  # an open quote: the command goes on
-            continue
-        if current:
-            out.append(current)
-        current = ""
-    assert not current, f"unterminated command in README: {current!r}"
-    return out
-
-
-def readme_commands(text: str | None = None) -> list[str]:
-    return [
-        c for block in shell_blocks(README.read_text() if text is None else text) for c in commands(block)
-    ]
-
-
-def words(command: str) -> list[str]:
-    return shlex.split(command, comments=True)
+PENDING = ("python -m salad_ray.run --preset local --run-dir runs/local",)
 
 
 def kind(command: str) -> str:
@@ -93,7 +58,7 @@ def kind(command: str) -> str:
     line = " ".join(w)
     if re.match(rf"^(\w+=\$\()?({'|'.join(CLUSTER_TOOLS)})\b", command):
         return "cluster"
-    if w[:2] == ["ray", "job"] and any(p in w for p in CLUSTER_PRESETS):
+    if any(p in w for p in CLUSTER_PRESETS):  # the paper's models and data: a GPU cluster, the hub
         return "cluster"
     if line == "make test":
         return "ci"
@@ -170,18 +135,6 @@ def problems(command: str) -> list[str]:
 # ------------------------------------------------------------------------------- the commands run
 
 
-def block_with(marker: str) -> list[str]:
-    """The commands of the one README block that holds ``marker``."""
-    (block,) = [b for b in shell_blocks(README.read_text()) if marker in b]
-    return commands(block)
-
-
-def command_with(start: str) -> str:
-    """The one README command that starts with ``start``."""
-    (command,) = [c for c in readme_commands() if c.startswith(start)]
-    return command
-
-
 @functools.cache
 def run_commands() -> frozenset[str]:
     """The README commands the tests below run, as written or with the substitution they state."""
@@ -192,10 +145,13 @@ def run_commands() -> frozenset[str]:
             command_with("make run"),
             command_with("python -m salad_ray.run --run-dir runs/local --resume"),
             command_with("serve run salad_ray.serve.deployment:build_app"),
+            command_with("serve run services/student.yaml"),
             command_with("curl -sN 127.0.0.1:8000/v1/chat/completions"),
             command_with("python -m salad_ray.chat"),
             command_with("python -m salad_ray.capacity"),
             command_with("python -m salad_ray.local_cluster"),
+            command_with("python -m salad_ray.run --preset smoke --check"),
+            *block_with("python -m salad_ray.measure"),
         ]
     )
 
@@ -243,14 +199,35 @@ def test_the_capacity_check_runs_as_written():
     assert done.stdout.count("ok ") == 5 and "FAIL" not in done.stdout
 
 
+@pytest.mark.machine_wide
+def test_the_preflight_check_runs_as_written():
+    """Like the run, the check joins a Ray cluster running on this machine: it runs before the
+    suite starts one (the machine_wide mark)."""
+    done = run_as_written(command_with("python -m salad_ray.run --preset smoke --check"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pre-flight: ok" in done.stdout
+
+
 def test_the_stale_address_command_runs_as_written():
     done = run_as_written(command_with("python -m salad_ray.local_cluster"))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.slow
+def test_the_configuration_layers_run_as_written(tmp_path):
+    """The configuration section's block in a directory of its own, with `--preset smoke` for
+    `--preset local` (the substitution): the file's and the --set layer's values both hold."""
+    block = "\n".join(block_with("python -m salad_ray.measure"))
+    done = run_as_written(substitute(block, {"--preset local": "--preset smoke"}), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "misalignment  M =" in done.stdout
+    result = json.loads((tmp_path / "gap.json").read_text())
+    assert not load_config("smoke").data.heldout_only  # so no unseen-domain samples beside the 8
+    assert result["student"] == "untrained" and result["heldout_samples"] == 8
+
+
 # The commands below start Ray and `ray stop` stops every Ray process on the machine: they run
 # before any other test starts Ray (the machine_wide mark, tests/conftest.py).
-SMOKE_RUN = ROOT / "runs" / "smoke"  # where the laptop section's job writes its run
 # make run's student and config, as the smoke run names them (the substitution the tests state)
 FINAL_STUDENT = {
     "runs/local/students/active-round-3": str(SMOKE_RUN / "students" / "active-round-2"),
@@ -276,38 +253,20 @@ def background(command: str, cwd: Path = ROOT) -> subprocess.Popen:
     )
 
 
-@pytest.fixture(scope="module")
-def laptop_run():
-    """The laptop section's four lines, as written, from the repository's root: `ray start --head`
-    with the CPUs `salad_ray.capacity` prints, `ray job submit` of the smoke preset, `ray stop`."""
-    shutil.rmtree(SMOKE_RUN, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VIRTUAL_ENV")}
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    block = "\n".join(block_with("ray start --head"))
-    try:
-        done = subprocess.run(
-            ["bash", "-e", "-c", block], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
-        )
-    finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
-    return done
-
-
 @pytest.mark.slow
 @pytest.mark.machine_wide
-def test_the_laptop_cluster_section_runs_as_written(laptop_run):
-    said = laptop_run.stdout + laptop_run.stderr
-    assert laptop_run.returncode == 0, said[-4000:]
-    assert "succeeded" in said and "wall time:" in said, said[-4000:]
+def test_the_laptop_cluster_section_runs_as_written(smoke_job):
+    assert smoke_job.succeeded, smoke_job.output[-4000:]
+    assert "wall time:" in smoke_job.output, smoke_job.output[-4000:]
     assert (SMOKE_RUN / "report" / "report.md").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.machine_wide
-def test_make_run_and_resume_continue_the_smoke_run(laptop_run):
+def test_make_run_and_resume_continue_the_smoke_run(smoke_job):
     """`make run` with PRESET=smoke (the substitution) and the resume line with runs/smoke for
     runs/local: both continue the laptop job's finished run and print its summary."""
-    assert laptop_run.returncode == 0
+    assert smoke_job.succeeded
     for command in (
         command_with("make run").replace("make run", "make run PRESET=smoke", 1),
         substitute(
@@ -351,10 +310,10 @@ def question(espeak, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.machine_wide
-def test_the_student_service_and_its_curl_call_run_as_written(laptop_run, question):
+def test_the_student_service_and_its_curl_call_run_as_written(smoke_job, question):
     """`serve run ...:build_app student=... config=...` with the smoke run's final student for make
     run's (FINAL_STUDENT), then the README's streaming curl call with question.wav."""
-    assert laptop_run.returncode == 0
+    assert smoke_job.succeeded
     proc = background(
         substitute(command_with("serve run salad_ray.serve.deployment:build_app"), FINAL_STUDENT)
     )
@@ -373,9 +332,35 @@ def test_the_student_service_and_its_curl_call_run_as_written(laptop_run, questi
 
 @pytest.mark.slow
 @pytest.mark.machine_wide
-def test_the_chat_command_runs_with_the_smoke_runs_student(laptop_run, question):
-    assert laptop_run.returncode == 0
+def test_the_chat_command_runs_with_the_smoke_runs_student(smoke_job, question):
+    assert smoke_job.succeeded
     student = {k: v for k, v in FINAL_STUDENT.items() if "students" in k}
     done = run_as_written(substitute(command_with("python -m salad_ray.chat"), student), cwd=question)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip(), "the student said nothing"
+
+
+@pytest.mark.slow
+@pytest.mark.machine_wide
+def test_the_student_services_file_runs_as_written(smoke_job, tmp_path):
+    """`serve run services/student.yaml` as written, from a directory whose services/student.yaml is
+    the repository's file and whose runs/local holds the smoke run's final student and config
+    (FINAL_STUDENT, as links: the substitution); it serves the API and the page."""
+    import urllib.request
+
+    assert smoke_job.succeeded
+    (tmp_path / "services").mkdir()
+    (tmp_path / "services" / "student.yaml").symlink_to(ROOT / "services" / "student.yaml")
+    for name, target in FINAL_STUDENT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).symlink_to(target)
+    proc = background(command_with("serve run services/student.yaml"), cwd=tmp_path)
+    try:
+        wait_http("http://127.0.0.1:8000/v1/models", timeout=400, proc=proc)
+        with urllib.request.urlopen("http://127.0.0.1:8000/v1/models", timeout=30) as answer:
+            served = Path(FINAL_STUDENT["runs/local/students/active-round-3"]).name  # the link's target
+            assert [m["id"] for m in json.load(answer)["data"]] == [served]
+        with urllib.request.urlopen("http://127.0.0.1:8000/", timeout=30) as answer:
+            assert answer.headers.get_content_type() == "text/html" and answer.read()
+    finally:
+        stop(proc, signal.SIGINT)

@@ -1,6 +1,7 @@
-"""The active loop end to end (the smoke preset) on a `ray start --head` cluster: `ray job submit`
-runs it uninterrupted while, beside it, a driver killed twice and resumed must end with the very
-samples, plans and step counts of that uninterrupted run."""
+"""The active loop end to end (the smoke preset): the README's laptop section runs it uninterrupted
+by `ray job submit` on a `ray start --head` cluster (``smoke_job``, tests/readme.py), and a driver
+killed twice and resumed on another such cluster must end with the very samples, plans and step
+counts of that uninterrupted run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
@@ -54,7 +54,7 @@ def cluster():
             f"--metrics-export-port={free_port()}",
             f"--ray-client-server-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}",
-            "--num-cpus=10",  # two runs side by side; the machine's 2 cores are oversubscribed
+            "--num-cpus=10",  # above the smoke run's peak (salad_ray.capacity); the 2 cores are oversubscribed
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
@@ -81,63 +81,6 @@ def cluster():
     stop(head, timeout=5)
 
 
-class Job:
-    """`ray job submit` of the smoke preset, accepted at once and running in the background until
-    ``result()``: (succeeded, the driver's output)."""
-
-    def __init__(self, cluster, run_dir: Path, serve_port: int, log: Path):
-        self.run_dir, self.log, self.address = run_dir, log, cluster[0]
-        self.id = f"salad-smoke-{uuid.uuid4().hex[:8]}"
-        submit = [
-            str(BIN / "ray"),
-            "job",
-            "submit",
-            f"--address={self.address}",
-            f"--submission-id={self.id}",
-            "--no-wait",
-            f"--working-dir={ROOT}",
-            "--",
-            "python",
-            "-m",
-            "salad_ray.run",
-            "--preset=smoke",
-            f"--run-dir={run_dir}",
-            f"--set=teacher.http_port={serve_port}",
-        ]
-        deadline = time.time() + 120
-        while True:  # the head's job agent registers a little after the dashboard answers
-            accepted = subprocess.run(submit, env=ENV, capture_output=True, text=True, timeout=300)
-            if accepted.returncode == 0:
-                break
-            assert "No available agent" in accepted.stderr and time.time() < deadline, accepted.stderr[-2000:]
-            time.sleep(2)
-        self.follow = subprocess.Popen(
-            [str(BIN / "ray"), "job", "logs", "--follow", f"--address={self.address}", self.id],
-            env=ENV,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def result(self, timeout: float = 900) -> tuple[bool, str]:
-        self.follow.wait(timeout=timeout)
-        status = subprocess.run(
-            [str(BIN / "ray"), "job", "status", f"--address={self.address}", self.id],
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        said = status.stdout + status.stderr  # Ray's CLI logger writes to stderr
-        return f"Job '{self.id}' succeeded" in said, self.log.read_text() + said
-
-
-@pytest.fixture(scope="module")
-def submitted_run(cluster, serve_port, tmp_path_factory):
-    """The smoke preset, run to completion by `ray job submit` (the uninterrupted reference)."""
-    root = tmp_path_factory.mktemp("submitted")
-    return Job(cluster, root / "run", serve_port, root / "job.log")
-
-
 def plan(run_dir: Path, arm: str, r: int) -> dict:
     return json.loads((run_dir / "rounds" / arm / str(r) / "plan.json").read_text())
 
@@ -151,10 +94,10 @@ def wait_for_phase(proc: subprocess.Popen, run_dir: Path, phase: str, timeout: f
 
 
 def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
-    cluster, submitted_run, serve_port, tmp_path
+    cluster, smoke_job, serve_port, tmp_path
 ):
-    """A driver killed twice on a long-lived cluster (as when a job's driver dies), resumed each time,
-    while the reference runs beside it; both end with the same samples, plans and step counts."""
+    """A driver killed twice on a long-lived cluster (as when a job's driver dies), resumed each time;
+    it ends with the uninterrupted run's samples, plans and step counts."""
     run_dir = tmp_path / "run"
     log = (tmp_path / "driver.log").open("w")
     cmd = [
@@ -187,9 +130,8 @@ def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
     assert "report" not in RunState(run_dir / "state.json").done
     finished = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
-    succeeded, output = submitted_run.result()
-    assert succeeded, output[-3000:]
-    reference = submitted_run.run_dir
+    assert smoke_job.succeeded, smoke_job.output[-3000:]
+    reference = smoke_job.run_dir
     active_loop = {k: v for k, v in synthesized(reference).items() if not k.startswith("uniform")}
     assert synthesized(run_dir) == active_loop
     state = RunState(run_dir / "state.json")
@@ -211,10 +153,9 @@ def assert_same_decisions(ours: dict, theirs: dict) -> None:
         assert ours[key] == theirs[key], key
 
 
-def test_ray_job_submit_runs_the_smoke_loop_end_to_end(submitted_run):
-    succeeded, output = submitted_run.result()
-    run_dir = submitted_run.run_dir
-    assert succeeded, output[-5000:]
+def test_ray_job_submit_runs_the_smoke_loop_end_to_end(smoke_job):
+    output, run_dir = smoke_job.output, smoke_job.run_dir
+    assert smoke_job.succeeded, output[-5000:]
     assert "connected to the Ray cluster" in output  # it joined the cluster, started none
     state = RunState(run_dir / "state.json")
     assert state.done[-2:] == ["eval", "report"]
@@ -288,11 +229,10 @@ def _parse(argv):
     return parser().parse_args(argv)
 
 
-def test_eval_cli_agrees_with_the_run(submitted_run, tmp_path):
+def test_eval_cli_agrees_with_the_run(smoke_job, tmp_path):
     """`python -m salad_ray.eval` on the smoke preset: the original LLM and the cascade score as in
     the run's own evaluation (same items, prompts, speech and transcripts: all deterministic)."""
-    succeeded, _ = submitted_run.result()
-    assert succeeded
+    assert smoke_job.succeeded
     proc = subprocess.run(
         [sys.executable, "-m", "salad_ray.eval", "--preset=smoke", f"--out={tmp_path}"],
         env=ENV,
@@ -302,14 +242,14 @@ def test_eval_cli_agrees_with_the_run(submitted_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "results.json").read_text())
-    first = json.loads((submitted_run.run_dir / "eval" / "results.json").read_text())
+    first = json.loads((smoke_job.run_dir / "eval" / "results.json").read_text())
     assert list(again["systems"]) == ["original LLM", "cascade"]
     for name in again["systems"]:
         assert again["systems"][name]["accuracy"] == first["systems"][name]["accuracy"]
     assert "| original LLM | text |" in proc.stdout and "| cascade | ASR transcript |" in proc.stdout
 
 
-def test_the_runs_final_student_answers_spoken_input(submitted_run, espeak, tmp_path):
+def test_the_runs_final_student_answers_spoken_input(smoke_job, espeak, tmp_path):
     """The student that the run's closing line serves is a trained one, and it answers speech:
     `python -m salad_ray.chat` on it, fed an espeak-ng utterance, prints an answer."""
     import shlex
@@ -318,12 +258,11 @@ def test_the_runs_final_student_answers_spoken_input(submitted_run, espeak, tmp_
 
     from salad_ray.model.student import require_saved
 
-    succeeded, output = submitted_run.result()
-    assert succeeded
-    command = shlex.split(output.split("talk to it:", 1)[1].splitlines()[0])
+    assert smoke_job.succeeded
+    command = shlex.split(smoke_job.output.split("talk to it:", 1)[1].splitlines()[0])
     args = dict(arg.split("=", 1) for arg in command[3:])
     student = Path(args["student"])
-    assert student.parent == submitted_run.run_dir / "students" and require_saved(student)
+    assert student.parent == smoke_job.run_dir / "students" and require_saved(student)
     wav = tmp_path / "question.wav"
     sf.write(wav, espeak.synthesize(["What is the capital of France?"], "en-us")[0], 16_000)
     proc = subprocess.run(
