@@ -13,9 +13,11 @@ problem names the config key at fault and what to set:
 * **mixtures**: every source a stage's mixture draws from has data (``natural``: ``data.natural``
   or ``data.natural_standin``; ``active``: stage II rounds; none in stage I);
 * **pool**: ``data.pool`` is set: left out, the candidates would silently be Debian's fortunes;
-* **resources**: a cluster offers every custom resource the run asks for (``resources.tts_resource``)
-  and a GPU where ``resources.use_gpu`` is set (CPU counts are :func:`salad_ray.resources.check_cluster`'s);
-  a layout file is checked by :func:`salad_ray.capacity.check_files`.
+* **resources**: a local instance offers every custom resource the run asks for
+  (``resources.tts_resource``) and a GPU wherever one is asked for (``resources.use_gpu``,
+  ``resources.gpus_per_*``); CPU counts are :func:`salad_ray.resources.check_cluster`'s. A cluster
+  that may autoscale is checked by its layout file (:func:`salad_ray.capacity.check_files`), not by
+  the nodes that happen to be up.
 """
 
 from __future__ import annotations
@@ -227,31 +229,45 @@ def model_problems(config: RunConfig) -> list[Problem]:
 # ------------------------------------------------------------------------------------ resources
 
 
+# The key that gives each kind of actor a GPU (salad_ray.resources.demands names the kinds).
+GPU_KEYS = {
+    "teacher replica": "gpus_per_teacher_replica",
+    "train worker": "use_gpu",
+    "TTS actor": "gpus_per_tts_actor",
+    "ASR actor": "gpus_per_asr_actor",
+    "embedding actor": "gpus_per_embed_actor",
+    "scorer actor": "gpus_per_scorer_actor",
+    "evaluation task": "gpus_per_eval_task",
+}
+
+
 def resource_problems(config: RunConfig, cluster: Mapping[str, float]) -> list[Problem]:
     """What the run asks of a cluster (``ray.cluster_resources()``) that no node of it offers."""
     from salad_ray.resources import demands
 
-    askers: dict[str, list[str]] = {}  # resource -> the kinds of actor asking for it
+    askers: dict[tuple[str, str], list[str]] = {}  # (resource, key asking) -> the kinds of actor
     for need in demands(config):
         for resource in need.bundle:
             if resource != "CPU" and cluster.get(resource, 0.0) <= 0:
-                askers.setdefault(resource, []).append(need.what)
-    problems = []
-    for resource, whats in askers.items():
-        key = "resources.use_gpu" if resource == "GPU" else "resources.tts_resource"
-        problems.append(
-            Problem(
-                key,
-                f"no node of the cluster offers {resource!r} (it has {sorted(cluster)}), asked for by "
-                f"the {', '.join(whats)}; add a node group with it or unset {key}",
-            )
+                gpu = GPU_KEYS.get(need.what, "use_gpu")
+                key = f"resources.{gpu}" if resource == "GPU" else "resources.tts_resource"
+                askers.setdefault((resource, key), []).append(need.what)
+    offered = sorted(k for k, v in cluster.items() if v > 0)
+    return [
+        Problem(
+            key,
+            f"no node of the cluster offers {resource!r} (it has {offered}), asked for by the "
+            f"{', '.join(whats)}; add a node group with it or unset {key}",
         )
-    return problems
+        for (resource, key), whats in askers.items()
+    ]
 
 
 def layout_problems(config: RunConfig, layout: Path) -> list[Problem]:
     from salad_ray.capacity import check_files
 
+    if not layout.is_file():
+        return [Problem("--layout", f"{layout} is not a file")]
     found = check_files(config, [layout])
     if all(v is None for v in found.values()):
         return [

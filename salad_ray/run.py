@@ -767,14 +767,16 @@ def connect(config: RunConfig, address: str | None = None) -> None:
             ray.init(address=address, log_to_driver=False)
             print(f"[salad-ray] connected to the Ray cluster at {ray.get_runtime_context().gcs_address}")
     check_cluster(config, ray.cluster_resources().get("CPU", 0))
-    preflight.check(config, cluster=ray.cluster_resources())
+    if address == "local" and (problems := preflight.resource_problems(config, ray.cluster_resources())):
+        raise PreflightFailed(problems)  # a joined cluster may autoscale: check its layout (--check --layout)
 
 
 def check_only(args: argparse.Namespace) -> int:
     """``--check``: the pre-flight alone (salad_ray.preflight), starting and writing nothing. The
-    resources are those of ``--layout`` when given, else of the cluster the run would join, else of
-    the local instance it would start."""
+    resources are checked against ``--layout`` when given, else against the local instance the run
+    would start; a cluster it would join gets the CPU check only (it may autoscale: check its layout)."""
     import ray
+    import torch
 
     from salad_ray.local_cluster import running_cluster
     from salad_ray.resources import check_cluster, local_cpus
@@ -784,14 +786,15 @@ def check_only(args: argparse.Namespace) -> int:
         preflight.check(config, layout=Path(args.layout))
     else:
         address = args.address or os.environ.get("RAY_ADDRESS") or running_cluster() or "local"
-        if address == "local" and not ray.is_initialized():
-            cluster = {"CPU": float(local_cpus(config))}
+        if address == "local":
+            cluster = {"CPU": float(local_cpus(config)), "GPU": float(torch.cuda.device_count())}
+            check_cluster(config, cluster["CPU"])
+            preflight.check(config, cluster=cluster)
         else:
             if not ray.is_initialized():
                 ray.init(address=address, log_to_driver=False)
-            cluster = ray.cluster_resources()
-        check_cluster(config, cluster.get("CPU", 0))
-        preflight.check(config, cluster=cluster)
+            check_cluster(config, ray.cluster_resources().get("CPU", 0))
+            preflight.check(config)
     print(f"pre-flight: ok ({config.preset}): data sources, models, mixtures and resources", flush=True)
     return 0
 
@@ -809,8 +812,10 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
             raise ConfigError(
                 f"{run_dir} was started with another configuration ({saved}); start a new --run-dir to change it"
             )
+        preflight.check(config)
         return config
     config = load_config(args.preset, args.config, args.overrides)
+    preflight.check(config)  # before the run directory exists: a rejected config leaves nothing behind
     run_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(config.to_yaml())
     return config
@@ -847,13 +852,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         try:
             return check_only(args)
-        except (ConfigError, ClusterTooSmall, PreflightFailed) as e:
+        except (ConfigError, ClusterTooSmall, PreflightFailed, ConnectionError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     run_dir = Path(args.run_dir or Path("runs") / (args.preset or "local")).resolve()
     try:
         config = resolve_config(args, run_dir)
-    except ConfigError as e:
+    except (ConfigError, PreflightFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"[salad-ray] run {run_dir} (preset {config.preset})", flush=True)

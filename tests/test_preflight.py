@@ -53,6 +53,12 @@ def test_a_tts_resource_no_node_offers_is_rejected():
     assert preflight.resource_problems(config, {"CPU": 16.0, "tts": 4.0}) == []
 
 
+def test_a_missing_gpu_names_the_key_that_asked_for_it():
+    config = load_config("smoke", overrides=["resources.gpus_per_tts_actor=0.5"])
+    (problem,) = preflight.resource_problems(config, {"CPU": 16.0, "GPU": 0.0})
+    assert problem.key == "resources.gpus_per_tts_actor" and "TTS actor" in problem.message
+
+
 def test_a_layout_without_the_tts_group_is_rejected(tmp_path):
     """The repository's KubeRay cluster with its tts group removed cannot place paper-3b's TTS actors."""
     from pathlib import Path
@@ -87,7 +93,19 @@ def test_the_check_command_says_ok_or_names_the_key(capsys):
     """`python -m salad_ray.run --check`: starts nothing and writes no run directory."""
     from salad_ray.run import main
 
-    assert main(["--preset=smoke", "--check"]) == 0
+    local = ["--preset=smoke", "--check", "--address=local"]  # a new local instance's resources
+    assert main(local) == 0
     assert "pre-flight: ok (smoke)" in capsys.readouterr().out
-    assert main(["--preset=smoke", "--check", "--set=resources.tts_resource=tts"]) == 2
+    assert main([*local, "--set=resources.tts_resource=tts"]) == 2
     assert "resources.tts_resource: no node of the cluster offers 'tts'" in capsys.readouterr().err
+    assert main([*local, "--layout=k8s/nowhere.yaml"]) == 2
+    assert "--layout: k8s/nowhere.yaml is not a file" in capsys.readouterr().err
+
+
+def test_a_rejected_run_leaves_no_run_directory(tmp_path, capsys):
+    from salad_ray.run import main
+
+    run_dir = tmp_path / "run"
+    assert main(["--preset=smoke", f"--run-dir={run_dir}", "--set=data.pool.categories=[no-such]"]) == 2
+    assert "data.pool: the fortunes source cannot be read" in capsys.readouterr().err
+    assert not run_dir.exists()

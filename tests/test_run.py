@@ -93,6 +93,8 @@ def wait_for_phase(proc: subprocess.Popen, run_dir: Path, phase: str, timeout: f
         time.sleep(0.5)
 
 
+@pytest.mark.slow
+@pytest.mark.machine_wide  # smoke_job (the README's laptop job) ends with `ray stop`
 def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
     cluster, smoke_job, serve_port, tmp_path
 ):
@@ -153,6 +155,8 @@ def assert_same_decisions(ours: dict, theirs: dict) -> None:
         assert ours[key] == theirs[key], key
 
 
+@pytest.mark.slow
+@pytest.mark.machine_wide  # smoke_job (the README's laptop job) ends with `ray stop`
 def test_ray_job_submit_runs_the_smoke_loop_end_to_end(smoke_job):
     output, run_dir = smoke_job.output, smoke_job.run_dir
     assert smoke_job.succeeded, output[-5000:]
@@ -229,6 +233,8 @@ def _parse(argv):
     return parser().parse_args(argv)
 
 
+@pytest.mark.slow
+@pytest.mark.machine_wide  # smoke_job (the README's laptop job) ends with `ray stop`
 def test_eval_cli_agrees_with_the_run(smoke_job, tmp_path):
     """`python -m salad_ray.eval` on the smoke preset: the original LLM and the cascade score as in
     the run's own evaluation (same items, prompts, speech and transcripts: all deterministic)."""
@@ -249,6 +255,8 @@ def test_eval_cli_agrees_with_the_run(smoke_job, tmp_path):
     assert "| original LLM | text |" in proc.stdout and "| cascade | ASR transcript |" in proc.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.machine_wide  # smoke_job (the README's laptop job) ends with `ray stop`
 def test_the_runs_final_student_answers_spoken_input(smoke_job, espeak, tmp_path):
     """The student that the run's closing line serves is a trained one, and it answers speech:
     `python -m salad_ray.chat` on it, fed an espeak-ng utterance, prints an answer."""
