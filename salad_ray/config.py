@@ -26,7 +26,8 @@ PRESETS = ("smoke", "local", "paper-3b", "paper-7b")
 DEFAULT_PRESET = "local"
 
 
-# The autocast a student runs in (salad_ray.precision): auto is bf16 on a GPU that supports it.
+# The autocast a student runs in (salad_ray.precision): auto is bf16 on a device that computes it
+# natively (a GPU with bf16, a CPU with avx512_bf16 or AMX), else fp32.
 Precision = Literal["auto", "bf16", "fp32"]
 
 
@@ -384,7 +385,7 @@ class TrainConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     clip_norm: float | None = Field(1.0, gt=0)
-    precision: Precision = "auto"  # auto: bf16 autocast on GPUs that support it (salad_ray.precision)
+    precision: Precision = "auto"  # auto: bf16 where the device has it natively (salad_ray.precision)
     strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp shards students too large for one device
     checkpoint_every: int = Field(500, ge=1)
     num_to_keep: int = Field(2, ge=1)
