@@ -150,11 +150,15 @@ class TextSource(_Strict):
     ``fortunes``: Debian's fortune files (``categories`` picks files; each category is a domain).
     ``gcide``: Debian's GNU Collaborative International Dictionary (definitions as text).
     ``jsonl`` / ``parquet``: local files (``path``, a file or a directory), text in ``text_field``.
-    ``hf``: a Hugging Face dataset (``path`` is its id or a saved directory, ``split``).
+    ``hf``: a Hugging Face dataset (salad_ray.hfdata): ``path`` is a hub id, a builder with
+    ``data_files``, or a ``save_to_disk`` directory; ``name`` its configuration (FineWeb-Edu's
+    ``sample-10BT``), ``split``; fields may be dotted paths into nested records. Hub data is streamed.
     """
 
     kind: Literal["fortunes", "gcide", "jsonl", "parquet", "hf"]
     path: str | None = None
+    name: str | None = None  # hf: the dataset's configuration
+    data_files: str | list[str] | None = None  # hf: the files of the dataset to read
     categories: list[str] | None = None
     text_field: str = "text"
     domain_field: str | None = None
@@ -185,23 +189,38 @@ class HeldoutConfig(_Strict):
 class SpeechSource(_Strict):
     """Recorded speech with transcripts (LibriHeavy / Emilia style): Parquet files or a HF dataset.
 
+    ``hf``: ``path``, ``name``, ``data_files`` and ``split`` as for a text source (salad_ray.hfdata;
+    Emilia: ``{path: webdataset, data_files: .../Emilia-YODAS/EN/*.tar, audio_field: mp3,
+    text_field: json.text}``); hub data is streamed and its audio left encoded.
     ``audio_field`` holds encoded bytes, ``{"bytes": ...}`` or ``{"array": ..., "sampling_rate": ...}``.
     A sample needs text after speech: either word timestamps (``word_times_field``, one [start, end]
     in seconds per word of the transcript; spans are then cut at word boundaries as for synthetic
     speech) or the following text (``continuation_field``, e.g. the next segment of the same book;
-    the utterance is then spoken and the continuation stays text). Records with neither are
-    quarantined with that reason.
+    the utterance is then spoken and the continuation stays text). A corpus of consecutive segments
+    without such a column names ``continuation_group_field`` instead: a record's continuation is then
+    the next record's transcript when both have the same value there (LibriHeavy: the book; Emilia:
+    ``json.speaker``, one speaker of one source video). Records with none of these are quarantined
+    with that reason.
     """
 
     kind: Literal["parquet", "hf"]
     path: str
+    name: str | None = None  # hf: the dataset's configuration
+    data_files: str | list[str] | None = None  # hf: the files of the dataset to read
     split: str = "train"
     audio_field: str = "audio"
     text_field: str = "text"
     continuation_field: str | None = None
+    continuation_group_field: str | None = None
     word_times_field: str | None = None
     domain_field: str | None = None
     limit: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _continuation(self) -> SpeechSource:
+        if self.continuation_field and self.continuation_group_field:
+            raise ValueError("set continuation_field or continuation_group_field, not both")
+        return self
 
 
 class StandInSpeech(_Strict):
@@ -422,6 +441,8 @@ class StagesConfig(_Strict):
     stage1_steps: int = Field(20_000, ge=0)
     stage2_rounds: int = Field(4, ge=0)
     stage2_steps_per_round: int = Field(2_500, ge=0)
+    # The LLM's peak rate in stage II; None: train.lr_llm (the paper uses one rate for both stages).
+    stage2_lr_llm: float | None = Field(None, ge=0)
     stage1_mix: dict[str, float] = Field(default_factory=lambda: {"natural": 2 / 3, "text": 1 / 3})
     stage2_mix: dict[str, float] = Field(
         default_factory=lambda: {"natural": 1 / 3, "active": 1 / 3, "text": 1 / 3}

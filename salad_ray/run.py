@@ -352,7 +352,9 @@ class Driver:
         self.state.finish("natural", natural_ids=ids, pipelines={r.name: r.to_notes() for r in reports})
 
     def build_text(self) -> None:
-        records = list(screen_texts(self.config.data.text, exclude_domains=self.config.data.heldout_only))
+        data, heldout = self.config.data, {r.text_id for r in self.heldout_records()}
+        # never distil a held-out text (text, pool and held-out may share a corpus, as FineWeb-Edu)
+        records = list(screen_texts(data.text, exclude_domains=data.heldout_only, exclude_ids=heldout))
         report = self._synthesize("text", records, voices=[], source="text", speech=False)
         self.state.finish("text", pipelines={"text": report.to_notes()})
 
@@ -423,6 +425,7 @@ class Driver:
             total_steps=stages.stage2_rounds * stages.stage2_steps_per_round,
             until_step=until,
             init=str(self.run_dir / "students" / "stage1"),
+            lr_llm=stages.stage2_lr_llm,
             **common,
         )
         return job, {"active": [(r - 1) * per_round for r in range(1, rounds + 1)]}

@@ -58,6 +58,7 @@ class StageJob:
     init: str | None = None  # a saved student to start from (stage II starts from stage I)
     objective: str = "distillation"  # or "alignment": the adapter-only warm-up (LLM frozen)
     lr_adapter: float | None = None  # the adapter's peak rate, when not train.lr_adapter
+    lr_llm: float | None = None  # the LLM's peak rate, when not train.lr_llm
     batch_size: int | None = None  # samples per worker and micro-step, when not train.batch_size
     heldout: str | None = None  # a shard store of held-out samples for F and M
     metrics_file: str | None = None  # rank 0 appends one JSON line per report here
@@ -99,14 +100,19 @@ def wrap(student: SpeechLM, strategy: str, device: torch.device) -> nn.Module:
 
 
 def make_optimizer(
-    student: SpeechLM, run: RunConfig, lr_adapter: float | None = None
+    student: SpeechLM, run: RunConfig, lr_adapter: float | None = None, lr_llm: float | None = None
 ) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; adapter and LLM at their own rates (each group carries
-    its part's ``name``); no weight decay on biases and norm gains."""
+    its part's ``name``; None: ``train.lr_adapter`` / ``train.lr_llm``); no weight decay on biases
+    and norm gains."""
     t = run.train
+    rates = {
+        "adapter": t.lr_adapter if lr_adapter is None else lr_adapter,
+        "llm": t.lr_llm if lr_llm is None else lr_llm,
+    }
     groups = []
     for name, params in student.param_groups().items():
-        lr = (t.lr_adapter if lr_adapter is None else lr_adapter) if name == "adapter" else t.lr_llm
+        lr = rates[name]
         decay, no_decay = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
         groups.append({"name": name, "params": decay, "lr": lr, "weight_decay": t.weight_decay})
         groups.append({"name": name, "params": no_decay, "lr": lr, "weight_decay": 0.0})
@@ -260,7 +266,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         checkpoint_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
         student = build_student(run, job, checkpoint_dir)
         model = wrap(student, t.strategy, device)
-        optimizer = make_optimizer(student, run, job.lr_adapter)
+        optimizer = make_optimizer(student, run, job.lr_adapter, job.lr_llm)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, WSD(job.total_steps, t.warmup_steps, t.decay_fraction)
         )

@@ -108,3 +108,24 @@ def test_a_zero_adapter_rate_freezes_the_adapter_after_the_warmup(smoke_config: 
     student = build_student(run, warmup, None)
     assert all(p.requires_grad for p in student.adapter.parameters())
     assert {g["name"] for g in make_optimizer(student, run, warmup.lr_adapter).param_groups} == {"adapter"}
+
+
+def test_stage_two_trains_the_llm_at_its_own_rate(smoke_config: RunConfig, tmp_path):
+    """``stages.stage2_lr_llm`` reaches stage II's job and its optimizer; stage I keeps ``train.lr_llm``."""
+    from salad_ray.run import ACTIVE, Driver
+
+    stages = smoke_config.stages.model_copy(update={"stage2_lr_llm": 4e-4})
+    run = smoke_config.model_copy(update={"stages": stages})
+    driver = Driver(run, tmp_path)
+    stage1, _ = driver.stage_job(1)
+    stage2, _ = driver.stage_job(1, ACTIVE)
+    assert (stage1.lr_llm, stage2.lr_llm) == (None, 4e-4)
+    student = build_student(run, dataclasses.replace(stage1, init=None), None)
+    rates = {
+        job.name: {
+            g["name"]: g["lr"] for g in make_optimizer(student, run, job.lr_adapter, job.lr_llm).param_groups
+        }
+        for job in (stage1, stage2)
+    }
+    assert rates["stage1"]["llm"] == run.train.lr_llm
+    assert rates["stage2-active"]["llm"] == 4e-4
