@@ -285,19 +285,18 @@ def _read_parquet(source: TextSource) -> Iterator[RawText]:
 
 
 def _read_hf(source: TextSource) -> Iterator[RawText]:
-    import datasets
+    """One record per row; a row without the (possibly dotted) text field is refused, not skipped."""
+    from salad_ray.hfdata import get_field, has_field, open_dataset
 
-    path = Path(source.path)  # type: ignore[arg-type]
-    if path.is_dir():
-        data = datasets.load_from_disk(str(path))
-    else:
-        data = datasets.load_dataset(source.path, split=source.split, streaming=True)
-    if isinstance(data, datasets.DatasetDict):
-        data = data[source.split]
-    for n, row in enumerate(data):
-        value, refusal = _value(row[source.text_field], source.text_field)
-        domain = str(row.get(source.domain_field, "hf")) if source.domain_field else "hf"
-        yield RawText(value, domain, f"{source.path} [{source.split}] row {n}", refusal)
+    where = f"{source.path}" + (f" ({source.name})" if source.name else "") + f" [{source.split}]"
+    for n, row in enumerate(open_dataset(source)):
+        origin = f"{where} row {n}"
+        if not has_field(row, source.text_field):
+            yield RawText("", "hf", origin, Refusal(Reason.NO_TEXT_FIELD, repr(source.text_field)))
+            continue
+        value, refusal = _value(get_field(row, source.text_field), source.text_field)
+        domain = str(get_field(row, source.domain_field)) if source.domain_field else "hf"
+        yield RawText(value, domain, origin, refusal)
 
 
 READERS = {

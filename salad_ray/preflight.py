@@ -79,7 +79,10 @@ def _bounds(source: TextSource) -> str:
 
 def _where(source: TextSource | SpeechSource) -> str:
     if source.kind == "hf":
-        return "set path to a hub dataset id this machine can reach, or to a local save_to_disk directory"
+        return (
+            "set path to a hub dataset id this machine can reach (a gated one needs HF_TOKEN), to a "
+            "local save_to_disk directory, or to a builder (parquet, json, webdataset) with data_files"
+        )
     if source.kind == "fortunes":
         return "install Debian's fortunes packages (make setup) or name existing categories"
     return "set path to an existing file or directory"
@@ -90,52 +93,49 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def _speech_columns(source: SpeechSource) -> tuple[list[str], int]:
-    """The column names of a recorded-speech source and how many rows it has (at least those read)."""
+def _first_speech_record(source: SpeechSource) -> dict | None:
+    """The first record of a recorded-speech source (its audio left encoded), or None when it has none."""
     if source.kind == "parquet":
         import pyarrow.dataset as pads
 
-        dataset = pads.dataset(source.path, format="parquet")
-        return dataset.schema.names, dataset.head(1).num_rows
-    import datasets
+        rows = pads.dataset(source.path, format="parquet").head(1).to_pylist()
+        return rows[0] if rows else None
+    from salad_ray.hfdata import open_dataset
 
-    if Path(source.path).is_dir():
-        data = datasets.load_from_disk(source.path)
-        if isinstance(data, datasets.DatasetDict):
-            data = data[source.split]
-        return data.column_names, len(data)
-    stream = datasets.load_dataset(source.path, split=source.split, streaming=True)
-    first = next(iter(stream), None)
-    return (list(first) if first else []), int(first is not None)
+    return next(iter(open_dataset(source, audio_fields=(source.audio_field,))), None)
 
 
 def _first_speech(key: str, source: SpeechSource) -> list[Problem]:
+    from salad_ray.hfdata import has_field
+
     try:
-        columns, rows = _speech_columns(source)
+        first = _first_speech_record(source)
     except Exception as e:
         return [
             Problem(
                 key, f"the {source.kind} speech source cannot be read ({_first_line(e)}); {_where(source)}"
             )
         ]
-    if rows == 0:
+    if first is None:
         return [Problem(key, f"the speech source at {source.path} has no records")]
     problems = [
-        Problem(f"{key}.{field}", f"{name!r} is not a column of {source.path} (columns: {sorted(columns)})")
+        Problem(f"{key}.{field}", f"{name!r} is not a field of {source.path} (fields: {sorted(first)})")
         for field, name in (
             ("audio_field", source.audio_field),
             ("text_field", source.text_field),
             ("continuation_field", source.continuation_field),
+            ("continuation_group_field", source.continuation_group_field),
             ("word_times_field", source.word_times_field),
         )
-        if name is not None and name not in columns
+        if name is not None and not has_field(first, name)
     ]
-    if source.continuation_field is None and source.word_times_field is None:
+    if not (source.continuation_field or source.continuation_group_field or source.word_times_field):
         problems.append(
             Problem(
                 key,
-                "a sample needs text after its speech: set word_times_field (word timestamps) or "
-                "continuation_field (the next segment's text)",
+                "a sample needs text after its speech: set word_times_field (word timestamps), "
+                "continuation_field (the next segment's text) or continuation_group_field (the field "
+                "that groups consecutive segments: a book, a speaker's video)",
             )
         )
     return problems

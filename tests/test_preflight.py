@@ -23,10 +23,25 @@ def test_the_presets_that_run_here_pass(preset):
 
 
 def test_paper_3b_without_natural_speech_is_rejected_by_its_mixtures():
-    """paper-3b has no recorded speech configured (data.natural is empty) and no stand-in."""
-    problems = preflight.mixture_problems(load_config("paper-3b"))
+    """paper-3b names its natural speech (Emilia-YODAS on the hub) and its mixtures draw on it; with
+    data.natural removed and no stand-in, both mixtures are rejected."""
+    assert preflight.mixture_problems(load_config("paper-3b")) == []
+    problems = preflight.mixture_problems(load_config("paper-3b", overrides=["data.natural=[]"]))
     assert keys(problems) == {"stages.stage1_mix", "stages.stage2_mix"}
     assert all("set data.natural" in p.message for p in problems)
+
+
+def test_paper_3b_names_its_sources_by_hub_id_and_an_offline_machine_cannot_reach_them(monkeypatch):
+    """Every source of paper-3b is a hub dataset, none the fortunes default; offline, each is rejected
+    as unreadable under its own key, with what to set."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    config = load_config("paper-3b")
+    assert {"pool", "natural"} <= config.data.model_fields_set
+    problems = preflight.data_problems(config)
+    assert keys(problems) == {"data.text", "data.pool", "data.heldout.text", "data.natural[0]"}
+    assert all("cannot be read" in p.message and "hub dataset id" in p.message for p in problems)
 
 
 def test_a_pool_left_as_the_default_is_rejected_and_one_set_to_fortunes_is_not():

@@ -324,7 +324,7 @@ def test_the_student_service_and_its_curl_call_run_as_written(smoke_job, questio
         events = [
             line.removeprefix("data: ") for line in done.stdout.splitlines() if line.startswith("data: ")
         ]
-        assert events[-1] == "[DONE]" and len(events) >= 3, done.stdout[-2000:]
+        assert events and events[-1] == "[DONE]" and len(events) >= 3, done.stdout[-2000:]
         assert json.loads(events[0])["object"] == "chat.completion.chunk"
     finally:
         stop(proc, signal.SIGINT)

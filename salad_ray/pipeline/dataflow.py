@@ -284,18 +284,31 @@ def run_texts(
 
 
 ROW_COLUMN = "__salad_ray_row"  # the row number a saved or hub dataset gets for the quarantine's origin
+NEXT_TRANSCRIPT = "__salad_ray_next"  # the next segment's transcript (SpeechSource.continuation_group_field)
 
 
 def _natural_rows(batch: pd.DataFrame, source: SpeechSource) -> pd.DataFrame:
     """Dataset columns -> pipeline row fields (natural speech). The origin is the dataset and its
-    row for a HF dataset; Parquet files read in parallel give no row number, so there it is the path."""
+    row for a HF dataset; Parquet files read in parallel give no row number, so there it is the path.
+    A dotted field (``json.text``) is read from the nested records of its first part's column."""
+    from salad_ray.hfdata import get_field, has_field
+
     n = len(batch)
-    missing = [c for c in (source.audio_field, source.text_field) if c not in batch.columns]
+    missing = [f for f in (source.audio_field, source.text_field) if f.split(".")[0] not in batch.columns]
     if missing:
         raise KeyError(f"{source.path}: no column(s) {missing} (columns: {list(batch.columns)})")
 
     def column(name: str | None, default):
-        return list(batch[name]) if name and name in batch.columns else [default] * n
+        if not name:
+            return [default] * n
+        if name in batch.columns:
+            return list(batch[name])
+        top, _, rest = name.partition(".")
+        if not rest or top not in batch.columns:
+            return [default] * n
+        return [
+            get_field(v, rest) if isinstance(v, dict) and has_field(v, rest) else default for v in batch[top]
+        ]
 
     return pd.DataFrame(
         {
@@ -306,7 +319,9 @@ def _natural_rows(batch: pd.DataFrame, source: SpeechSource) -> pd.DataFrame:
             if ROW_COLUMN in batch.columns
             else [source.path] * n,
             "audio_in": column(source.audio_field, None),
-            "continuation": column(source.continuation_field, None),
+            "continuation": column(
+                NEXT_TRANSCRIPT if source.continuation_group_field else source.continuation_field, None
+            ),
             "word_times": column(source.word_times_field, None),
             "domain": [str(d) for d in column(source.domain_field, "natural")],
             "cluster": [-1] * n,
@@ -320,22 +335,48 @@ def _natural_rows(batch: pd.DataFrame, source: SpeechSource) -> pd.DataFrame:
 
 
 def read_speech_source(source: SpeechSource):
-    """A Ray Dataset of a recorded-speech source (Parquet files, or a saved / hub HF dataset)."""
+    """A Ray Dataset of a recorded-speech source: Parquet files, a saved HF dataset, or a streamed hub
+    one (salad_ray.hfdata), each row numbered for the quarantine's origin; audio left encoded."""
     import ray
 
     if source.kind == "parquet":
         ds = ray.data.read_parquet(source.path)
-    else:
-        import datasets
+        return ds.limit(source.limit) if source.limit else ds
+    import datasets
 
-        try:
-            data = datasets.load_from_disk(source.path)
-        except FileNotFoundError:
-            data = datasets.load_dataset(source.path, split=source.split)
-        if isinstance(data, datasets.DatasetDict):
-            data = data[source.split]
-        ds = ray.data.from_huggingface(data.add_column(ROW_COLUMN, list(range(len(data)))))
-    return ds.limit(source.limit) if source.limit else ds
+    from salad_ray.hfdata import open_dataset
+
+    data = open_dataset(source, audio_fields=(source.audio_field,))
+    if source.continuation_group_field:
+        features = None if data.features is None else datasets.Features(data.features)
+        if features is not None:
+            features[NEXT_TRANSCRIPT] = datasets.Value("string")
+        data = datasets.IterableDataset.from_generator(
+            _segments_with_next, features=features, gen_kwargs={"source": source}
+        )
+    if isinstance(data, datasets.IterableDataset):
+        from ray.data._internal.datasource.huggingface_datasource import HuggingFaceDatasource
+
+        data = data.take(source.limit) if source.limit else data
+        numbered = None if data.features is None else datasets.Features(data.features)
+        if numbered is not None:  # declared, so every block has one schema
+            numbered[ROW_COLUMN] = datasets.Value("int64")
+        data = data.map(lambda _, n: {ROW_COLUMN: n}, with_indices=True, features=numbered)
+        # Ray's own streaming read of this dataset. from_huggingface would first swap a hub dataset
+        # for the hub's Parquet export of the whole split (by its name, dropping take and map) and
+        # fails without a network; Ray's datasource docs name this class for direct use.
+        return ray.data.read_datasource(HuggingFaceDatasource(dataset=data))
+    data = data.select(range(min(source.limit or len(data), len(data))))
+    return ray.data.from_huggingface(data.add_column(ROW_COLUMN, list(range(len(data)))))
+
+
+def _segments_with_next(source: SpeechSource):
+    """The source's records in order, each with the next segment's transcript (its group's)."""
+    from salad_ray.hfdata import open_dataset, with_next_transcript
+
+    records = open_dataset(source, audio_fields=(source.audio_field,))
+    group = source.continuation_group_field
+    yield from with_next_transcript(records, source.text_field, group, NEXT_TRANSCRIPT)  # type: ignore[arg-type]
 
 
 def run_natural(
