@@ -355,17 +355,16 @@ def read_speech_source(source: SpeechSource):
             _segments_with_next, features=features, gen_kwargs={"source": source}
         )
     if isinstance(data, datasets.IterableDataset):
-        from ray.data._internal.datasource.huggingface_datasource import HuggingFaceDatasource
-
         data = data.take(source.limit) if source.limit else data
         numbered = None if data.features is None else datasets.Features(data.features)
-        if numbered is not None:  # declared, so every block has one schema
+        if numbered is not None:
             numbered[ROW_COLUMN] = datasets.Value("int64")
         data = data.map(lambda _, n: {ROW_COLUMN: n}, with_indices=True, features=numbered)
-        # Ray's own streaming read of this dataset. from_huggingface would first swap a hub dataset
-        # for the hub's Parquet export of the whole split (by its name, dropping take and map) and
-        # fails without a network; Ray's datasource docs name this class for direct use.
-        return ray.data.read_datasource(HuggingFaceDatasource(dataset=data))
+        # Not ray.data.from_huggingface: it first swaps a hub dataset for the hub's Parquet export of
+        # the whole split (by its name, dropping take and map) and needs a network.
+        from salad_ray.pipeline.streamed import StreamedDataset
+
+        return ray.data.read_datasource(StreamedDataset(data))
     data = data.select(range(min(source.limit or len(data), len(data))))
     return ray.data.from_huggingface(data.add_column(ROW_COLUMN, list(range(len(data)))))
 

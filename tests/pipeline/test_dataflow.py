@@ -261,17 +261,57 @@ def recorded(espeak):
     return rows
 
 
-@pytest.mark.parametrize("kind", ["parquet", "hf"])
+def _emilia_shard(rows: list[dict], path) -> None:
+    """Rows as one webdataset tar in Emilia's layout: <key>.mp3 beside <key>.json (text and the rest);
+    decodable, finite recordings re-encoded as MP3 (LAME aborts on NaN), the others' bytes kept."""
+    import json
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for n, row in enumerate(rows):
+            audio = row["audio"]
+            try:
+                wave, rate = sf.read(io.BytesIO(audio), dtype="float32")
+            except sf.LibsndfileError:
+                wave = None
+            if wave is not None and np.isfinite(wave).all():
+                mp3 = io.BytesIO()
+                sf.write(mp3, wave, rate, format="MP3")
+                audio = mp3.getvalue()
+            meta = json.dumps({k: row[k] for k in ("text", "next", "times")}).encode()
+            for name, data in ((f"utt{n:03d}.mp3", audio), (f"utt{n:03d}.json", meta)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("kind", ["parquet", "hf", "webdataset"])
 def test_recorded_speech_is_decoded_aligned_and_scored(config, tmp_path, recorded, kind):
+    """Parquet files, a saved HF dataset, and Emilia's layout streamed through the hub loader
+    (``path: webdataset`` with ``data_files``, the transcript at the dotted ``json.text``)."""
     path = tmp_path / "corpus"
+    fields = {"continuation_field": "next", "word_times_field": "times"}
     if kind == "parquet":
         path.mkdir()
         pq.write_table(pa.Table.from_pylist(recorded), path / "part-0.parquet")
-    else:
+    elif kind == "hf":
         import datasets
 
         datasets.Dataset.from_list(recorded).save_to_disk(str(path))
-    source = SpeechSource(kind=kind, path=str(path), continuation_field="next", word_times_field="times")
+    if kind == "webdataset":
+        path.mkdir()
+        _emilia_shard(recorded, path / "EN-000000.tar")
+        source = SpeechSource(
+            kind="hf",
+            path="webdataset",
+            data_files=str(path / "*.tar"),
+            audio_field="mp3",
+            text_field="json.text",
+            continuation_field="json.next",
+            word_times_field="json.times",
+        )
+    else:
+        source = SpeechSource(kind=kind, path=str(path), **fields)
     store = ShardStore(tmp_path / "natural")
     report = run_natural(config, source, store)
     assert report.inputs == len(recorded) and report.written == 4
@@ -282,4 +322,4 @@ def test_recorded_speech_is_decoded_aligned_and_scored(config, tmp_path, recorde
     again = run_natural(config, source, store)
     assert again.skipped == {Reason.DONE: len(recorded)} and again.written == 0
     origins = store.table("quarantine").column("origin").to_pylist()
-    assert all(o.startswith(str(path)) for o in origins)
+    assert all(o.startswith(source.path) for o in origins)
