@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from salad_ray.accounting import Reason
-from salad_ray.asr import WhisperASR, cer
+from salad_ray.asr import WINDOW_SECONDS, WhisperASR, cer
 from salad_ray.assets import resolve
 from salad_ray.audio import SAMPLE_RATE, AudioError, encode_flac, read_audio
 from salad_ray.config import InterleaveConfig, ModelRef, RunConfig, TTSConfig
@@ -139,7 +139,8 @@ class TTSStage:
 
 
 class ASRCheckStage:
-    """Transcribe the synthetic speech with Whisper; refuse samples above the CER threshold."""
+    """Transcribe the synthetic speech with Whisper; refuse samples above the CER threshold, and
+    samples with a span longer than Whisper's window (they cannot be checked)."""
 
     name = "asr"
 
@@ -149,8 +150,22 @@ class ASRCheckStage:
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = _rows(batch)
-        todo = [r for r in rows if is_ok(r) and r["speech_texts"]]
-        waves = [read_audio(blob) for r in todo for blob in r["audio"]]
+        todo, waves = [], []
+        for row in rows:
+            if not (is_ok(row) and row["speech_texts"]):
+                continue
+            spoken = [read_audio(blob) for blob in row["audio"]]
+            longest = max(len(w) for w in spoken) / SAMPLE_RATE
+            if longest > WINDOW_SECONDS:
+                refuse(
+                    row,
+                    self.name,
+                    Reason.ASR,
+                    f"a {longest:.1f} s span is longer than Whisper's {WINDOW_SECONDS} s window",
+                )
+                continue
+            todo.append(row)
+            waves += spoken
         transcripts = iter(self.asr.transcribe(waves)) if waves else iter(())
         for row in todo:
             heard = [next(transcripts) for _ in row["audio"]]

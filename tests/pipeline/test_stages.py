@@ -135,10 +135,15 @@ def test_tts_then_asr_keeps_intelligible_speech_and_refuses_the_rest(planned):
     assert spoken[0]["duration"] > 0.5 and spoken[0]["sample_rate"] == SAMPLE_RATE
     assert spoken[1]["status"] == Reason.SYNTHESIS and spoken[1]["stage"] == "tts"
     assert spoken[3]["status"] == planned[1]["status"]  # refused rows pass through untouched
-    checked = asr(pd.DataFrame(spoken)).to_dict("records")
+    # a span Whisper cannot hear in one window (an untrained Kokoro's can run that long): refused
+    long_wave = np.zeros(31 * SAMPLE_RATE, np.float32)
+    too_long = dict(spoken[0], sample_id="l", audio=[spoken[0]["audio"][0], encode_flac(long_wave)])
+    too_long["speech_texts"] = [good["speech_texts"][0], "silence"]
+    checked = asr(pd.DataFrame([*spoken, too_long])).to_dict("records")
     assert checked[0]["status"] == OK and checked[0]["cer"] < 0.3
     assert checked[2]["status"] == Reason.ASR and checked[2]["detail"].startswith("CER")
     assert checked[2]["stage"] == "asr"
+    assert checked[4]["status"] == Reason.ASR and "31.0 s span is longer than Whisper" in checked[4]["detail"]
 
 
 def test_shard_store_commits_exactly_once_and_drops_orphans(tmp_path, planned):
