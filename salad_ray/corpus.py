@@ -295,7 +295,8 @@ def _read_hf(source: TextSource) -> Iterator[RawText]:
             yield RawText("", "hf", origin, Refusal(Reason.NO_TEXT_FIELD, repr(source.text_field)))
             continue
         value, refusal = _value(get_field(row, source.text_field), source.text_field)
-        domain = str(get_field(row, source.domain_field)) if source.domain_field else "hf"
+        labelled = source.domain_field and has_field(row, source.domain_field)
+        domain = str(get_field(row, source.domain_field)) if labelled else "hf"
         yield RawText(value, domain, origin, refusal)
 
 

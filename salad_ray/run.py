@@ -46,6 +46,7 @@ uninterrupted run would. Each round's store joins the training stream at the rou
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -307,13 +308,15 @@ class Driver:
 
     # ------------------------------------------------------------------------------------ phases
 
+    @functools.cached_property
     def heldout_records(self) -> list[TextRecord]:
-        """The held-out texts: spread across domains (and the held-out-only ones), from the config."""
+        """The held-out texts: spread across domains (and the held-out-only ones), from the config;
+        read once, though the held-out, natural and text phases each need them."""
         return heldout_records(self.config.data, self.config.seed)
 
     def build_heldout(self) -> None:
         h = self.config.data.heldout
-        records = self.heldout_records()
+        records = self.heldout_records
         report = self._synthesize("heldout", records, voices=h.voices, source="heldout")
         self.state.finish(
             "heldout", heldout_ids=[r.text_id for r in records], pipelines={"heldout": report.to_notes()}
@@ -329,7 +332,7 @@ class Driver:
             print(report.summary(), flush=True)
             reports.append(report)
         if data.natural_standin is not None:
-            heldout = {r.text_id for r in self.heldout_records()}  # never train on held-out texts
+            heldout = {r.text_id for r in self.heldout_records}  # never train on held-out texts
             records = list(
                 screen_texts(
                     data.natural_standin.text, exclude_domains=data.heldout_only, exclude_ids=heldout
@@ -352,7 +355,7 @@ class Driver:
         self.state.finish("natural", natural_ids=ids, pipelines={r.name: r.to_notes() for r in reports})
 
     def build_text(self) -> None:
-        data, heldout = self.config.data, {r.text_id for r in self.heldout_records()}
+        data, heldout = self.config.data, {r.text_id for r in self.heldout_records}
         # never distil a held-out text (text, pool and held-out may share a corpus, as FineWeb-Edu)
         records = list(screen_texts(data.text, exclude_domains=data.heldout_only, exclude_ids=heldout))
         report = self._synthesize("text", records, voices=[], source="text", speech=False)

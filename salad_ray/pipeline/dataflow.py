@@ -348,17 +348,14 @@ def read_speech_source(source: SpeechSource):
 
     data = open_dataset(source, audio_fields=(source.audio_field,))
     if source.continuation_group_field:
-        features = None if data.features is None else datasets.Features(data.features)
-        if features is not None:
-            features[NEXT_TRANSCRIPT] = datasets.Value("string")
         data = datasets.IterableDataset.from_generator(
-            _segments_with_next, features=features, gen_kwargs={"source": source}
+            _segments_with_next,
+            features=_plus_column(data.features, NEXT_TRANSCRIPT, "string"),
+            gen_kwargs={"source": source},
         )
     if isinstance(data, datasets.IterableDataset):
         data = data.take(source.limit) if source.limit else data
-        numbered = None if data.features is None else datasets.Features(data.features)
-        if numbered is not None:
-            numbered[ROW_COLUMN] = datasets.Value("int64")
+        numbered = _plus_column(data.features, ROW_COLUMN, "int64")
         data = data.map(lambda _, n: {ROW_COLUMN: n}, with_indices=True, features=numbered)
         # Not ray.data.from_huggingface: it first swaps a hub dataset for the hub's Parquet export of
         # the whole split (by its name, dropping take and map) and needs a network.
@@ -367,6 +364,18 @@ def read_speech_source(source: SpeechSource):
         return ray.data.read_datasource(StreamedDataset(data))
     data = data.select(range(min(source.limit or len(data), len(data))))
     return ray.data.from_huggingface(data.add_column(ROW_COLUMN, list(range(len(data)))))
+
+
+def _plus_column(features, column: str, dtype: str):
+    """A stream's declared features with one more column (declared, so every block it yields has one
+    schema), or None when the stream declares none."""
+    import datasets
+
+    if features is None:
+        return None
+    features = datasets.Features(features)
+    features[column] = datasets.Value(dtype)
+    return features
 
 
 def _segments_with_next(source: SpeechSource):
