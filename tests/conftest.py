@@ -22,6 +22,20 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
+def rehearsal_tool():
+    """tools/rehearsal_data.py as a module: the rehearsal's model and dataset builders, which some
+    tests reuse at smaller sizes (a random Kokoro, Emilia-shaped webdataset shards)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / "rehearsal_data.py"
+    spec = importlib.util.spec_from_file_location("rehearsal_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def smoke_job():
     """The README's laptop section run as written: a smoke run by `ray job submit` on a `ray start`
     cluster, then `ray stop` (tests/readme.py). Its tests are ``machine_wide``, so it runs first."""

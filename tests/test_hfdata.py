@@ -3,9 +3,7 @@ the layouts of the paper's corpora (FineWeb-Edu Parquet, Emilia webdataset tars)
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -84,21 +82,21 @@ def test_a_row_without_the_text_field_is_refused_not_skipped(tmp_path):
     assert [r.unreadable.detail for r in raw if r.unreadable] == ["'text'", "'text'"]
 
 
-def _emilia_tar(path, segments: list[tuple[str, str]]) -> None:
+def _emilia_tar(tool, path, segments: list[tuple[str, str]]) -> None:
     """Emilia's layout: <key>.mp3 beside <key>.json with text and speaker (the audio is not decoded here)."""
-    with tarfile.open(path, "w") as tar:
-        for n, (speaker, text) in enumerate(segments):
-            key = f"{speaker}_W{n:06d}"
-            meta = json.dumps({"id": key, "text": text, "speaker": speaker, "duration": 1.0}).encode()
-            for name, data in ((f"{key}.mp3", b"ID3 not really audio"), (f"{key}.json", meta)):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+    samples = []
+    for n, (speaker, text) in enumerate(segments):
+        key = f"{speaker}_W{n:06d}"
+        meta = {"id": key, "text": text, "speaker": speaker, "duration": 1.0}
+        samples.append((key, {"mp3": b"ID3 not really audio", "json": json.dumps(meta).encode()}))
+    tool.webdataset_shard(path, samples)
 
 
-def test_an_emilia_layout_streams_with_its_audio_left_encoded(tmp_path):
+def test_an_emilia_layout_streams_with_its_audio_left_encoded(tmp_path, rehearsal_tool):
     _emilia_tar(
-        tmp_path / "EN-B000000.tar", [("EN_B00000_S00000", "hello there"), ("EN_B00000_S00000", "again")]
+        rehearsal_tool,
+        tmp_path / "EN-B000000.tar",
+        [("EN_B00000_S00000", "hello there"), ("EN_B00000_S00000", "again")],
     )
     source = SpeechSource(
         kind="hf",
@@ -113,8 +111,8 @@ def test_an_emilia_layout_streams_with_its_audio_left_encoded(tmp_path):
     assert first["json"]["text"] == "hello there"
 
 
-def test_preflight_names_a_nested_field_the_speech_source_lacks(smoke_config, tmp_path):
-    _emilia_tar(tmp_path / "EN-B000000.tar", [("EN_B00000_S00000", "hello there")])
+def test_preflight_names_a_nested_field_the_speech_source_lacks(smoke_config, tmp_path, rehearsal_tool):
+    _emilia_tar(rehearsal_tool, tmp_path / "EN-B000000.tar", [("EN_B00000_S00000", "hello there")])
     natural = SpeechSource(
         kind="hf",
         path="webdataset",

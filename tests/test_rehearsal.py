@@ -4,7 +4,6 @@ in the formats of the paper's sources, and every source and model of the preset 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,6 @@ from salad_ray.config import load_config
 ROOT = Path(__file__).parents[1]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("rehearsal_data", ROOT / "tools" / "rehearsal_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -29,8 +21,8 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def test_the_same_seed_builds_the_same_llm_and_text(tmp_path):
-    tool = _tool()
+def test_the_same_seed_builds_the_same_llm_and_text(tmp_path, rehearsal_tool):
+    tool = rehearsal_tool
     for part in ("a", "b"):
         tool.build_llm(tmp_path / part / "llm", seed=0)
         tool.build_fineweb_edu(tmp_path / part / "fineweb-edu", documents=50)
@@ -42,8 +34,8 @@ def test_the_same_seed_builds_the_same_llm_and_text(tmp_path):
 
 
 @pytest.mark.slow  # espeak-ng speaks ~20 texts and Kokoro's random weights are built: ~1 min
-def test_every_source_and_model_of_the_rehearsal_preset_resolves(tmp_path, monkeypatch):
-    _tool().build(tmp_path / "runs" / "rehearsal-data")
+def test_every_source_and_model_of_the_rehearsal_preset_resolves(tmp_path, monkeypatch, rehearsal_tool):
+    rehearsal_tool.build(tmp_path / "runs" / "rehearsal-data")
     monkeypatch.chdir(tmp_path)  # the preset names runs/rehearsal-data, relative to where it runs
     config = load_config("rehearsal")
     problems = preflight.data_problems(config) + preflight.mixture_problems(config)

@@ -166,24 +166,32 @@ def build_emilia(out: Path, speakers: int = 2, segments: int = 4) -> None:
 
     out.mkdir(parents=True)
     records = _fortunes(["linux"], speakers * segments + 8, 6, 20)[8:]
-    with tarfile.open(out / "EN-B000000.tar", "w") as tar:
-        for n, record in enumerate(records):
-            speaker = f"EN_B00000_S{n // segments:05d}"
-            key = f"{speaker}_W{n % segments:06d}"
-            wave, _ = _spoken(record.text, VOICES[n // segments % len(VOICES)])
-            mp3 = io.BytesIO()
-            sf.write(mp3, wave, SAMPLE_RATE, format="MP3")
-            meta = {
-                "id": key,
-                "wav": f"{key}.mp3",
-                "text": record.text,
-                "duration": round(len(wave) / SAMPLE_RATE, 3),
-                "speaker": speaker,
-                "language": "en",
-                "dnsmos": 3.3,
-            }
-            for name, data in ((f"{key}.mp3", mp3.getvalue()), (f"{key}.json", json.dumps(meta).encode())):
-                info = tarfile.TarInfo(name)
+    samples = []
+    for n, record in enumerate(records):
+        speaker = f"EN_B00000_S{n // segments:05d}"
+        key = f"{speaker}_W{n % segments:06d}"
+        wave, _ = _spoken(record.text, VOICES[n // segments % len(VOICES)])
+        mp3 = io.BytesIO()
+        sf.write(mp3, wave, SAMPLE_RATE, format="MP3")
+        meta = {
+            "id": key,
+            "wav": f"{key}.mp3",
+            "text": record.text,
+            "duration": round(len(wave) / SAMPLE_RATE, 3),
+            "speaker": speaker,
+            "language": "en",
+            "dnsmos": 3.3,
+        }
+        samples.append((key, {"mp3": mp3.getvalue(), "json": json.dumps(meta).encode()}))
+    webdataset_shard(out / "EN-B000000.tar", samples)
+
+
+def webdataset_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
+    """One webdataset tar: for each (key, parts) in order, a member ``<key>.<ext>`` per part."""
+    with tarfile.open(path, "w") as tar:
+        for key, parts in samples:
+            for ext, data in parts.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
 

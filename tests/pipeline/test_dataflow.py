@@ -261,32 +261,29 @@ def recorded(espeak):
     return rows
 
 
-def _emilia_shard(rows: list[dict], path) -> None:
+def _emilia_shard(tool, rows: list[dict], path) -> None:
     """Rows as one webdataset tar in Emilia's layout: <key>.mp3 beside <key>.json (text and the rest);
     decodable, finite recordings re-encoded as MP3 (LAME aborts on NaN), the others' bytes kept."""
     import json
-    import tarfile
 
-    with tarfile.open(path, "w") as tar:
-        for n, row in enumerate(rows):
-            audio = row["audio"]
-            try:
-                wave, rate = sf.read(io.BytesIO(audio), dtype="float32")
-            except sf.LibsndfileError:
-                wave = None
-            if wave is not None and np.isfinite(wave).all():
-                mp3 = io.BytesIO()
-                sf.write(mp3, wave, rate, format="MP3")
-                audio = mp3.getvalue()
-            meta = json.dumps({k: row[k] for k in ("text", "next", "times")}).encode()
-            for name, data in ((f"utt{n:03d}.mp3", audio), (f"utt{n:03d}.json", meta)):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+    samples = []
+    for n, row in enumerate(rows):
+        audio = row["audio"]
+        try:
+            wave, rate = sf.read(io.BytesIO(audio), dtype="float32")
+        except sf.LibsndfileError:
+            wave = None
+        if wave is not None and np.isfinite(wave).all():
+            mp3 = io.BytesIO()
+            sf.write(mp3, wave, rate, format="MP3")
+            audio = mp3.getvalue()
+        meta = json.dumps({k: row[k] for k in ("text", "next", "times")}).encode()
+        samples.append((f"utt{n:03d}", {"mp3": audio, "json": meta}))
+    tool.webdataset_shard(path, samples)
 
 
 @pytest.mark.parametrize("kind", ["parquet", "hf", "webdataset"])
-def test_recorded_speech_is_decoded_aligned_and_scored(config, tmp_path, recorded, kind):
+def test_recorded_speech_is_decoded_aligned_and_scored(config, tmp_path, recorded, kind, rehearsal_tool):
     """Parquet files, a saved HF dataset, and Emilia's layout streamed through the hub loader
     (``path: webdataset`` with ``data_files``, the transcript at the dotted ``json.text``)."""
     path = tmp_path / "corpus"
@@ -300,7 +297,7 @@ def test_recorded_speech_is_decoded_aligned_and_scored(config, tmp_path, recorde
         datasets.Dataset.from_list(recorded).save_to_disk(str(path))
     if kind == "webdataset":
         path.mkdir()
-        _emilia_shard(recorded, path / "EN-000000.tar")
+        _emilia_shard(rehearsal_tool, recorded, path / "EN-000000.tar")
         source = SpeechSource(
             kind="hf",
             path="webdataset",
