@@ -14,6 +14,7 @@ between a laptop and a cluster (models, sizes, budgets, resources).
 from __future__ import annotations
 
 import copy
+import glob
 from enum import Enum
 from importlib import resources
 from pathlib import Path
@@ -39,6 +40,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
 
 
+def _anchored(value: str | None) -> str | None:
+    """A relative local path (or glob) that exists where the config is loaded, made absolute.
+
+    Ray workers do not share the driver's working directory (Ray Train's run in their trial folder),
+    so ``runs/rehearsal-data/llm`` must name the same directory on each of them. Hub ids, builder
+    names and ``asset:`` references name nothing here and stay as given."""
+    if not value or Path(value).is_absolute() or not glob.glob(value):
+        return value
+    return str(Path.cwd() / value)
+
+
+def _anchored_files(value: str | list[str] | None) -> str | list[str] | None:
+    return [_anchored(v) for v in value] if isinstance(value, list) else _anchored(value)
+
+
 # --------------------------------------------------------------------------------------- models
 
 
@@ -55,6 +71,8 @@ class ModelRef(_Strict):
     random_init: bool = False
     overrides: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
+
+    _source = field_validator("source")(_anchored)
 
     @model_validator(mode="after")
     def _check(self) -> ModelRef:
@@ -167,6 +185,9 @@ class TextSource(_Strict):
     max_words: int = Field(120, ge=1)
     limit: int | None = Field(None, ge=1)
 
+    _path_anchored = field_validator("path")(_anchored)
+    _files_anchored = field_validator("data_files")(_anchored_files)
+
     @model_validator(mode="after")
     def _path(self) -> TextSource:
         if self.kind in ("jsonl", "parquet", "hf") and not self.path:
@@ -215,6 +236,9 @@ class SpeechSource(_Strict):
     word_times_field: str | None = None
     domain_field: str | None = None
     limit: int | None = Field(None, ge=1)
+
+    _path_anchored = field_validator("path")(_anchored)
+    _files_anchored = field_validator("data_files")(_anchored_files)
 
     @model_validator(mode="after")
     def _continuation(self) -> SpeechSource:
@@ -510,6 +534,8 @@ class BenchmarkSpec(_Strict):
     categories: list[str] | None = None
     min_words: int = Field(14, ge=6)
     max_words: int = Field(40, ge=6)
+
+    _path_anchored = field_validator("path")(_anchored)
     options: int = Field(4, ge=2)
 
     @model_validator(mode="after")

@@ -97,3 +97,32 @@ def test_yaml_round_trip(tmp_path):
     f = tmp_path / "dump.yaml"
     f.write_text(config.to_yaml())
     assert load_config(file=f) == config
+
+
+def test_local_paths_are_anchored_where_the_config_is_loaded(tmp_path, monkeypatch):
+    """Ray Train workers run in their own folder: a relative local path is made absolute when the
+    config is loaded, and hub ids, builder names and assets stay as given."""
+    (tmp_path / "data" / "llm").mkdir(parents=True)
+    (tmp_path / "data" / "a.parquet").touch()
+    monkeypatch.chdir(tmp_path)
+    config = load_config(
+        "smoke",
+        overrides=[
+            "models.llm.source=data/llm",
+            "models.asr.source=Systran/faster-whisper-large-v3",
+            'data.text={"kind": "hf", "path": "parquet", "data_files": ["data/*.parquet", "gone/*.parquet"]}',
+        ],
+    )
+    assert config.models.llm.source == str(tmp_path / "data" / "llm")
+    assert config.models.asr.source == "Systran/faster-whisper-large-v3"
+    assert config.models.embedder.source.startswith("asset:")
+    assert config.data.text.path == "parquet"
+    assert config.data.text.data_files == [str(tmp_path / "data" / "*.parquet"), "gone/*.parquet"]
+    monkeypatch.chdir("/")
+    assert load_config(file=_saved(config, tmp_path)).models.llm.source == str(tmp_path / "data" / "llm")
+
+
+def _saved(config, folder):
+    path = folder / "config.yaml"
+    path.write_text(config.to_yaml())
+    return path
