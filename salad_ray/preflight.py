@@ -201,12 +201,12 @@ def model_refs(config: RunConfig) -> Iterator[tuple[str, ModelRef]]:
 def _model_config(key: str, ref: ModelRef) -> Problem | None:
     from salad_ray.assets import ASSET_PREFIX, resolve
 
-    if ref.random_init:
+    if ref.source is None:  # a random model of the family's default architecture: nothing to load
         return None
-    source = str(ref.source)
+    source = ref.source  # a random model takes its config (and tokenizer) from here too
     try:
         if source.startswith(ASSET_PREFIX) or Path(source).expanduser().exists():
-            found = resolve(ref) / "config.json"
+            found = resolve(ref.model_copy(update={"random_init": False, "overrides": {}})) / "config.json"
             if not found.is_file():
                 return Problem(key, f"{source} holds no config.json: set {key}.source to a model directory")
         else:

@@ -124,3 +124,14 @@ def test_a_rejected_run_leaves_no_run_directory(tmp_path, capsys):
     assert main(["--preset=smoke", f"--run-dir={run_dir}", "--set=data.pool.categories=[no-such]"]) == 2
     assert "data.pool: the fortunes source cannot be read" in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+def test_a_random_model_whose_source_cannot_be_reached_is_rejected(monkeypatch):
+    """A random model still takes its architecture from its source (paper-3b's Mimi with
+    random_init keeps ``kyutai/mimi``): offline, that is a problem before any worker starts."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    config = load_config("paper-3b", overrides=["models.encoder.model.random_init=true"])
+    problems = [p for p in preflight.model_problems(config) if p.key == "models.encoder.model"]
+    assert len(problems) == 1 and "kyutai/mimi" in problems[0].message
+    assert preflight.model_problems(load_config("smoke")) == []  # random, no source: nothing to load
