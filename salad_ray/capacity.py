@@ -162,6 +162,22 @@ def check(groups: list[NodeGroup], needs: list[Demand]) -> list[str]:
             problems.append(
                 f"{need.at_least} {need.what}s {need.bundle} must run at once; the groups hold {capacity}"
             )
+    # A group that offers a custom resource (tts) is kept for the actors asking it: GPUs it also offers
+    # would go to the first whole-GPU ask once the other groups are full, and its own actors then wait.
+    custom = {k for need in needs for k in need.bundle if k not in ("CPU", "GPU")}
+    for g in groups:
+        kept = sorted(custom & g.resources.keys())
+        takers = [
+            need.what
+            for need in needs
+            if "GPU" in need.bundle and not set(kept) & need.bundle.keys() and _fits(g.resources, need.bundle)
+        ]
+        if kept and g.resources.get("GPU", 0) > 0 and takers:
+            problems.append(
+                f"the {g.name} group offers {g.resources['GPU']:g} GPU beside {', '.join(kept)}: a "
+                f"{takers[0]} could take it and leave the {kept[0]} actors waiting; give it num-gpus 0 "
+                f"(an actor's share of that GPU is its {kept[0]} unit)"
+            )
     total: dict[str, float] = {}
     for g in groups:
         for k, v in g.resources.items():

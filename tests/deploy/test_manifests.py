@@ -94,7 +94,8 @@ def test_layouts_have_the_designed_groups():
         groups = {g.name: g for g in kuberay_groups(spec)}
         tts = next(g for g in spec["workerGroupSpecs"] if g["groupName"] == "tts")
         assert tts["minReplicas"] == 0 and tts["maxReplicas"] > 0
-        assert groups["tts"].resources["tts"] > 0 and groups["tts"].resources["GPU"] > 0
+        # a tts pod's GPU is its tts units' alone: offered as a GPU, a whole-GPU ask could take it
+        assert groups["tts"].resources["tts"] > 0 and groups["tts"].resources["GPU"] == 0
         assert groups["gpu"].resources["GPU"] > 0
     entrypoints = {
         name: next(d for d in render(path) if d["kind"] == "RayJob")["spec"]["entrypoint"]
@@ -141,9 +142,18 @@ def test_the_check_fails_without_the_tts_group():
     problems = check(kuberay_groups(no_tts), demands(config))
     assert any("no node group can hold a TTS actor" in p for p in problems)
     assert any("tts in all" in p for p in problems)
-    # more train workers at once than every GPU of the layout at full scale (4 x 8 + 8 x 1)
+    # more train workers at once than every GPU of the layout at full scale (4 x 8; tts pods offer none)
     crowded = load_config("paper-3b", overrides=["resources.train_workers=[48, 64]"])
     assert any("48 train workers" in p for p in check(kuberay_groups(doc["spec"]), demands(crowded)))
+
+
+def test_the_check_fails_when_a_tts_group_offers_its_gpu_to_all():
+    """The rehearsal found it: tts pods offering their GPU as a GPU lose it to a teacher replica."""
+    doc = yaml.safe_load((ROOT / "k8s/raycluster.yaml").read_text())
+    tts = next(g for g in doc["spec"]["workerGroupSpecs"] if g["groupName"] == "tts")
+    tts["rayStartParams"]["num-gpus"] = "1"
+    (problem,) = check(kuberay_groups(doc["spec"]), demands(load_config("paper-3b")))
+    assert problem.startswith("the tts group offers 1 GPU beside tts: a teacher replica could take it")
 
 
 def test_a_rayservice_is_checked_against_what_it_serves(tmp_path):
