@@ -43,6 +43,7 @@ class SpeechCache:
         self._asr_settings = [config.models.asr.model_dump(mode="json"), config.eval.asr_beam_size]
         self._audio: dict[str, np.ndarray] = {}
         self._transcripts: dict[str, str] = {}
+        self.unspeakable: dict[str, str] = {}  # text -> why the TTS could not speak it
         if directory is not None:
             (directory / "audio").mkdir(parents=True, exist_ok=True)
             index = directory / "transcripts.json"
@@ -73,9 +74,14 @@ class SpeechCache:
             tmp.replace(self.directory / "audio" / f"{key}.npy")
 
     def speak(self, texts: list[str], batch_size: int = 16) -> dict[str, np.ndarray]:
-        """The waveform of every distinct text, synthesizing only those not cached."""
+        """The waveform of every distinct text, synthesizing only those not cached. A text the TTS
+        cannot speak (:class:`SynthesisError`) is left out and its reason kept in ``unspeakable``."""
+        from salad_ray.tts.base import SynthesisError
+
         distinct = list(dict.fromkeys(texts))
-        missing = [t for t in distinct if self._load_audio(self.audio_key(t)) is None]
+        missing = [
+            t for t in distinct if t not in self.unspeakable and self._load_audio(self.audio_key(t)) is None
+        ]
         if missing:
             from salad_ray.tts.base import build_tts
 
@@ -84,9 +90,18 @@ class SpeechCache:
                 range(0, len(missing), batch_size), desc="speak benchmark pieces", unit="batch"
             ):
                 chunk = missing[start : start + batch_size]
-                for text, wave in zip(chunk, tts.synthesize(chunk, self.voice), strict=True):
+                try:
+                    spoken = list(zip(chunk, tts.synthesize(chunk, self.voice), strict=True))
+                except SynthesisError:  # one bad text fails its batch: speak them one by one
+                    spoken = []
+                    for text in chunk:
+                        try:
+                            spoken += [(text, tts.synthesize([text], self.voice)[0])]
+                        except SynthesisError as e:
+                            self.unspeakable[text] = str(e)
+                for text, wave in spoken:
                     self._store_audio(self.audio_key(text), np.asarray(wave, dtype=np.float32))
-        return {t: self._load_audio(self.audio_key(t)) for t in distinct}  # type: ignore[misc]
+        return {t: self._load_audio(self.audio_key(t)) for t in distinct if t not in self.unspeakable}  # type: ignore[misc]
 
     def transcribe(self, texts: list[str], batch_size: int = 16) -> dict[str, str]:
         """Whisper's raw transcript of every distinct text's waveform, transcribing only new ones."""

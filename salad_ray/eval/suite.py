@@ -102,12 +102,17 @@ def build_prompts(config: RunConfig, tokenizer, bos_id: int | None) -> dict[str,
     return out
 
 
-def speak_prompts(config: RunConfig, prompts: list[Prompt], cache: SpeechCache | None = None) -> None:
-    """The audio of every spoken piece of every prompt; each distinct piece synthesized once."""
+def speak_prompts(
+    config: RunConfig, prompts: list[Prompt], cache: SpeechCache | None = None
+) -> dict[str, str]:
+    """The audio of every spoken piece of every prompt; each distinct piece synthesized once.
+    Returns the pieces the TTS could not speak, with why: their prompts get no audio."""
     cache = cache or SpeechCache(config)
     audio = cache.speak([t for p in prompts for t in p.spoken_texts()])
     for prompt in prompts:
-        prompt.audio = [audio[t] for t in prompt.spoken_texts()]
+        if all(t in audio for t in prompt.spoken_texts()):
+            prompt.audio = [audio[t] for t in prompt.spoken_texts()]
+    return cache.unspeakable
 
 
 # Whisper closes every segment with a full stop, also a segment cut mid-sentence ("you believe."),
@@ -241,7 +246,11 @@ def evaluate(
     steps = 4 + untrained + len(specs)
     cache = SpeechCache(config, cache_dir)
     progress(f"1/{steps} speak {len(flat)} prompts")
-    speak_prompts(config, flat, cache)
+    unspeakable = speak_prompts(config, flat, cache)
+    # An item whose speech cannot be made leaves every system's benchmark, so all score the same items.
+    dropped = {task: [p.item.item_id for p in ps if p.audio is None] for task, ps in prompts.items()}
+    prompts = {task: [p for p in ps if p.audio is not None] for task, ps in prompts.items()}
+    flat = [p for task in prompts.values() for p in task]
     progress(f"2/{steps} transcribe (cascade)")
     transcribe_prompts(config, flat, cache)
     held = heldout_samples(heldout) if heldout is not None else []
@@ -294,6 +303,10 @@ def evaluate(
     return {
         "tasks": {task: len(task_prompts) for task, task_prompts in prompts.items()},
         "items": {task: [p.item.item_id for p in task_prompts] for task, task_prompts in prompts.items()},
+        "unspoken": {
+            "items": {task: ids for task, ids in dropped.items() if ids},
+            "reasons": sorted(set(unspeakable.values())),
+        },
         "chance": {
             task: float(np.mean([1 / len(p.item.options) for p in task_prompts]))
             for task, task_prompts in prompts.items()

@@ -116,6 +116,10 @@ def gap_table(results: dict) -> str:
         f"{', '.join(f'{t}: {n} items' for t, n in results['tasks'].items())}; {results['shots']}-shot at most; "
         f"voice {results['voice']}; chance: {chance}."
     )
+    unspoken = results.get("unspoken", {}).get("items", {})
+    if unspoken:  # the TTS could not speak them: every system was scored without them
+        left_out = ", ".join(f"{t}: {len(ids)}" for t, ids in unspoken.items())
+        note += f" Left out, unspeakable ({'; '.join(results['unspoken']['reasons'])}): {left_out} items."
     if any(_correct(s, _mode(s), tasks) for s in systems.values()):
         note += " " + ci_note()
     return markdown_table(header, rows) + "\n\n" + note

@@ -139,3 +139,16 @@ def test_the_cascade_on_clean_speech_is_close_to_text(smollm, cloze_prompts, tex
     assert abs(cascade - text) <= CASCADE_TOLERANCE and cascade >= CHANCE + 0.3
     heard = [t for p in cloze_prompts for t in p.transcripts]
     assert len(heard) == sum(len(p.spoken_texts()) for p in cloze_prompts) and all(heard)
+
+
+def test_a_prompt_the_tts_cannot_speak_gets_no_audio_and_its_reason_is_kept(smoke_config):
+    """A piece longer than tts.max_seconds fails its whole TTS batch; the others of that batch are
+    still spoken, and only the prompts needing the failed piece are left without audio."""
+    short = smoke_config.model_copy(deep=True)
+    short.tts.max_seconds = 2.0
+    long_item = Item("long", "t", " ".join(["a rather long sentence spoken slowly"] * 4), ("x", "y"), 0)
+    prompts = [build_prompt(ITEM, [], 30), build_prompt(long_item, [], 30)]
+    unspeakable = speak_prompts(short, prompts)
+    assert prompts[0].audio is not None and prompts[1].audio is None
+    (reason,) = unspeakable.values()
+    assert "longer than the 2 s limit" in reason
