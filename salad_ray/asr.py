@@ -17,6 +17,15 @@ import numpy as np
 from salad_ray.audio import SAMPLE_RATE, log_mel
 
 WINDOW_SECONDS = 30  # Whisper decodes 30 s windows
+MAX_TOKENS = 224  # Whisper's decoder holds 448 positions, half for the prompt
+
+
+def check_tokens(reference_tokens: int) -> int:
+    """Tokens worth decoding to check a span of ``reference_tokens``: a transcript cut there already
+    differs from the reference by about its own length (CER near 1 or more), so the verdict under
+    any threshold below 1 is the uncut one's. Speech that says the text ends long before; noise
+    (an untrained TTS) otherwise decodes all 224 tokens of hallucination."""
+    return 2 * reference_tokens + 16
 
 
 def normalize_for_cer(text: str) -> str:
@@ -68,8 +77,12 @@ class WhisperASR:
             prompt += ["<|en|>", "<|transcribe|>"]
         self.prompt = [*prompt, "<|notimestamps|>"]
 
-    def transcribe(self, waves: list[np.ndarray]) -> list[str]:
-        """One transcript per 16 kHz waveform (each at most 30 s)."""
+    def tokens(self, text: str) -> int:
+        """How many Whisper tokens ``text`` is."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def transcribe(self, waves: list[np.ndarray], max_tokens: int = MAX_TOKENS) -> list[str]:
+        """One transcript per 16 kHz waveform (each at most 30 s), of at most ``max_tokens`` tokens."""
         import ctranslate2
 
         window = WINDOW_SECONDS * SAMPLE_RATE
@@ -81,6 +94,6 @@ class WhisperASR:
             ctranslate2.StorageView.from_array(np.ascontiguousarray(mels, dtype=np.float32)),
             [self.prompt] * len(waves),
             beam_size=self.beam_size,
-            max_length=224,
+            max_length=min(max_tokens, MAX_TOKENS),
         )
         return [self.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip() for r in results]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from salad_ray.accounting import Reason
-from salad_ray.asr import WINDOW_SECONDS, WhisperASR, cer
+from salad_ray.asr import WINDOW_SECONDS, WhisperASR, cer, check_tokens
 from salad_ray.assets import resolve
 from salad_ray.audio import SAMPLE_RATE, AudioError, encode_flac, read_audio
 from salad_ray.config import InterleaveConfig, ModelRef, RunConfig, TTSConfig
@@ -166,7 +166,9 @@ class ASRCheckStage:
                 continue
             todo.append(row)
             waves += spoken
-        transcripts = iter(self.asr.transcribe(waves)) if waves else iter(())
+        references = [t for row in todo for t in row["speech_texts"]]
+        cap = check_tokens(max((self.asr.tokens(t) for t in references), default=0))
+        transcripts = iter(self.asr.transcribe(waves, max_tokens=cap)) if waves else iter(())
         for row in todo:
             heard = [next(transcripts) for _ in row["audio"]]
             row["cer"] = cer(list(row["speech_texts"]), heard)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from salad_ray.accounting import Reason
-from salad_ray.audio import SAMPLE_RATE, encode_flac
+from salad_ray.audio import SAMPLE_RATE, encode_flac, read_audio
 from salad_ray.config import InterleaveConfig, ModelRef, TextSource, TTSConfig
 from salad_ray.corpus import screen_texts
 from salad_ray.pipeline.dataflow import JOB_COLUMNS, skipped_jobs, text_jobs
@@ -258,3 +258,20 @@ def test_natural_speech_alignment_and_refusals(recording):
         done=frozenset(r["sample_id"] for r in out),
     )
     assert {r["status"] for r in again(pd.DataFrame(rows)).to_dict("records")} == {DONE}
+
+
+def test_the_asr_check_decodes_no_further_than_its_verdict_needs(planned):
+    """Capped at check_tokens of the reference, speech that says the text is heard in full, and
+    noise (what an untrained TTS makes) stops at the cap instead of Whisper's 224 tokens."""
+    from salad_ray.asr import MAX_TOKENS, WhisperASR, check_tokens
+    from salad_ray.assets import resolve
+
+    asr = WhisperASR(resolve(ModelRef(source="asset:whisper-tiny-ct2")))
+    spoken = TTSStage(TTSConfig())(pd.DataFrame([planned[0]])).to_dict("records")[0]
+    text = spoken["speech_texts"][0]
+    wave = read_audio(spoken["audio"][0])
+    cap = check_tokens(asr.tokens(text))
+    assert asr.transcribe([wave], max_tokens=cap) == asr.transcribe([wave])
+    noise = np.random.default_rng(0).normal(0, 0.3, 20 * SAMPLE_RATE).astype(np.float32)
+    heard = asr.transcribe([noise], max_tokens=check_tokens(2))[0]
+    assert asr.tokens(heard) <= check_tokens(2) < MAX_TOKENS
