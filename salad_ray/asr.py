@@ -1,6 +1,6 @@
 """Speech recognition for the synthetic-speech quality filter: Whisper (CTranslate2) and CER.
 
-The character error rate of a sample is the Levenshtein distance between the normalised reference
+The character error rate of a sample is the Levenshtein distance (rapidfuzz's) between the normalised reference
 text and the normalised transcript, divided by the reference length (summed over a sample's spans:
 total edits / total reference characters). Normalisation lower-cases, drops punctuation and
 collapses white space, so the filter measures intelligibility, not formatting.
@@ -13,6 +13,7 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 from salad_ray.audio import SAMPLE_RATE, log_mel
 
@@ -36,26 +37,11 @@ def normalize_for_cer(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = np.arange(len(b) + 1)
-    for i, ca in enumerate(a, 1):
-        current = np.empty_like(previous)
-        current[0] = i
-        cost = np.array([ca != cb for cb in b], dtype=np.int64)
-        for j in range(1, len(b) + 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost[j - 1])
-        previous = current
-    return int(previous[-1])
-
-
 def cer(references: list[str], hypotheses: list[str]) -> float:
     """Total character edits over total reference characters, after normalisation."""
     refs = [normalize_for_cer(r) for r in references]
     hyps = [normalize_for_cer(h) for h in hypotheses]
-    edits = sum(edit_distance(r, h) for r, h in zip(refs, hyps, strict=True))
+    edits = sum(Levenshtein.distance(r, h) for r, h in zip(refs, hyps, strict=True))
     return edits / max(1, sum(len(r) for r in refs))
 
 
