@@ -22,7 +22,8 @@ The arms of stage II are ``active`` (the config's gamma) and, with ``selection.c
 ``uniform`` (gamma = 0, the paper's comparison: same stage-I student, probes, budget and seed);
 they run side by side. An arm is pipelined: while the trainer trains on round r, round r+1 is
 probed, scored, selected and synthesized, so the trainer does not wait for data and the TTS actors
-do not sit idle. Round 1 is scored with the stage-I student; the active arm trains each round r
+do not sit idle. Round 1's probes are spoken while the warm-up and stage I train, and scored with
+the stage-I student; the active arm trains each round r
 but the last in two calls, saving a half-way student after the first, and round r+1 is scored
 with it (``student_for_round``): round r+1's probes are spoken while round r trains its first half,
 then scored, selected and synthesized while it trains its second half. Every decision reads
@@ -659,6 +660,22 @@ class Driver:
             for future in [pool.submit(arm_thread, arm) for arm in arms]:
                 future.result()
 
+    def train_before_stage2(self) -> None:
+        """The warm-up and stage I, with round 1's probes spoken beside them: they need only the pool
+        (no student scores them until stage I is saved), so the trainer's time hides their pipeline."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="probes") as probes:
+            speaking = (
+                probes.submit(self._speak_probes, 1, "probes") if self.config.stages.stage2_rounds else None
+            )
+            try:
+                if self.config.stages.warmup.steps:
+                    self.phase("warmup", self.train_warmup)
+                self.phase("stage1", self.train_stage1)
+            finally:
+                if speaking is not None:
+                    speaking.result()
+        self.status.clear("probes")
+
     def arms(self) -> list[Arm]:
         return [ACTIVE.with_gamma(self.config.selection.gamma)] + (
             [UNIFORM] if self.config.selection.compare_uniform else []
@@ -713,9 +730,7 @@ class Driver:
         with self.status:
             self.build_data()
             self.phase("pool", self.build_pool)
-            if self.config.stages.warmup.steps:
-                self.phase("warmup", self.train_warmup)
-            self.phase("stage1", self.train_stage1)
+            self.train_before_stage2()
             self.run_arms()
             if self.config.eval.enabled:
                 self.phase("eval", self.evaluate)
