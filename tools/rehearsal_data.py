@@ -6,7 +6,8 @@ Everything is in the format of the paper's source, at toy size, so that the rehe
 paths paper-3b runs on a GPU cluster (README, "Rehearsing the paper presets"):
 
     llm/          a tiny random Qwen2 causal LM (the paper's Qwen2.5 architecture), SmolLM2's tokenizer
-    kokoro/       Kokoro-82M's architecture with seeded random weights and an af_heart voice pack
+    kokoro/       Kokoro-82M's architecture (durations at a trained voice's pace) with seeded random
+                  weights and an af_heart voice pack
     asr/          a faster-whisper (CTranslate2) directory, as Systran/faster-whisper-large-v3: tiny.en
     embedder/     a sentence-transformers directory, as BAAI/bge-large-en-v1.5: all-MiniLM-L6-v2
     libriheavy/   save_to_disk with LibriHeavy's fields: audio, text, word_times, book_id
@@ -34,7 +35,9 @@ from salad_ray.corpus import read_texts
 
 VOICES = ["en-us", "en-gb", "en-us+f3"]
 # Kokoro-82M's architecture (hexgrad/Kokoro-82M's config.json) with a phoneme table of our own: the
-# weights are random, so any consistent symbol table will do.
+# weights are random, so any consistent symbol table will do. One size differs: a phoneme lasts the
+# sum of max_dur sigmoids frames, about max_dur / 2 untrained, so Kokoro's 50 would give every phoneme
+# ~25 frames (~1.7 s a word, 4x a trained voice's pace and 4x the synthesis); 12 gives ~6, as spoken.
 KOKORO_SYMBOLS = (
     ';:,.!?—…"()“” ' + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" + "ˈˌːəɪʊɛæɑɔʌɜθðʃʒŋɹɾʔɐɒɚɝᵻʤʧ"
 )
@@ -52,7 +55,7 @@ KOKORO_CONFIG = {
     "dropout": 0.2,
     "hidden_dim": 512,
     "max_conv_dim": 512,
-    "max_dur": 50,
+    "max_dur": 12,
     "multispeaker": True,
     "n_layer": 3,
     "n_mels": 80,
