@@ -2,7 +2,7 @@
 
 Covers what the shipped overlays use, with kustomize's meaning: ``resources`` (files and
 directories), ``images`` (name -> newName:newTag) and ``patches`` with a ``target`` (kind, name) and
-an inline JSON-6902 ``patch`` (add, replace, remove). Anything else is refused, so an overlay that
+an inline JSON-6902 ``patch`` (applied by jsonpatch). Anything else is refused, so an overlay that
 starts using more cannot pass unnoticed.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import jsonpatch
 import yaml
 
 SUPPORTED = {"apiVersion", "kind", "resources", "images", "patches"}
@@ -37,15 +38,15 @@ def render(directory: Path) -> list[dict]:
     for patch in spec.get("patches", []):
         target = patch["target"]
         matched = [
-            d
-            for d in docs
+            i
+            for i, d in enumerate(docs)
             if d.get("kind") == target.get("kind") and d.get("metadata", {}).get("name") == target.get("name")
         ]
         if not matched:
             raise ValueError(f"{directory}: patch target {target} matches no resource")
-        for doc in matched:
-            for op in yaml.safe_load(patch["patch"]):
-                _apply(doc, op)
+        operations = jsonpatch.JsonPatch(yaml.safe_load(patch["patch"]))
+        for i in matched:
+            docs[i] = operations.apply(docs[i])
     return docs
 
 
@@ -60,25 +61,3 @@ def _retag(node, image: dict) -> None:
     elif isinstance(node, list):
         for item in node:
             _retag(item, image)
-
-
-def _apply(doc: dict, op: dict) -> None:
-    parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")]
-    parent = doc
-    for part in parts[:-1]:
-        parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-    last = parts[-1]
-    key = (len(parent) if last == "-" else int(last)) if isinstance(parent, list) else last
-    if op["op"] == "remove":
-        del parent[key]
-    elif op["op"] == "replace":
-        if isinstance(parent, dict) and key not in parent:
-            raise KeyError(f"replace {op['path']}: nothing there")
-        parent[key] = op["value"]
-    elif op["op"] == "add":
-        if isinstance(parent, list):
-            parent.insert(key, op["value"])
-        else:
-            parent[key] = op["value"]
-    else:
-        raise NotImplementedError(f"JSON-6902 op {op['op']!r}")
