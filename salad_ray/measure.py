@@ -22,12 +22,12 @@ import torch
 from tqdm import tqdm
 
 from salad_ray.assets import AssetError, resolve
-from salad_ray.batch import Sample, collate
+from salad_ray.batch import Sample
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import heldout_records
 from salad_ray.metrics import GapSummary, summarize
 from salad_ray.model.student import SpeechLM
-from salad_ray.objective import batch_gap
+from salad_ray.objective import samples_gap
 from salad_ray.spoken import plan_text, speak, synthesis_settings
 from salad_ray.teacher.backends import TransformersBackend
 from salad_ray.tts.base import build_tts
@@ -56,13 +56,8 @@ def attach_teacher(samples: list[Sample], teacher: TransformersBackend, k: int, 
 
 
 def measure_gap(student: SpeechLM, samples: list[Sample], batch_size: int) -> GapSummary:
-    student.eval()
-    sums: dict[str, list[torch.Tensor]] = {"f_sums": [], "f_counts": [], "m_sums": [], "m_counts": []}
-    for start in tqdm(range(0, len(samples), batch_size), desc="measure F and M", unit="batch"):
-        gap = batch_gap(student, collate(samples[start : start + batch_size]))
-        for key in sums:
-            sums[key].append(getattr(gap, key))
-    return summarize(*(torch.cat(sums[k]) for k in ("f_sums", "f_counts", "m_sums", "m_counts")))
+    gap = samples_gap(student, samples, batch_size, student.device, progress="measure F and M")
+    return summarize(gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts)
 
 
 def main(argv: list[str] | None = None) -> int:

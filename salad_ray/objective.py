@@ -131,3 +131,38 @@ def batch_gap(student: nn.Module, batch: Batch) -> BatchGap:
     m_sums, m_counts = per_sample(m_rows, m.sample, n)
     d_sums, _ = per_sample(d_rows, m.sample, n)
     return BatchGap(f_sums, f_counts, m_sums, m_counts, d_sums)
+
+
+@torch.no_grad()
+def samples_gap(
+    student: nn.Module,
+    samples: list[Sample],
+    batch_size: int,
+    device,
+    batches: int | None = None,
+    progress: str | None = None,
+) -> BatchGap:
+    """:func:`batch_gap` of every sample, ``batch_size`` per forward, concatenated in order: the one
+    place held-out F and M are computed (training, ``salad_ray.measure``, evaluation).
+
+    ``batches`` runs that many forwards, those past the samples on ``samples[0]`` alone, its rows
+    dropped: ranks that must run the same number of forwards (FSDP's are collective). ``progress``
+    names a progress bar over the forwards, for a person watching."""
+    from tqdm import tqdm
+
+    n_batches = -(-len(samples) // batch_size) if batches is None else batches
+    was_training = student.training
+    student.eval()
+    parts = [torch.zeros(0, dtype=torch.float64)] * 5
+    for b in tqdm(range(n_batches), desc=progress, unit="batch", disable=progress is None):
+        chunk = samples[b * batch_size : (b + 1) * batch_size]
+        gap = batch_gap(student, collate(chunk or samples[:1]).to(device))
+        real = len(chunk)
+        parts = [
+            torch.cat([p, t[:real]])
+            for p, t in zip(
+                parts, (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts, gap.d_sums), strict=True
+            )
+        ]
+    student.train(was_training)
+    return BatchGap(*parts)

@@ -16,7 +16,7 @@ from salad_ray.batch import Sample, collate
 from salad_ray.interleave import TokenSpan
 from salad_ray.metrics import misalignment_rows
 from salad_ray.model.student import SpeechLM
-from salad_ray.objective import batch_gap, count_targets
+from salad_ray.objective import batch_gap, count_targets, samples_gap
 from salad_ray.scoring import per_cluster
 
 TOP_K = 8
@@ -118,3 +118,17 @@ def test_two_probe_sets_that_differ_only_in_layout_get_the_same_m(student, probe
     # and a text-first probe alone is not diluted by its 11 leading zero-KL targets either
     one = scores(student, 0, probes[:1])
     assert per_cluster(one, 1)[0][0] == pytest.approx(one["m_sum"][0] / 6, rel=1e-6)
+
+
+def test_held_out_gap_in_chunks_and_with_extra_forwards_is_the_one_batch_gap(student, probes):
+    """samples_gap (training's, measure's and evaluation's held-out F and M) in forwards of 2, and
+    with two forwards more than the samples need (a rank with fewer samples than another), gives
+    each sample the sums and counts of one forward over all of them."""
+    whole = batch_gap(student, collate(probes))
+    for gap in (
+        samples_gap(student, probes, 2, "cpu"),
+        samples_gap(student, probes, 2, "cpu", batches=4),
+    ):
+        for name in ("f_sums", "f_counts", "m_sums", "m_counts", "d_sums"):
+            torch.testing.assert_close(getattr(gap, name), getattr(whole, name), rtol=1e-4, atol=1e-5)
+    assert len(samples_gap(student, probes[:1], 2, "cpu", batches=3).f_sums) == 1

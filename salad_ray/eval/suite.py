@@ -47,14 +47,14 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from salad_ray.batch import Sample, collate
+from salad_ray.batch import Sample
 from salad_ray.config import RunConfig
 from salad_ray.eval.controls import derange, shuffled_audio
 from salad_ray.eval.items import Item, load_items, shots_for
 from salad_ray.eval.likelihood import Prompt, fit_prompt, predict, prompt_tokens, with_donor_context
 from salad_ray.eval.speech_cache import CachedEncoder, SpeechCache
 from salad_ray.model.student import SpeechLM
-from salad_ray.objective import batch_gap
+from salad_ray.objective import samples_gap
 from salad_ray.pipeline.records import sample_from_row
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.precision import autocast
@@ -179,16 +179,17 @@ def heldout_samples(store: Path) -> list[tuple[Sample, str]]:
     return sorted(out, key=lambda x: x[0].sample_id)
 
 
-@torch.no_grad()
 def heldout_gap(student: SpeechLM, samples: list[tuple[Sample, str]], batch_size: int) -> dict:
     """F and M per token on the held-out set, overall, per domain and per sample (sums and counts)."""
-    per_sample: dict[str, list] = {k: [] for k in ("f_sum", "f_targets", "m_sum", "m_targets")}
-    student.eval()
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        gap = batch_gap(student, collate([s for s, _ in chunk]).to(student.device))
-        for key, values in zip(per_sample, (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts), strict=True):
-            per_sample[key] += [float(v) for v in values[: len(chunk)]]
+    gap = samples_gap(student, [s for s, _ in samples], batch_size, student.device)
+    per_sample = {
+        key: [float(v) for v in values]
+        for key, values in zip(
+            ("f_sum", "f_targets", "m_sum", "m_targets"),
+            (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts),
+            strict=True,
+        )
+    }
     sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4))  # f_sum, f_count, m_sum, m_count
     for n, (_, domain) in enumerate(samples):
         values = np.array([per_sample[k][n] for k in ("f_sum", "f_targets", "m_sum", "m_targets")])

@@ -34,10 +34,10 @@ from salad_ray.interleave import mixed_layout
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import (
     alignment_loss,
-    batch_gap,
     count_speech_tokens,
     count_targets,
     distillation_loss,
+    samples_gap,
 )
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.precision import autocast
@@ -135,24 +135,14 @@ def mixed_lengths(student: SpeechLM, samples: list[Sample]) -> tuple[list[int], 
     return llm, adapter
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module, samples: list[Sample], batch_size: int, rank: int, world: int, device
 ) -> dict[str, float]:
     """F and M per token over the held-out samples, split across ranks (every rank runs the same
-    number of forwards, padding with a repeated sample that is left out of the sums)."""
-    mine = samples[rank::world]
+    number of forwards)."""
     n_batches = math.ceil(math.ceil(len(samples) / world) / batch_size)
-    totals = [0.0, 0.0, 0.0, 0.0]
-    model.eval()
-    for b in range(n_batches):
-        chunk = mine[b * batch_size : (b + 1) * batch_size]
-        real = len(chunk)
-        chunk = chunk + [samples[0]] * (batch_size - real)
-        gap = batch_gap(model, collate(chunk).to(device))
-        for k, t in enumerate((gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts)):
-            totals[k] += float(t[:real].sum())
-    model.train()
+    gap = samples_gap(model, samples[rank::world], batch_size, device, batches=n_batches)
+    totals = [float(t.sum()) for t in (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts)]
     f_sum, f_count, m_sum, m_count = all_sum(totals, device)
     return {"heldout_f": f_sum / max(f_count, 1), "heldout_m": m_sum / max(m_count, 1)}
 
