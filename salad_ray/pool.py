@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from salad_ray.assets import resolve
 from salad_ray.config import ModelRef, RunConfig
 from salad_ray.corpus import read_texts
+from salad_ray.files import atomic_path
 from salad_ray.selection import balanced_kmeans
 
 
@@ -62,10 +63,11 @@ class Pool:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / ".texts.parquet.tmp"
-        pq.write_table(pa.Table.from_pandas(self.texts, preserve_index=False), tmp)
         np.save(directory / "centroids.npy", self.centroids)
-        tmp.replace(directory / "texts.parquet")  # written last: its presence means the pool is whole
+        with atomic_path(
+            directory / "texts.parquet"
+        ) as tmp:  # written last: its presence means the pool is whole
+            pq.write_table(pa.Table.from_pandas(self.texts, preserve_index=False), tmp)
 
 
 def build_pool(config: RunConfig, directory: Path, exclude: set[str]) -> Pool:

@@ -67,6 +67,7 @@ from salad_ray import preflight
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
+from salad_ray.files import write_text
 from salad_ray.preflight import PreflightFailed
 from salad_ray.resources import ClusterTooSmall
 
@@ -87,9 +88,7 @@ class RunState:
         self.lock = threading.Lock()
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"done": self.done, "notes": self.notes}, indent=2, default=float))
-        tmp.replace(self.path)
+        write_text(self.path, json.dumps({"done": self.done, "notes": self.notes}, indent=2, default=float))
 
     def finish(self, phase: str, **notes: Any) -> None:
         with self.lock:

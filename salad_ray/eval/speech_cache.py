@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from salad_ray.config import RunConfig
+from salad_ray.files import atomic_path, write_text
 
 
 def _key(*parts: object) -> str:
@@ -69,9 +70,8 @@ class SpeechCache:
     def _store_audio(self, key: str, wave: np.ndarray) -> None:
         self._audio[key] = wave
         if self.directory is not None:
-            tmp = self.directory / "audio" / f".{key}.tmp.npy"
-            np.save(tmp, wave)
-            tmp.replace(self.directory / "audio" / f"{key}.npy")
+            with atomic_path(self.directory / "audio" / f"{key}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, wave)
 
     def speak(self, texts: list[str], batch_size: int = 16) -> dict[str, np.ndarray]:
         """The waveform of every distinct text, synthesizing only those not cached. A text the TTS
@@ -123,9 +123,9 @@ class SpeechCache:
     def _save_transcripts(self) -> None:
         if self.directory is None:
             return
-        tmp = self.directory / ".transcripts.json.tmp"
-        tmp.write_text(json.dumps(self._transcripts, indent=0, sort_keys=True))
-        tmp.replace(self.directory / "transcripts.json")
+        write_text(
+            self.directory / "transcripts.json", json.dumps(self._transcripts, indent=0, sort_keys=True)
+        )
 
 
 FEATURE_BUDGET_BYTES = 2 << 30  # encoder features kept per evaluation

@@ -53,6 +53,7 @@ from salad_ray.eval.controls import derange, shuffled_audio
 from salad_ray.eval.items import Item, load_items, shots_for
 from salad_ray.eval.likelihood import Prompt, fit_prompt, predict, prompt_tokens, with_donor_context
 from salad_ray.eval.speech_cache import CachedEncoder, SpeechCache
+from salad_ray.files import write_text
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import samples_gap
 from salad_ray.pipeline.records import sample_from_row
@@ -334,7 +335,5 @@ def run_eval(
         cache_dir=out / CACHE_DIR,
     )
     (out / PROGRESS_FILE).unlink(missing_ok=True)
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out / "results.json")
+    write_text(out / "results.json", json.dumps(result, indent=2))
     return out / "results.json"

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,18 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from salad_ray.batch import Sample
+from salad_ray.files import write_bytes
 from salad_ray.pipeline.records import QUARANTINE_SCHEMA, SHARD_SCHEMA, sample_from_row
 
 KINDS = ("shards", "quarantine")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ShardStore:
@@ -62,7 +52,7 @@ class ShardStore:
         directory.mkdir(parents=True, exist_ok=True)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        _atomic_write_bytes(directory / name, sink.getvalue().to_pybytes())
+        write_bytes(directory / name, sink.getvalue().to_pybytes())
         return name
 
     def commit(self, entries: Iterable[tuple[str, str, str]]) -> dict[str, int]:
@@ -83,7 +73,7 @@ class ShardStore:
         commits.mkdir(parents=True, exist_ok=True)
         if counts:
             number = len(list(commits.glob("*.json")))
-            _atomic_write_bytes(commits / f"{number:06d}.json", json.dumps(files).encode())
+            write_bytes(commits / f"{number:06d}.json", json.dumps(files).encode())
         self._remove_orphans()
         return {kind: sum(len(ids) for ids in files[kind].values()) for kind in KINDS}
 

@@ -1,0 +1,38 @@
+"""Files written whole or not at all: a reader never sees half of one, and a crash mid-write leaves
+the previous version (or nothing) in place."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` for the block to write (same folder, so the rename is
+    atomic; hidden and ending in ``.tmp``, so no reader's pattern matches it); it replaces ``path``
+    when the block ends, and is removed if the block raises. (``np.save`` appends ``.npy`` to a
+    path: give it the open file.)"""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Written and synced to disk before it replaces ``path`` (a commit log may name it next)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

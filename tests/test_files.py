@@ -1,0 +1,36 @@
+"""Atomic writes (salad_ray.files): the whole new file, or the old one and no leftovers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from salad_ray.files import atomic_path, write_bytes, write_text
+
+
+def test_a_finished_write_replaces_the_file_and_leaves_nothing_beside_it(tmp_path):
+    path = tmp_path / "state.json"
+    write_text(path, "old")
+    write_text(path, "new")
+    write_bytes(tmp_path / "blob.bin", b"\x00\x01")
+    with atomic_path(tmp_path / "wave.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, np.arange(3))
+    assert path.read_text() == "new" and (tmp_path / "blob.bin").read_bytes() == b"\x00\x01"
+    assert np.load(tmp_path / "wave.npy").tolist() == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob.bin", "state.json", "wave.npy"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path):
+    path = tmp_path / "results.json"
+    write_text(path, "old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_the_temporary_matches_no_reader_pattern(tmp_path):
+    with atomic_path(tmp_path / "000001.json") as tmp:
+        tmp.write_text("{}")
+        assert list(tmp_path.glob("*.json")) == []  # the shard store lists its commits by *.json
