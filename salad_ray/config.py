@@ -686,7 +686,7 @@ def preset_dict(name: str) -> dict[str, Any]:
     text = resources.files("salad_ray.presets").joinpath(f"{name}.yaml").read_text()
     tree = yaml.safe_load(text) or {}
     base = tree.pop("extends", None)
-    return _merge(preset_dict(base), tree) if base else tree
+    return deep_merge(preset_dict(base), tree) if base else tree
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -701,10 +701,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``update`` merged in: mappings key by key, anything else replaced."""
     out = copy.deepcopy(base)
     for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -764,7 +765,7 @@ def load_config(
         if not isinstance(layer, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
     name = preset or layer.get("preset") or DEFAULT_PRESET
-    tree = _merge(preset_dict(name), layer)
+    tree = deep_merge(preset_dict(name), layer)
     tree["preset"] = name
     for item in overrides or []:
         _set_path(tree, *parse_override(item))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from salad_ray.accounting import PipelineReport
+from salad_ray.eval.tables import markdown_table
 from salad_ray.selection import RoundPlan
 
 
@@ -105,12 +106,10 @@ def plot_curves(
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    def cell(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A Markdown table of numbers (4 significant digits) and text."""
+    return markdown_table(
+        header, [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    )
 
 
 def ordered_gaps(gaps: dict[str, dict]) -> list[tuple[str, dict]]:

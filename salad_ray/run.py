@@ -65,7 +65,7 @@ import pandas as pd
 
 from salad_ray import preflight
 from salad_ray.accounting import PipelineReport
-from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
+from salad_ray.config import ConfigError, RunConfig, add_config_arguments, deep_merge, load_config
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
 from salad_ray.files import write_text
 from salad_ray.preflight import PreflightFailed
@@ -92,18 +92,10 @@ class RunState:
 
     def finish(self, phase: str, **notes: Any) -> None:
         with self.lock:
-            _merge_into(self.notes, notes)
+            self.notes = deep_merge(self.notes, notes)
             if phase not in self.done:
                 self.done.append(phase)
             self.save()
-
-
-def _merge_into(target: dict, update: dict) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge_into(target[key], value)
-        else:
-            target[key] = value
 
 
 @dataclass(frozen=True)
