@@ -607,29 +607,38 @@ class StudentServerConfig(_Strict):
 # ------------------------------------------------------------------------------------ resources
 
 
+class ActorPoolConfig(_Strict):
+    """A Ray Data actor pool: between ``actors[0]`` and ``actors[1]`` actors (Ray Data scales the
+    pool within that range), each asking a node for ``cpus``, ``gpus`` and one unit of every custom
+    resource in ``resources`` (a cluster's node group advertises it, for example ``{tts: 1}``)."""
+
+    actors: tuple[int, int] = (1, 1)
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("actors")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError(f"expected 1 <= min <= max actors, got {list(v)}")
+        return v
+
+
 class ResourcesConfig(_Strict):
     """Every resource request of the run; salad_ray.resources turns these into Ray options."""
 
     use_gpu: bool = False
     train_workers: int | tuple[int, int] = 1
     cpus_per_train_worker: float = Field(1.0, gt=0)
-    tts_actors: tuple[int, int] = (1, 1)
-    cpus_per_tts_actor: float = Field(1.0, gt=0)
-    gpus_per_tts_actor: float = Field(0.0, ge=0)
-    # Custom resource TTS actors ask for (one unit each); a cluster's TTS node group advertises it.
-    tts_resource: str | None = None
-    asr_actors: tuple[int, int] = (1, 1)
-    cpus_per_asr_actor: float = Field(0.5, gt=0)
-    gpus_per_asr_actor: float = Field(0.0, ge=0)
+    # The actor pools of the pipelines: speech synthesis, the ASR (CER) check, sentence embedding of
+    # the pool, and the scorers that measure M with the newest student.
+    tts: ActorPoolConfig = Field(default_factory=ActorPoolConfig)
+    asr: ActorPoolConfig = Field(default_factory=lambda: ActorPoolConfig(cpus=0.5))
+    embed: ActorPoolConfig = Field(default_factory=ActorPoolConfig)
+    scorer: ActorPoolConfig = Field(default_factory=ActorPoolConfig)
     # Light stages (tokenising, calling the teacher): mostly waiting, so fractional CPUs.
     cpus_per_light_actor: float = Field(0.25, gt=0)
-    # Sentence embedding of the pool, and the scorers that measure M with the newest student.
-    embed_actors: tuple[int, int] = (1, 1)
-    cpus_per_embed_actor: float = Field(1.0, gt=0)
-    gpus_per_embed_actor: float = Field(0.0, ge=0)
-    scorer_actors: tuple[int, int] = (1, 1)
-    cpus_per_scorer_actor: float = Field(1.0, gt=0)
-    gpus_per_scorer_actor: float = Field(0.0, ge=0)
     # The evaluation task (salad_ray.eval): the original LLM, the cascade and each student in turn.
     cpus_per_eval_task: float = Field(1.0, gt=0)
     gpus_per_eval_task: float = Field(0.0, ge=0)
@@ -643,13 +652,6 @@ class ResourcesConfig(_Strict):
     # adapter; None: as much GPU as a teacher replica.
     cpus_per_student_replica: float = Field(1.0, gt=0)
     gpus_per_student_replica: float | None = Field(None, ge=0)
-
-    @field_validator("tts_actors", "asr_actors", "embed_actors", "scorer_actors")
-    @classmethod
-    def _pool(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 1 <= v[0] <= v[1]:
-            raise ValueError(f"expected 1 <= min <= max actors, got {list(v)}")
-        return v
 
 
 # ------------------------------------------------------------------------------------------ run

@@ -74,7 +74,7 @@ def build_pool(config: RunConfig, directory: Path, exclude: set[str]) -> Pool:
     """Read the pool source (minus ``exclude``d text ids), embed it on Ray Data, cluster, save."""
     import ray
 
-    from salad_ray.resources import embed_stage_options
+    from salad_ray.resources import pool_stage_options
 
     pool = read_texts(config.data.pool, exclude_domains=config.data.heldout_only)  # probes come from it
     records = [r for r in pool if r.text_id not in exclude]
@@ -97,7 +97,7 @@ def build_pool(config: RunConfig, directory: Path, exclude: set[str]) -> Pool:
             fn_constructor_args=(config.models.embedder,),
             batch_size=64,
             batch_format="pandas",
-            **embed_stage_options(config),
+            **pool_stage_options(config.resources.embed),
         )
         .to_pandas()
         .set_index("text_id")

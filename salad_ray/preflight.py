@@ -14,8 +14,8 @@ problem names the config key at fault and what to set:
   or ``data.natural_standin``; ``active``: stage II rounds; none in stage I);
 * **pool**: ``data.pool`` is set: left out, the candidates would silently be Debian's fortunes;
 * **resources**: a local instance offers every custom resource the run asks for
-  (``resources.tts_resource``) and a GPU wherever one is asked for (``resources.use_gpu``,
-  ``resources.gpus_per_*``); CPU counts are :func:`salad_ray.resources.check_cluster`'s. A cluster
+  (``resources.tts.resources``) and a GPU wherever one is asked for (``resources.use_gpu``,
+  ``resources.<pool>.gpus``, ``resources.gpus_per_*``); CPU counts are :func:`salad_ray.resources.check_cluster`'s. A cluster
   that may autoscale is checked by its layout file (:func:`salad_ray.capacity.check_files`), not by
   the nodes that happen to be up.
 """
@@ -229,18 +229,6 @@ def model_problems(config: RunConfig) -> list[Problem]:
 # ------------------------------------------------------------------------------------ resources
 
 
-# The key that gives each kind of actor a GPU (salad_ray.resources.demands names the kinds).
-GPU_KEYS = {
-    "teacher replica": "gpus_per_teacher_replica",
-    "train worker": "use_gpu",
-    "TTS actor": "gpus_per_tts_actor",
-    "ASR actor": "gpus_per_asr_actor",
-    "embedding actor": "gpus_per_embed_actor",
-    "scorer actor": "gpus_per_scorer_actor",
-    "evaluation task": "gpus_per_eval_task",
-}
-
-
 def resource_problems(config: RunConfig, cluster: Mapping[str, float]) -> list[Problem]:
     """What the run asks of a cluster (``ray.cluster_resources()``) that no node of it offers."""
     from salad_ray.resources import demands
@@ -249,9 +237,7 @@ def resource_problems(config: RunConfig, cluster: Mapping[str, float]) -> list[P
     for need in demands(config):
         for resource in need.bundle:
             if resource != "CPU" and cluster.get(resource, 0.0) <= 0:
-                gpu = GPU_KEYS.get(need.what, "use_gpu")
-                key = f"resources.{gpu}" if resource == "GPU" else "resources.tts_resource"
-                askers.setdefault((resource, key), []).append(need.what)
+                askers.setdefault((resource, need.keys[resource]), []).append(need.what)
     offered = sorted(k for k, v in cluster.items() if v > 0)
     return [
         Problem(

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from salad_ray.config import ReplicaConfig, RunConfig
+from salad_ray.config import ActorPoolConfig, ReplicaConfig, RunConfig
 
 
 def _serve_options(cpus: float, gpus: float, replicas: ReplicaConfig, max_ongoing: int) -> dict[str, Any]:
@@ -44,46 +44,20 @@ def student_deployment_options(config: RunConfig) -> dict[str, Any]:
     return _serve_options(r.cpus_per_student_replica, gpus, s.replicas, s.max_ongoing_requests)
 
 
-def _pool(size: tuple[int, int]):
+def pool_stage_options(pool: ActorPoolConfig) -> dict[str, Any]:
+    """Ray Data options of one actor pool: (min, max) actors, and each actor's CPUs, GPUs and custom
+    resources (the TTS pool's ``tts`` unit, for example)."""
     from ray.data import ActorPoolStrategy
 
-    return ActorPoolStrategy(min_size=size[0], max_size=size[1])
-
-
-def tts_stage_options(config: RunConfig) -> dict[str, Any]:
-    """Ray Data options of the TTS actor pool: (min, max) actors, CPU/GPU, the custom ``tts`` resource."""
-    r = config.resources
-    options: dict[str, Any] = {"compute": _pool(r.tts_actors), "num_cpus": r.cpus_per_tts_actor}
-    if r.gpus_per_tts_actor:
-        options["num_gpus"] = r.gpus_per_tts_actor
-    if r.tts_resource:
-        options["resources"] = {r.tts_resource: 1}
+    options: dict[str, Any] = {
+        "compute": ActorPoolStrategy(min_size=pool.actors[0], max_size=pool.actors[1]),
+        "num_cpus": pool.cpus,
+    }
+    if pool.gpus:
+        options["num_gpus"] = pool.gpus
+    if pool.resources:
+        options["resources"] = dict(pool.resources)
     return options
-
-
-def asr_stage_options(config: RunConfig) -> dict[str, Any]:
-    """Ray Data options of the ASR (CER check) actor pool."""
-    r = config.resources
-    return _model_stage(r.asr_actors, r.cpus_per_asr_actor, r.gpus_per_asr_actor)
-
-
-def _model_stage(pool: tuple[int, int], cpus: float, gpus: float) -> dict[str, Any]:
-    options: dict[str, Any] = {"compute": _pool(pool), "num_cpus": cpus}
-    if gpus:
-        options["num_gpus"] = gpus
-    return options
-
-
-def embed_stage_options(config: RunConfig) -> dict[str, Any]:
-    """Ray Data options of the sentence-embedding actor pool."""
-    r = config.resources
-    return _model_stage(r.embed_actors, r.cpus_per_embed_actor, r.gpus_per_embed_actor)
-
-
-def scorer_stage_options(config: RunConfig) -> dict[str, Any]:
-    """Ray Data options of the scorer actors (a student checkpoint each, measuring M)."""
-    r = config.resources
-    return _model_stage(r.scorer_actors, r.cpus_per_scorer_actor, r.gpus_per_scorer_actor)
 
 
 def eval_task_options(config: RunConfig) -> dict[str, Any]:
@@ -94,7 +68,9 @@ def eval_task_options(config: RunConfig) -> dict[str, Any]:
 
 def light_stage_options(config: RunConfig, max_actors: int = 2) -> dict[str, Any]:
     """Ray Data options of the light stages (tokenising, asking the teacher, writing shards)."""
-    return {"compute": _pool((1, max_actors)), "num_cpus": config.resources.cpus_per_light_actor}
+    return pool_stage_options(
+        ActorPoolConfig(actors=(1, max_actors), cpus=config.resources.cpus_per_light_actor)
+    )
 
 
 def train_scaling_config(config: RunConfig):
@@ -123,17 +99,15 @@ def peak_cpus(config: RunConfig) -> float:
         if config.teacher.url
         else r.cpus_per_teacher_replica * max(1, config.teacher.replicas.min_replicas)
     )
-    pipeline = (
-        2 * r.cpus_per_light_actor
-        + r.tts_actors[0] * r.cpus_per_tts_actor
-        + r.asr_actors[0] * r.cpus_per_asr_actor
-    )
-    prepare = max(
-        pipeline, r.scorer_actors[0] * r.cpus_per_scorer_actor, r.embed_actors[0] * r.cpus_per_embed_actor
-    )
+    pipeline = 2 * r.cpus_per_light_actor + _min_cpus(r.tts) + _min_cpus(r.asr)
+    prepare = max(pipeline, _min_cpus(r.scorer), _min_cpus(r.embed))
     workers = r.train_workers if isinstance(r.train_workers, int) else r.train_workers[0]
     arms = 2 if config.selection.compare_uniform else 1
     return teacher + max(3 * pipeline, arms * (prepare + workers * r.cpus_per_train_worker))
+
+
+def _min_cpus(pool: ActorPoolConfig) -> float:
+    return pool.actors[0] * pool.cpus
 
 
 def local_cpus(config: RunConfig) -> int:
@@ -164,6 +138,7 @@ class Demand:
     what: str
     bundle: dict[str, float]  # Ray resources of one: CPU, GPU, custom ones such as tts
     at_least: int  # how many must fit at the same time (pool minimums, the smallest worker count)
+    keys: dict[str, str]  # each resource of the bundle other than CPU -> the config key asking for it
 
 
 def _bundle(options: dict[str, Any]) -> dict[str, float]:
@@ -174,23 +149,33 @@ def _bundle(options: dict[str, Any]) -> dict[str, float]:
     return bundle
 
 
-def _min_actors(options: dict[str, Any]) -> int:
-    return int(options["compute"].min_size)
-
-
-def _replica_demand(what: str, options: dict[str, Any]) -> Demand:
+def _replica_demand(what: str, options: dict[str, Any], gpu_key: str) -> Demand:
     return Demand(
-        what, _bundle(options["ray_actor_options"]), max(1, options["autoscaling_config"]["min_replicas"])
+        what,
+        _bundle(options["ray_actor_options"]),
+        max(1, options["autoscaling_config"]["min_replicas"]),
+        {"GPU": gpu_key},
     )
 
 
 def teacher_demand(config: RunConfig) -> Demand:
-    return _replica_demand("teacher replica", teacher_deployment_options(config))
+    return _replica_demand(
+        "teacher replica", teacher_deployment_options(config), "resources.gpus_per_teacher_replica"
+    )
 
 
 def student_demand(config: RunConfig) -> Demand:
     """What serving a student asks of a cluster (a RayService of salad_ray.serve, not part of a run)."""
-    return _replica_demand("student replica", student_deployment_options(config))
+    key = "resources.gpus_per_student_replica"
+    if config.resources.gpus_per_student_replica is None:
+        key = "resources.gpus_per_teacher_replica"
+    return _replica_demand("student replica", student_deployment_options(config), key)
+
+
+def _pool_demand(what: str, key: str, pool: ActorPoolConfig) -> Demand:
+    options = pool_stage_options(pool)
+    keys = {"GPU": f"{key}.gpus", **{name: f"{key}.resources" for name in pool.resources}}
+    return Demand(what, _bundle(options), pool.actors[0], keys)
 
 
 def demands(config: RunConfig) -> list[Demand]:
@@ -200,18 +185,21 @@ def demands(config: RunConfig) -> list[Demand]:
     if not config.teacher.url:
         out.append(teacher_demand(config))
     workers = r.train_workers if isinstance(r.train_workers, int) else r.train_workers[0]
+    gpu = {"GPU": 1.0} if r.use_gpu else {}
     out.append(
-        Demand(
-            "train worker", {"CPU": r.cpus_per_train_worker, **({"GPU": 1.0} if r.use_gpu else {})}, workers
-        )
+        Demand("train worker", {"CPU": r.cpus_per_train_worker, **gpu}, workers, {"GPU": "resources.use_gpu"})
     )
-    for what, options in (
-        ("TTS actor", tts_stage_options(config)),
-        ("ASR actor", asr_stage_options(config)),
-        ("embedding actor", embed_stage_options(config)),
-        ("scorer actor", scorer_stage_options(config)),
-        ("light stage actor", light_stage_options(config)),
-    ):
-        out.append(Demand(what, _bundle(options), _min_actors(options)))
-    out.append(Demand("evaluation task", _bundle(eval_task_options(config)), 1))
+    out += [
+        _pool_demand("TTS actor", "resources.tts", r.tts),
+        _pool_demand("ASR actor", "resources.asr", r.asr),
+        _pool_demand("embedding actor", "resources.embed", r.embed),
+        _pool_demand("scorer actor", "resources.scorer", r.scorer),
+        Demand("light stage actor", _bundle(light_stage_options(config)), 1, {}),
+        Demand(
+            "evaluation task",
+            _bundle(eval_task_options(config)),
+            1,
+            {"GPU": "resources.gpus_per_eval_task"},
+        ),
+    ]
     return out

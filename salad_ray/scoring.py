@@ -74,7 +74,7 @@ def score_store(config: RunConfig, store: ShardStore, student_dir: Path) -> pd.D
     process) to list a handful of small files, several seconds of CPU per round on a laptop."""
     import ray
 
-    from salad_ray.resources import scorer_stage_options
+    from salad_ray.resources import pool_stage_options
 
     files = [str(f) for f in store.files("shards")]
     if not files:
@@ -83,7 +83,7 @@ def score_store(config: RunConfig, store: ShardStore, student_dir: Path) -> pd.D
         ScoreStage,
         fn_constructor_args=(str(student_dir), config.train.batch_size),
         batch_size=1,
-        **scorer_stage_options(config),
+        **pool_stage_options(config.resources.scorer),
     )
     return ds.to_pandas().sort_values("sample_id", ignore_index=True)
 

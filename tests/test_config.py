@@ -60,6 +60,8 @@ def test_file_layers_between_preset_and_overrides(tmp_path):
         ("models.adapter.heads=7", "models.adapter"),
         ("interleave.speech_words=[9, 3]", "interleave.speech_words"),
         ("nonsense=1", "nonsense: unknown key"),
+        ("resources.tts.actors=[2, 1]", "resources.tts.actors"),
+        ("resources.tts_actors=[1, 2]", "resources.tts_actors: unknown key"),
     ],
 )
 def test_bad_keys_and_values_fail_naming_the_key(override, key):

@@ -62,16 +62,17 @@ def test_a_mixture_naming_a_source_a_stage_cannot_have_is_rejected():
 
 
 def test_a_tts_resource_no_node_offers_is_rejected():
-    config = load_config("smoke", overrides=["resources.tts_resource=tts"])
+    config = load_config("smoke", overrides=["resources.tts.resources={tts: 1}"])
     (problem,) = preflight.resource_problems(config, {"CPU": 16.0})
-    assert problem.key == "resources.tts_resource" and "'tts'" in problem.message
+    assert problem.key == "resources.tts.resources" and "'tts'" in problem.message
     assert preflight.resource_problems(config, {"CPU": 16.0, "tts": 4.0}) == []
 
 
 def test_a_missing_gpu_names_the_key_that_asked_for_it():
-    config = load_config("smoke", overrides=["resources.gpus_per_tts_actor=0.5"])
-    (problem,) = preflight.resource_problems(config, {"CPU": 16.0, "GPU": 0.0})
-    assert problem.key == "resources.gpus_per_tts_actor" and "TTS actor" in problem.message
+    config = load_config("smoke", overrides=["resources.tts.gpus=0.5", "resources.gpus_per_eval_task=1"])
+    tts, evaluation = preflight.resource_problems(config, {"CPU": 16.0, "GPU": 0.0})
+    assert tts.key == "resources.tts.gpus" and "TTS actor" in tts.message
+    assert evaluation.key == "resources.gpus_per_eval_task" and "evaluation task" in evaluation.message
 
 
 def test_a_layout_without_the_tts_group_is_rejected(tmp_path):
@@ -111,8 +112,8 @@ def test_the_check_command_says_ok_or_names_the_key(capsys):
     local = ["--preset=smoke", "--check", "--address=local"]  # a new local instance's resources
     assert main(local) == 0
     assert "pre-flight: ok (smoke)" in capsys.readouterr().out
-    assert main([*local, "--set=resources.tts_resource=tts"]) == 2
-    assert "resources.tts_resource: no node of the cluster offers 'tts'" in capsys.readouterr().err
+    assert main([*local, "--set=resources.tts.resources={tts: 1}"]) == 2
+    assert "resources.tts.resources: no node of the cluster offers 'tts'" in capsys.readouterr().err
     assert main([*local, "--layout=k8s/nowhere.yaml"]) == 2
     assert "--layout: k8s/nowhere.yaml is not a file" in capsys.readouterr().err
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from salad_ray.config import StudentServerConfig, load_config
-from salad_ray.resources import student_deployment_options, teacher_deployment_options
+from salad_ray.resources import (
+    demands,
+    pool_stage_options,
+    student_deployment_options,
+    teacher_deployment_options,
+)
 
 
 @pytest.mark.parametrize(
@@ -41,6 +46,22 @@ def test_gpu_shares_of_the_teacher_and_the_student():
     assert student_deployment_options(student_half)["ray_actor_options"]["num_gpus"] == 0.5
     assert teacher_deployment_options(student_half)["ray_actor_options"]["num_gpus"] == 1.0
     assert StudentServerConfig().http_host == "127.0.0.1"
+
+
+def test_every_actor_pool_is_one_type_and_its_demand_names_the_keys_that_ask():
+    """paper-3b's pools: Ray Data options from one function, and each non-CPU resource of a
+    demand traced to the config key that asks for it (what the pre-flight check names)."""
+    config = load_config("paper-3b", overrides=["resources.scorer={actors: [2, 4], cpus: 8, gpus: 1.0}"])
+    tts = pool_stage_options(config.resources.tts)
+    assert (tts["compute"].min_size, tts["compute"].max_size) == (1, 32)
+    assert tts["num_cpus"] == 2 and tts["resources"] == {"tts": 1.0} and "num_gpus" not in tts
+    assert pool_stage_options(config.resources.asr)["num_gpus"] == 0.25
+    by_kind = {d.what: d for d in demands(config)}
+    assert by_kind["TTS actor"].bundle == {"CPU": 2.0, "tts": 1.0}
+    assert by_kind["TTS actor"].keys["tts"] == "resources.tts.resources"
+    assert by_kind["scorer actor"].at_least == 2
+    assert by_kind["scorer actor"].keys["GPU"] == "resources.scorer.gpus"
+    assert by_kind["teacher replica"].keys["GPU"] == "resources.gpus_per_teacher_replica"
 
 
 def test_a_cluster_too_small_stops_the_run_with_the_number_to_start_the_head_with(

@@ -63,7 +63,7 @@ def _actors(**filters) -> list:
 
 def _speaks(actor) -> bool:
     """A TTS actor: it holds the custom resource that only the tts group offers (paper-3b's
-    ``resources.tts_resource``), whether TTS runs alone or fused with the stages after it."""
+    ``resources.tts.resources``), whether TTS runs alone or fused with the stages after it."""
     return "tts" in (actor.required_resources or {})
 
 

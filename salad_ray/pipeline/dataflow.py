@@ -35,7 +35,7 @@ from salad_ray.pipeline.stages import (
     TeacherStage,
     TTSStage,
 )
-from salad_ray.resources import asr_stage_options, light_stage_options, tts_stage_options
+from salad_ray.resources import light_stage_options, pool_stage_options
 from salad_ray.spoken import sample_id, synthesis_settings
 
 JOB_COLUMNS = [
@@ -253,7 +253,11 @@ def run_texts(
             fn_constructor_args=(plan_args, config, speech, cer_limit, str(store.root)),
             batch_size=batch,
             batch_format="pandas",
-            **(tts_stage_options(config) if speech else light_stage_options(config, max_actors=1)),
+            **(
+                pool_stage_options(config.resources.tts)
+                if speech
+                else light_stage_options(config, max_actors=1)
+            ),
         )
         return _finish(ds, store, report, t0)
     if speech:
@@ -262,7 +266,7 @@ def run_texts(
             fn_constructor_args=(plan_args, config.tts),
             batch_size=batch,
             batch_format="pandas",
-            **tts_stage_options(config),
+            **pool_stage_options(config.resources.tts),
         )
         if cer_limit is not None:
             ds = ds.map_batches(
@@ -270,7 +274,7 @@ def run_texts(
                 fn_constructor_args=(config.models.asr, cer_limit),
                 batch_size=config.data.asr_batch_size,
                 batch_format="pandas",
-                **asr_stage_options(config),
+                **pool_stage_options(config.resources.asr),
             )
     else:
         ds = ds.map_batches(

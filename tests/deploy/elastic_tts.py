@@ -55,9 +55,9 @@ def pipeline(root: Path, texts: int):
     config = load_config(
         "smoke",
         overrides=[
-            "resources.tts_resource=tts",
-            "resources.tts_actors=[1, 2]",
-            "resources.cpus_per_tts_actor=1",
+            "resources.tts.resources={tts: 1}",
+            "resources.tts.actors=[1, 2]",
+            "resources.tts.cpus=1",
             "data.tts_batch_size=1",
             "data.fuse_stages=false",  # the TTS pool on its own, as on a cluster
             f"teacher.http_port={free_port()}",

@@ -121,7 +121,7 @@ def _tts_actors(state: str = "ALIVE") -> list[dict]:
 
 def test_tts_pool_grows_under_backlog_and_a_killed_actor_loses_nothing(config, tmp_path):
     elastic = config.model_copy(deep=True)
-    elastic.resources.tts_actors = (1, 2)
+    elastic.resources.tts.actors = (1, 2)
     elastic.data.tts_batch_size = 1
     records = texts(["literature", "wisdom", "people"], 60, (20, 40))
     # two bad records ride along: they must end in the quarantine, once each
