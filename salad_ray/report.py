@@ -5,8 +5,8 @@ round and arm, F and M on the held-out set over training, the training losses, a
 curve (salad_ray.eval.curve: the evaluated students' spoken accuracy and held-out M against steps
 and minutes, with 95 % intervals). Tables: the gap after each stage, the rounds' plans, the
 evaluation with its intervals, controls and the active-against-uniform verdict
-(salad_ray.eval.tables) and the data pipeline's counts. Everything is read back from the run directory (state.json, metrics.jsonl,
-rounds/<arm>/<r>/plan.json, eval/results.json), so a report can be remade at any time.
+(salad_ray.eval.tables) and the data pipeline's counts. Everything is read back from the run directory (salad_ray.rundir: state.json,
+metrics.jsonl, the rounds' plans, eval/results.json), so a report can be remade at any time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from salad_ray.accounting import PipelineReport
+from salad_ray.config import RunConfig
 from salad_ray.eval.tables import markdown_table
+from salad_ray.rundir import STAGE1_JOB, STAGE1_LABEL, Arm, RunDir, arm_of_job, milestones, run_arms
 from salad_ray.selection import RoundPlan
 
 
@@ -33,21 +35,26 @@ def read_metrics(path: Path) -> list[dict]:
     return list(latest.values())
 
 
-def read_plans(run_dir: Path) -> dict[str, list[RoundPlan]]:
-    """The plans of every stage-II arm (rounds/<arm>/<r>/plan.json), by arm, in round order."""
-    plans: dict[str, list[RoundPlan]] = {}
-    for path in sorted((run_dir / "rounds").glob("*/*/plan.json")):
-        plans.setdefault(path.parent.parent.name, []).append(RoundPlan(**json.loads(path.read_text())))
-    return {arm: sorted(p, key=lambda p: p.round) for arm, p in sorted(plans.items())}
+def read_plans(run: RunDir, arms: list[Arm], rounds: int) -> dict[str, list[RoundPlan]]:
+    """The plans made so far by each stage-II arm, by arm name, in round order."""
+    plans = {
+        arm.name: [
+            RoundPlan(**json.loads(run.plan(arm, r).read_text()))
+            for r in range(1, rounds + 1)
+            if run.plan(arm, r).is_file()
+        ]
+        for arm in sorted(arms, key=lambda a: a.name)
+    }
+    return {arm: p for arm, p in plans.items() if p}
 
 
 def _series(metrics: list[dict], stage1_steps: int) -> dict[str, list[tuple[int, dict]]]:
     """Per arm, its training records on one step axis: stage I, then that arm's stage II."""
-    stage1 = [(m["step"], m) for m in metrics if m["stage"] == "stage1"]
-    arms = sorted({m["stage"].removeprefix("stage2-") for m in metrics if m["stage"].startswith("stage2-")})
+    stage1 = [(m["step"], m) for m in metrics if m["stage"] == STAGE1_JOB]
+    arms = sorted({arm for m in metrics if (arm := arm_of_job(m["stage"]))})
     out = {}
-    for arm in arms or ["stage I"]:
-        stage2 = [(m["step"] + stage1_steps, m) for m in metrics if m["stage"] == f"stage2-{arm}"]
+    for arm in arms or [STAGE1_LABEL]:
+        stage2 = [(m["step"] + stage1_steps, m) for m in metrics if arm_of_job(m["stage"]) == arm]
         out[arm] = sorted(stage1 + stage2, key=lambda x: x[0])
     return out
 
@@ -112,21 +119,11 @@ def _table(header: list[str], rows: list[list]) -> str:
     )
 
 
-def ordered_gaps(gaps: dict[str, dict]) -> list[tuple[str, dict]]:
-    """The run's gap notes in reading order: the warm-up, stage I, then each arm's rounds and its end
-    of stage II ("active round 1", "stage II active", "uniform round 1", ...)."""
-
-    def key(stage: str) -> tuple:
-        if stage == "warm-up":
-            return (-1, "", 0)
-        if stage == "stage I":
-            return (0, "", 0)
-        words = stage.split()
-        if stage.startswith("stage II"):
-            return (1, words[-1], float("inf"))
-        return (1, words[0], int(words[-1]))
-
-    return sorted(gaps.items(), key=lambda item: key(item[0]))
+def ordered_gaps(config: RunConfig, gaps: dict[str, dict]) -> list[tuple[str, dict]]:
+    """The run's gap notes (by milestone label) in the milestones' reading order
+    (salad_ray.rundir.milestones): the warm-up, stage I, then each arm's rounds."""
+    order = milestones(config.stages, run_arms(config))
+    return [(m.label, gaps[m.label]) for m in order if m.label in gaps]
 
 
 def _pipeline_rows(reports: list[PipelineReport]) -> list[list]:
@@ -144,17 +141,17 @@ def _pipeline_rows(reports: list[PipelineReport]) -> list[list]:
     ]
 
 
-def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
+def write_report(config: RunConfig, run: RunDir, notes: dict) -> Path:
     """Write report/report.md and its plots from what the run directory holds."""
-    out = run_dir / "report"
+    out, stage1_steps = run.report, config.stages.stage1_steps
     out.mkdir(parents=True, exist_ok=True)
-    series = _series(read_metrics(run_dir / "metrics.jsonl"), stage1_steps)
-    plans = read_plans(run_dir)
-    parts = [f"# salad-ray run report\n\nRun directory: `{run_dir}`\n"]
+    series = _series(read_metrics(run.metrics), stage1_steps)
+    plans = read_plans(run, run_arms(config), config.stages.stage2_rounds)
+    parts = [f"# salad-ray run report\n\nRun directory: `{run.root}`\n"]
 
     gap_rows = [
         [stage, g.get("heldout_f", float("nan")), g.get("heldout_m", float("nan"))]
-        for stage, g in ordered_gaps(notes.get("gap", {}))
+        for stage, g in ordered_gaps(config, notes.get("gap", {}))
     ]
     if gap_rows:
         parts.append(
@@ -220,14 +217,14 @@ def write_report(run_dir: Path, notes: dict, stage1_steps: int) -> Path:
                     _table(["cluster", "M", "KL to teacher", "TTS CER", "kept", "p(c)", "share"], rows)
                 )
 
-    results = run_dir / "eval" / "results.json"
+    results = run.results
     if results.is_file():
         from salad_ray.eval.curve import curve_section
         from salad_ray.eval.tables import eval_sections
 
         evaluated = json.loads(results.read_text())
         parts += eval_sections(evaluated, out)
-        parts += curve_section(evaluated, read_metrics(run_dir / "metrics.jsonl"), stage1_steps, out)
+        parts += curve_section(evaluated, read_metrics(run.metrics), stage1_steps, out)
 
     pipelines = [PipelineReport.from_notes(counts) for counts in notes.get("pipelines", {}).values()]
     if pipelines:

@@ -31,17 +31,7 @@ finished work only, so a run killed anywhere and resumed synthesizes exactly the
 uninterrupted run would. Each round's store joins the training stream at the round's first step
 (salad_ray.train.mixture): the steps of round r read round r's selection first.
 
-    <run-dir>/
-      config.yaml  state.json  metrics.jsonl
-      data/{heldout,natural,text,probes-<r>,<arm>-<r>}/   shard stores
-      pool/                     texts.parquet, centroids.npy
-      rounds/probes/<r>/        scores.parquet (per probe: M, distillation KL, CER, duration)
-      rounds/<arm>/<r>/         plan.json (M, CER, p(c) per cluster; the texts drawn)
-      students/                 stage1, <arm>-round-<r>: the student after each stage and round;
-                                active-round-<r>-half: half-way through round r (scores round r+1)
-      train/                    Ray Train storage: checkpoints of stage1 and stage2-<arm>
-      eval/                     results.json
-      report/                   report.md and PNG plots
+The run directory's layout, and every name in it, is :mod:`salad_ray.rundir`'s.
 """
 
 from __future__ import annotations
@@ -56,7 +46,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,11 +59,29 @@ from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
 from salad_ray.files import write_text
 from salad_ray.preflight import PreflightFailed
 from salad_ray.resources import ClusterTooSmall
+from salad_ray.rundir import (
+    ACTIVE,
+    HELDOUT,
+    NATURAL,
+    STAGE1_JOB,
+    TEXT,
+    WARMUP_JOB,
+    Arm,
+    Milestone,
+    RunDir,
+    final_milestones,
+    probes_phase,
+    probes_store,
+    round_calls,
+    run_arms,
+    scores_phase,
+    stage1,
+    student_for_round,
+    warmup,
+)
 
 if TYPE_CHECKING:
     from salad_ray.train.loop import StageJob
-
-STATE_FILE = "state.json"
 
 
 class RunState:
@@ -96,67 +103,6 @@ class RunState:
             if phase not in self.done:
                 self.done.append(phase)
             self.save()
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One branch of stage II: the active loop (the config's gamma) or the uniform baseline (gamma 0).
-
-    Both start from the stage-I student and use the same probes, budget and seed; each has its own
-    selections (``rounds/<arm>/<r>/plan.json``), shard stores (``data/<arm>-<r>``), training run
-    (``stage2-<arm>``) and students (``students/<arm>-round-<r>``; the active arm also saves
-    ``students/active-round-<r>-half``, see :func:`student_for_round`).
-    """
-
-    name: str
-    gamma: float
-
-    def phase(self, r: int, part: str) -> str:
-        return f"{self.name}/round-{r}/{part}"
-
-    def store(self, r: int) -> str:
-        return f"{self.name}-{r}"
-
-    def student(self, r: int) -> str:
-        return f"{self.name}-round-{r}"
-
-    def half_student(self, r: int) -> str:
-        return f"{self.name}-round-{r}-half"
-
-    def with_gamma(self, gamma: float) -> Arm:
-        return replace(self, gamma=gamma)
-
-
-ACTIVE = Arm("active", 5.0)
-UNIFORM = Arm("uniform", 0.0)
-
-
-def student_for_round(r: int, steps_per_round: int) -> tuple[str, int]:
-    """The student that probes and scores stage-II round r, and the stage-II step it is saved at.
-
-    Round 1: the stage-I student (step 0). Round r >= 2: the active arm's half-way student of round
-    r - 1, ``students/active-round-<r-1>-half``, which a first training call of round r - 1 saves
-    at step h = (r - 2)·S + ⌈S/2⌉ (S = steps per round) before a second call trains on to
-    (r - 1)·S. For S >= 2, (r - 2)·S < h < (r - 1)·S: the student has trained on round r - 1's
-    selection, and round r is scored, selected and synthesized while round r - 1 trains its
-    second half. It reads finished work only, so a resumed run scores with the same student.
-    """
-    if r == 1:
-        return "stage1", 0
-    return ACTIVE.half_student(r - 1), (r - 2) * steps_per_round + (steps_per_round + 1) // 2
-
-
-def round_calls(arm: Arm, r: int, rounds: int, steps_per_round: int) -> list[tuple[int, str]]:
-    """The training calls of an arm's round r, in order: (until_step, the student saved after it).
-
-    One call to r·S, but the active arm's rounds r < ``rounds`` first train to the step of the
-    student that scores round r + 1 (:func:`student_for_round`) and save it.
-    """
-    calls = [(r * steps_per_round, arm.student(r))]
-    if arm.name == ACTIVE.name and r < rounds:
-        half, step = student_for_round(r + 1, steps_per_round)
-        calls.insert(0, (step, half))
-    return calls
 
 
 def _records(frame: pd.DataFrame) -> list[TextRecord]:
@@ -191,7 +137,7 @@ class Status:
 
     def trainer(self) -> str:
         """The step of every training stage still under way (else of the last one to log)."""
-        stages, metrics = self.driver.config.stages, self.driver.run_dir / "metrics.jsonl"
+        stages, metrics = self.driver.config.stages, self.driver.dirs.metrics
         last: dict[str, int] = {}
         if metrics.is_file():
             for line in metrics.read_text().splitlines():
@@ -201,9 +147,9 @@ class Status:
             return "-"
 
         def total(stage: str) -> int:
-            if stage == "warmup":
+            if stage == WARMUP_JOB:
                 return stages.warmup.steps
-            if stage == "stage1":
+            if stage == STAGE1_JOB:
                 return stages.stage1_steps
             return stages.stage2_rounds * stages.stage2_steps_per_round
 
@@ -215,7 +161,7 @@ class Status:
 
         d = self.driver
         lanes = dict(self.lanes)
-        progress = d.run_dir / "eval" / PROGRESS_FILE
+        progress = d.dirs.eval / PROGRESS_FILE
         if "eval" in lanes and progress.is_file():
             lanes["eval"] = f"eval: {progress.read_text().strip()}"
         work = "; ".join(lanes.values()) or "starting"
@@ -237,7 +183,8 @@ class Driver:
     def __init__(self, config: RunConfig, run_dir: Path):
         self.config = config
         self.run_dir = run_dir
-        self.state = RunState(run_dir / STATE_FILE)
+        self.dirs = RunDir(run_dir)
+        self.state = RunState(self.dirs.state)
         self.status = Status(self)
         self._probing = threading.Lock()  # one arm probes a round, the other finds it done
         self._failed = threading.Event()  # set when an arm or a trainer fails: waits stop
@@ -248,7 +195,7 @@ class Driver:
     def store(self, name: str):
         from salad_ray.pipeline.shards import ShardStore
 
-        return ShardStore(self.run_dir / "data" / name)
+        return ShardStore(self.dirs.store(name))
 
     def _synthesize(
         self,
@@ -386,7 +333,7 @@ class Driver:
 
         exclude = set(self.state.notes.get("heldout_ids", [])) | set(self.state.notes.get("natural_ids", []))
         exclude |= self.benchmark_text_ids()
-        pool = build_pool(self.config, self.run_dir / "pool", exclude)
+        pool = build_pool(self.config, self.dirs.pool, exclude)
         print(f"pool: {len(pool.texts)} texts in {pool.clusters} balanced clusters", flush=True)
         self.state.finish("pool", pool={"texts": len(pool.texts), "clusters": pool.clusters})
 
@@ -396,30 +343,30 @@ class Driver:
         from its first step, (r - 1)·S."""
         from salad_ray.train.loop import StageJob
 
-        data, stages = self.run_dir / "data", self.config.stages
-        stores = {"natural": [str(data / "natural")], "text": [str(data / "text")]}
-        common = {"heldout": str(data / "heldout"), "metrics_file": str(self.run_dir / "metrics.jsonl")}
+        run, stages = self.dirs, self.config.stages
+        stores = {"natural": [str(run.store(NATURAL))], "text": [str(run.store(TEXT))]}
+        common = {"heldout": str(run.store(HELDOUT)), "metrics_file": str(run.metrics)}
         if arm is None:
             job = StageJob(
-                name="stage1",
+                name=stage1(stages).job,
                 stores=stores,
                 weights=stages.stage1_mix,
                 total_steps=stages.stage1_steps,
                 until_step=until,
-                init=str(self.run_dir / "students" / "warmup") if stages.warmup.steps else None,
+                init=str(run.student(warmup(stages))) if stages.warmup.steps else None,
                 **common,
             )
             return job, {}
         per_round = stages.stage2_steps_per_round
         rounds = -(-until // per_round)
-        stores["active"] = [str(data / arm.store(r)) for r in range(1, rounds + 1)]
+        stores["active"] = [str(run.store(arm.store(r))) for r in range(1, rounds + 1)]
         job = StageJob(
-            name=f"stage2-{arm.name}",
+            name=arm.job,
             stores=stores,
             weights=stages.stage2_mix,
             total_steps=stages.stage2_rounds * stages.stage2_steps_per_round,
             until_step=until,
-            init=str(self.run_dir / "students" / "stage1"),
+            init=str(run.student(stage1(stages))),
             lr_llm=stages.stage2_lr_llm,
             **common,
         )
@@ -429,41 +376,43 @@ class Driver:
         """The adapter-only warm-up on natural speech (``stages.warmup``; the LLM frozen)."""
         from salad_ray.train.loop import StageJob
 
-        data, warmup = self.run_dir / "data", self.config.stages.warmup
+        run, stages = self.dirs, self.config.stages
         return StageJob(
-            name="warmup",
-            stores={"natural": [str(data / "natural")]},
-            weights=warmup.mix,
-            total_steps=warmup.steps,
-            until_step=warmup.steps,
+            name=warmup(stages).job,
+            stores={"natural": [str(run.store(NATURAL))]},
+            weights=stages.warmup.mix,
+            total_steps=stages.warmup.steps,
+            until_step=stages.warmup.steps,
             objective="alignment",
-            lr_adapter=warmup.lr,
-            batch_size=warmup.batch_size,
-            heldout=str(data / "heldout"),
-            metrics_file=str(self.run_dir / "metrics.jsonl"),
+            lr_adapter=stages.warmup.lr,
+            batch_size=stages.warmup.batch_size,
+            heldout=str(run.store(HELDOUT)),
+            metrics_file=str(run.metrics),
         )
 
-    def _train(self, until: int, export: str, arm: Arm | None = None, job: StageJob | None = None) -> dict:
-        """Train stage I (or ``job``, or an arm's stage II) up to step ``until`` and export its student."""
+    def _train(self, milestone: Milestone, arm: Arm | None = None, job: StageJob | None = None) -> dict:
+        """Train stage I (or ``job``, or an arm's stage II) up to the milestone's step and save its student."""
         from salad_ray.train.launcher import train_stage
 
-        job, starts = (job, {}) if job is not None else self.stage_job(until, arm)
-        result = train_stage(self.config, self.run_dir / "train", job, starts)
-        target = self.run_dir / "students" / export
+        job, starts = (job, {}) if job is not None else self.stage_job(milestone.step, arm)
+        result = train_stage(self.config, self.dirs.train, job, starts)
+        target = self.dirs.student(milestone)
         if not target.is_dir():
-            tmp = target.with_name(f".{export}.tmp")
+            tmp = target.with_name(f".{target.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(result.student, tmp)
             tmp.replace(target)
         return {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
 
     def train_warmup(self) -> None:
-        gap = self._train(self.config.stages.warmup.steps, "warmup", job=self.warmup_job())
-        self.state.finish("warmup", gap={"warm-up": gap})
+        milestone = warmup(self.config.stages)
+        gap = self._train(milestone, job=self.warmup_job())
+        self.state.finish("warmup", gap={milestone.label: gap})
 
     def train_stage1(self) -> None:
-        gap = self._train(self.config.stages.stage1_steps, "stage1")
-        self.state.finish("stage1", gap={"stage I": gap})
+        milestone = stage1(self.config.stages)
+        gap = self._train(milestone)
+        self.state.finish("stage1", gap={milestone.label: gap})
 
     # ----------------------------------------------------------------------------------- rounds
 
@@ -473,13 +422,10 @@ class Driver:
         for r in range(1, before_round + 1):
             used |= set(self.state.notes.get("probes", {}).get(str(r), []))
         for r in range(1, before_round):
-            plan = self.round_dir(arm, r) / "plan.json"
+            plan = self.dirs.plan(arm, r)
             if plan.is_file():
                 used |= {c["text_id"] for c in json.loads(plan.read_text())["selected"]}
         return used
-
-    def round_dir(self, arm: Arm, r: int) -> Path:
-        return self.run_dir / "rounds" / arm.name / str(r)
 
     def wait_for(self, ready: Callable[[], bool], what: str) -> None:
         """Wait until ``ready()``: what a round needs of the active arm (its selections, its students)
@@ -502,8 +448,7 @@ class Driver:
         self.wait_for(lambda: r == 1 or planned in self.state.done, f"round {r} cannot be probed")
         with self._probing:
             self._speak_probes(r, lane)
-        name, _ = student_for_round(r, self.config.stages.stage2_steps_per_round)
-        student = self.run_dir / "students" / name
+        student = self.dirs.student(student_for_round(r, self.config.stages))
         self.wait_for(student.is_dir, f"round {r} cannot be scored")
         with self._probing:
             self._score_probes(r, student, lane)
@@ -511,8 +456,8 @@ class Driver:
     def _speak_probes(self, r: int, lane: str) -> None:
         from salad_ray.pool import Pool
 
-        if f"round-{r}/probes" not in self.state.done:
-            pool = Pool.load(self.run_dir / "pool")
+        if probes_phase(r) not in self.state.done:
+            pool = Pool.load(self.dirs.pool)
             free = pool.texts[~pool.texts["text_id"].isin(self.used_text_ids(ACTIVE, r))]
             rng = np.random.default_rng([self.config.seed, r])
             per_cluster = self.config.selection.probes_per_cluster
@@ -521,7 +466,7 @@ class Driver:
             )
             self.status.show(lane, f"round {r}: probe")
             report = self._synthesize(
-                f"probes-{r}",
+                probes_store(r),
                 _records(probes),
                 voices=self.config.tts.voices,
                 source="probe",
@@ -529,21 +474,21 @@ class Driver:
                 max_cer=float("inf"),
             )
             self.state.finish(
-                f"round-{r}/probes",
+                probes_phase(r),
                 probes={str(r): list(probes["text_id"])},
-                pipelines={f"probes-{r}": report.to_notes()},
+                pipelines={probes_store(r): report.to_notes()},
             )
 
     def _score_probes(self, r: int, student: Path, lane: str) -> None:
         from salad_ray.scoring import score_store
 
-        if f"round-{r}/scores" not in self.state.done:
+        if scores_phase(r) not in self.state.done:
             self.status.show(lane, f"round {r}: score")
-            scores = score_store(self.config, self.store(f"probes-{r}"), student)
-            path = self.run_dir / "rounds" / "probes" / str(r) / "scores.parquet"
+            scores = score_store(self.config, self.store(probes_store(r)), student)
+            path = self.dirs.probe_scores(r)
             path.parent.mkdir(parents=True, exist_ok=True)
             scores.to_parquet(path)
-            self.state.finish(f"round-{r}/scores")
+            self.state.finish(scores_phase(r))
 
     def prepare_round(self, arm: Arm, r: int) -> None:
         """Probe and score (shared by the arms), select by the arm's gamma, synthesize round r."""
@@ -552,10 +497,10 @@ class Driver:
         from salad_ray.selection import Candidate, plan_round
 
         self.probe_round(r, lane=arm.name)
-        sel, rdir = self.config.selection, self.round_dir(arm, r)
+        sel, plan_file = self.config.selection, self.dirs.plan(arm, r)
         if arm.phase(r, "plan") not in self.state.done:
-            pool = Pool.load(self.run_dir / "pool")
-            scores = pd.read_parquet(self.run_dir / "rounds" / "probes" / str(r) / "scores.parquet")
+            pool = Pool.load(self.dirs.pool)
+            scores = pd.read_parquet(self.dirs.probe_scores(r))
             m, cer, kl = per_cluster(scores, pool.clusters)
             seconds_per_word = scores["duration"].sum() / max(scores["words"].sum(), 1)
             used = self.used_text_ids(arm, r)
@@ -577,12 +522,12 @@ class Driver:
                 kl=kl,
                 signal=sel.signal,
             )
-            rdir.mkdir(parents=True, exist_ok=True)
-            (rdir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2))
+            plan_file.parent.mkdir(parents=True, exist_ok=True)
+            write_text(plan_file, json.dumps(plan.to_dict(), indent=2))
             self.state.finish(arm.phase(r, "plan"))
         if arm.phase(r, "synthesis") not in self.state.done:
-            pool = Pool.load(self.run_dir / "pool")
-            plan = json.loads((rdir / "plan.json").read_text())
+            pool = Pool.load(self.dirs.pool)
+            plan = json.loads(plan_file.read_text())
             chosen = (
                 pool.texts.set_index("text_id").loc[[c["text_id"] for c in plan["selected"]]].reset_index()
             )
@@ -605,13 +550,9 @@ class Driver:
 
     def train_round(self, arm: Arm, r: int) -> None:
         """Round r's steps, in the calls of :func:`round_calls`; the last one's F and M are noted."""
-        stages = self.config.stages
-        last = r == stages.stage2_rounds
-        for until, student in round_calls(arm, r, stages.stage2_rounds, stages.stage2_steps_per_round):
-            gap = self._train(until, student, arm)
-        self.state.finish(
-            arm.phase(r, "train"), gap={f"stage II {arm.name}" if last else f"{arm.name} round {r}": gap}
-        )
+        for milestone in round_calls(arm, r, self.config.stages):
+            gap = self._train(milestone, arm)
+        self.state.finish(arm.phase(r, "train"), gap={milestone.label: gap})
 
     def stage2(self, arm: Arm) -> None:
         """The arm's rounds, pipelined: round r trains while round r + 1 is prepared (the active arm's
@@ -638,7 +579,7 @@ class Driver:
         active arm's students produce; it waits for them where it gets ahead)."""
         if self.config.stages.stage2_rounds == 0:
             return
-        arms = self.arms()
+        arms = run_arms(self.config)
 
         def arm_thread(arm: Arm) -> None:
             try:
@@ -667,50 +608,16 @@ class Driver:
                     speaking.result()
         self.status.clear("probes")
 
-    def arms(self) -> list[Arm]:
-        return [ACTIVE.with_gamma(self.config.selection.gamma)] + (
-            [UNIFORM] if self.config.selection.compare_uniform else []
-        )
-
-    def final_students(self) -> dict[str, Path]:
-        """The students the evaluation compares, in the order of the paper's table."""
-        students = {"stage I": self.run_dir / "students" / "stage1"}
-        rounds = self.config.stages.stage2_rounds
-        if rounds:
-            for arm in sorted(self.arms(), key=lambda a: a.name != "uniform"):
-                students[f"stage II {arm.name}"] = self.run_dir / "students" / arm.student(rounds)
-        return students
-
-    def eval_students(self) -> dict:
-        """The final students with where training left them, then (``eval.round_students``) each
-        earlier stage-II round's student, for the learning curve: name -> StudentSpec."""
-        from salad_ray.eval.suite import StudentSpec
-
-        stages = self.config.stages
-        rounds, per_round = stages.stage2_rounds, stages.stage2_steps_per_round
-        final = self.final_students()
-        specs = {"stage I": StudentSpec(final.pop("stage I"), stage="stage1", step=stages.stage1_steps)}
-        for name, path in final.items():
-            specs[name] = StudentSpec(path, stage=f"stage2-{name.split()[-1]}", step=rounds * per_round)
-        if self.config.eval.round_students:
-            for arm in sorted(self.arms(), key=lambda a: a.name != "uniform"):
-                for r in range(1, rounds):
-                    path = self.run_dir / "students" / arm.student(r)
-                    specs[f"{arm.name} round {r}"] = StudentSpec(
-                        path, role="round", stage=f"stage2-{arm.name}", step=r * per_round
-                    )
-        return specs
-
     def evaluate(self) -> None:
         """The spoken benchmarks, the controls and the held-out gap of every student, in a Ray task."""
         import ray
 
-        from salad_ray.eval.suite import run_eval
+        from salad_ray.eval.suite import run_eval, run_students
         from salad_ray.resources import eval_task_options
 
         task = ray.remote(run_eval).options(**eval_task_options(self.config))
-        out = self.run_dir / "eval"
-        ray.get(task.remote(self.config, self.eval_students(), self.run_dir / "data" / "heldout", out))
+        students = run_students(self.config, self.dirs)
+        ray.get(task.remote(self.config, students, self.dirs.store(HELDOUT), self.dirs.eval))
         self.state.finish("eval")
 
     # -------------------------------------------------------------------------------------- run
@@ -726,7 +633,7 @@ class Driver:
             if self.config.eval.enabled:
                 self.phase("eval", self.evaluate)
             self.status.show("report", "report")
-            report = write_report(self.run_dir, self.state.notes, self.config.stages.stage1_steps)
+            report = write_report(self.config, self.dirs, self.state.notes)
             self.state.finish("report")
         return report
 
@@ -735,9 +642,9 @@ class Driver:
 
         notes = self.state.notes
         lines = [f"run {self.run_dir} ({self.config.preset}): {', '.join(self.state.done)}"]
-        gaps = notes.get("gap", {})
-        width = max((len(stage) for stage in gaps), default=0)
-        for stage, gap in ordered_gaps(gaps):
+        gaps = ordered_gaps(self.config, notes.get("gap", {}))
+        width = max((len(stage) for stage, _ in gaps), default=0)
+        for stage, gap in gaps:
             f, m = gap.get("heldout_f", float("nan")), gap.get("heldout_m", float("nan"))
             lines.append(f"  after {stage:{width}s}  held-out F = {f:.4f}  M = {m:.4f}")
         for arm, rounds in sorted(notes.get("rounds", {}).items()):
@@ -745,7 +652,7 @@ class Driver:
                 lines.append(f"  {arm} round {r}: {info['texts']} texts, {info['seconds']:.0f} s synthesized")
         for counts in notes.get("pipelines", {}).values():  # every record read: written, quarantined, skipped
             lines.append(f"  data {PipelineReport.from_notes(counts).summary()}")
-        lines.append(f"  report: {self.run_dir / 'report' / 'report.md'}")
+        lines.append(f"  report: {self.dirs.report / 'report.md'}")
         return "\n".join(lines)
 
 
@@ -885,8 +792,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{driver.summary()}\n  wall time: {time.time() - t0:.0f} s", flush=True)
     from salad_ray.serve import serve_command
 
-    final = list(driver.final_students().values())[-1]  # the active arm's last round, else stage I
-    print(f"  talk to it: {serve_command(final, run_dir / 'config.yaml')}", flush=True)
+    final = driver.dirs.student(final_milestones(config)[-1])  # the active arm's last round, else stage I
+    print(f"  talk to it: {serve_command(final, driver.dirs.config)}", flush=True)
     return 0
 
 

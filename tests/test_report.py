@@ -3,8 +3,10 @@ import json
 import numpy as np
 
 from salad_ray.accounting import PipelineReport
+from salad_ray.config import load_config
 from salad_ray.eval.stats import accuracy_interval
 from salad_ray.report import read_metrics, write_report
+from salad_ray.rundir import ACTIVE, RunDir
 from salad_ray.selection import Candidate, plan_round
 
 
@@ -187,8 +189,9 @@ def test_report_from_a_run_directory(tmp_path):
         seed=0,
         kl=np.array([0.2, 0.6, 1.1]),
     )
-    (tmp_path / "rounds" / "active" / "1").mkdir(parents=True)
-    (tmp_path / "rounds" / "active" / "1" / "plan.json").write_text(json.dumps(plan.to_dict()))
+    config, run = load_config("smoke"), RunDir(tmp_path)  # stage I of 4 steps, 2 stage-II rounds
+    run.plan(ACTIVE, 1).parent.mkdir(parents=True)
+    run.plan(ACTIVE, 1).write_text(json.dumps(plan.to_dict()))
     notes = {
         "gap": {
             "stage I": {"heldout_f": 0.02, "heldout_m": 0.4},
@@ -206,9 +209,9 @@ def test_report_from_a_run_directory(tmp_path):
             ).to_notes()
         },
     }
-    (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "results.json").write_text(json.dumps(RESULTS))
-    path = write_report(tmp_path, notes, stage1_steps=4)
+    run.eval.mkdir()
+    run.results.write_text(json.dumps(RESULTS))
+    path = write_report(config, run, notes)
     text = path.read_text()
     assert "| stage II active | 0.02 | 0.3 |" in text
     assert "| 2 | 0.9 | 1.1 | 0.5 | dropped | 0 | 0 |" in text  # M, KL; the high-CER cluster is dropped
@@ -256,8 +259,8 @@ def test_report_from_a_run_directory(tmp_path):
     )
 
     better = results([m - 0.1 for m in UNIFORM_M])  # active lower on every sample
-    (tmp_path / "eval" / "results.json").write_text(json.dumps(better))
-    text = write_report(tmp_path, notes, stage1_steps=4).read_text()
+    run.results.write_text(json.dumps(better))
+    text = write_report(config, run, notes).read_text()
     assert "**Active beats uniform** on held-out M, active - uniform = -0.1000 [-0.1000, -0.1000]" in text
     assert "No measurable difference** between active and uniform on held-out M" not in text
     for png in (

@@ -5,28 +5,44 @@ from __future__ import annotations
 
 import pytest
 
-from salad_ray.run import ACTIVE, UNIFORM, Driver, round_calls, student_for_round
+from salad_ray.config import load_config
+from salad_ray.report import ordered_gaps
+from salad_ray.run import Driver
+from salad_ray.rundir import ACTIVE, UNIFORM, round_calls, student_for_round
 from salad_ray.train import launcher
 from salad_ray.train.mixture import SampleRef
 
 
+def stages(rounds: int, steps: int):
+    return load_config(
+        "smoke", overrides=[f"stages.stage2_rounds={rounds}", f"stages.stage2_steps_per_round={steps}"]
+    ).stages
+
+
+def saved(milestones) -> list[tuple[str, int, str]]:
+    return [(m.job, m.step, m.student) for m in milestones]
+
+
 def test_round_r_is_scored_by_the_active_half_way_student_of_round_r_minus_1():
-    assert [student_for_round(r, 20) for r in (1, 2, 3)] == [
-        ("stage1", 0),
-        ("active-round-1-half", 10),
-        ("active-round-2-half", 30),
+    assert saved(student_for_round(r, stages(3, 20)) for r in (1, 2, 3)) == [
+        ("stage1", 4, "stage1"),
+        ("stage2-active", 10, "active-round-1-half"),
+        ("stage2-active", 30, "active-round-2-half"),
     ]
 
 
 def test_the_active_arm_saves_the_scoring_student_half_way_through_each_round_but_the_last():
-    assert [round_calls(ACTIVE, r, 3, 20) for r in (1, 2, 3)] == [
-        [(10, "active-round-1-half"), (20, "active-round-1")],
-        [(30, "active-round-2-half"), (40, "active-round-2")],
-        [(60, "active-round-3")],
+    three = stages(3, 20)
+    assert [saved(round_calls(ACTIVE, r, three)) for r in (1, 2, 3)] == [
+        [("stage2-active", 10, "active-round-1-half"), ("stage2-active", 20, "active-round-1")],
+        [("stage2-active", 30, "active-round-2-half"), ("stage2-active", 40, "active-round-2")],
+        [("stage2-active", 60, "active-round-3")],
     ]
-    assert [round_calls(UNIFORM, r, 3, 20) for r in (1, 2, 3)] == [
-        [(20 * r, f"uniform-round-{r}")] for r in (1, 2, 3)
+    assert [saved(round_calls(UNIFORM, r, three)) for r in (1, 2, 3)] == [
+        [("stage2-uniform", 20 * r, f"uniform-round-{r}")] for r in (1, 2, 3)
     ]
+    assert [m.label for m in round_calls(ACTIVE, 2, three)] == ["active round 2 half", "active round 2"]
+    assert [m.label for m in round_calls(ACTIVE, 3, three)] == ["stage II active"]
 
 
 @pytest.mark.parametrize("steps", [2, 3, 20, 2500])
@@ -34,19 +50,33 @@ def test_the_scoring_student_of_a_round_exists_before_the_previous_round_ends(st
     """For r >= 2, saved inside round r - 1: after training on its selection, before it ends (so
     round r is prepared while round r - 1 trains on)."""
     for r in range(2, 6):
-        name, step = student_for_round(r, steps)
-        assert name == ACTIVE.half_student(r - 1)
-        assert (r - 2) * steps < step < (r - 1) * steps
+        scorer = student_for_round(r, stages(6, steps))
+        assert (scorer.job, scorer.round) == (ACTIVE.job, r - 1)
+        assert (r - 2) * steps < scorer.step < (r - 1) * steps
 
 
 def test_the_local_preset_runs_the_continuous_loop(local_config):
     """At least three rounds, at least two of them scored by a stage-II student."""
     stages = local_config.stages
     assert stages.stage2_rounds >= 3
-    scored = [
-        student_for_round(r, stages.stage2_steps_per_round)[0] for r in range(1, stages.stage2_rounds + 1)
+    scored = [student_for_round(r, stages) for r in range(1, stages.stage2_rounds + 1)]
+    assert sum(m.job != "stage1" for m in scored) >= 2
+
+
+def test_gap_notes_read_in_milestone_order_whatever_order_they_were_noted_in():
+    """The warm-up, stage I, then each arm round by round (the report and the summary)."""
+    config = load_config("smoke", overrides=["stages.stage2_rounds=3"])
+    noted = ["uniform round 1", "stage II active", "active round 2", "stage I", "warm-up", "active round 1"]
+    gaps = {label: {"heldout_m": 1.0} for label in [*noted, "stage II uniform"]}
+    assert [label for label, _ in ordered_gaps(config, gaps)] == [
+        "warm-up",
+        "stage I",
+        "active round 1",
+        "active round 2",
+        "stage II active",
+        "uniform round 1",
+        "stage II uniform",
     ]
-    assert sum(name != "stage1" for name in scored) >= 2
 
 
 @pytest.mark.parametrize("arm", [ACTIVE, UNIFORM])
@@ -76,9 +106,9 @@ def test_each_training_call_extends_the_stream_and_round_r_reads_its_selection(
     per_round = local_config.stages.stage2_steps_per_round * per_step
     trained: list[SampleRef] = []
     stages = local_config.stages
-    rounds = [round_calls(arm, r, stages.stage2_rounds, stages.stage2_steps_per_round) for r in (1, 2, 3)]
+    rounds = [round_calls(arm, r, stages) for r in (1, 2, 3)]
     assert [len(calls) for calls in rounds] == ([2, 2, 1] if arm == ACTIVE else [1, 1, 1])
-    for until, _ in [call for calls in rounds for call in calls]:
+    for until in [call.step for calls in rounds for call in calls]:
         job, starts = driver.stage_job(until, arm)
         reached = -(-until // stages.stage2_steps_per_round)
         assert job.stores["active"] == [str(tmp_path / "data" / arm.store(r)) for r in range(1, reached + 1)]

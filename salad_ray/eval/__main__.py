@@ -41,17 +41,17 @@ def main(argv: list[str] | None = None) -> int:
             students[name] = Path(path)
         heldout = None
         if args.run_dir:
-            from salad_ray.run import Driver
+            from salad_ray.eval.suite import run_students
+            from salad_ray.rundir import HELDOUT, RunDir
 
-            run_dir = Path(args.run_dir).resolve()
-            saved = run_dir / "config.yaml"
-            if not saved.is_file():
-                raise ConfigError(f"{run_dir} is not a run directory: {saved} is missing")
-            config = load_config(file=saved, overrides=args.overrides)
-            found = {n: s for n, s in Driver(config, run_dir).eval_students().items() if s.path.is_dir()}
+            run = RunDir(Path(args.run_dir).resolve())
+            if not run.config.is_file():
+                raise ConfigError(f"{run.root} is not a run directory: {run.config} is missing")
+            config = load_config(file=run.config, overrides=args.overrides)
+            found = {n: s for n, s in run_students(config, run).items() if s.path.is_dir()}
             students = {**found, **students}
-            heldout = run_dir / "data" / "heldout"
-            out = Path(args.out or run_dir / "eval")
+            heldout = run.store(HELDOUT)
+            out = Path(args.out or run.eval)
         else:
             config = load_config(args.preset, args.config, args.overrides)
             out = Path(args.out or "eval")

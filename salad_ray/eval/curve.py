@@ -24,8 +24,7 @@ import numpy as np
 from salad_ray.eval.stats import Interval
 from salad_ray.eval.suite import CASCADE, ORIGINAL
 from salad_ray.eval.tables import acc_cell, accuracy_ci, heldout_m_ci, markdown_table, nats_cell
-
-STAGE1 = "stage1"
+from salad_ray.rundir import STAGE1_JOB, arm_of_job
 
 
 @dataclass(frozen=True)
@@ -60,21 +59,17 @@ def minutes_axis(metrics: list[dict]) -> tuple[dict[tuple[str, int], float], boo
         lead = first["samples"] / first["samples_per_s"] if first.get("samples_per_s") else 0.0
         t0 = first["time"] - lead
         return {(r["stage"], r["step"]): (r["time"] - t0) / 60 for r in metrics}, True
-    stage1 = _window_seconds([r for r in metrics if r["stage"] == STAGE1])
+    stage1 = _window_seconds([r for r in metrics if r["stage"] == STAGE1_JOB])
     offset = max(stage1.values(), default=0.0)
-    out = {(STAGE1, step): s / 60 for step, s in stage1.items()}
-    for stage in sorted({r["stage"] for r in metrics} - {STAGE1}):
+    out = {(STAGE1_JOB, step): s / 60 for step, s in stage1.items()}
+    for stage in sorted({r["stage"] for r in metrics} - {STAGE1_JOB}):
         for step, s in _window_seconds([r for r in metrics if r["stage"] == stage]).items():
             out[(stage, step)] = (offset + s) / 60
     return out, False
 
 
 def _global_step(stage: str, step: int, stage1_steps: int) -> int:
-    return step if stage == STAGE1 else stage1_steps + step
-
-
-def _arm(stage: str | None) -> str | None:
-    return None if stage in (None, STAGE1) else stage.removeprefix("stage2-")
+    return step if stage == STAGE1_JOB else stage1_steps + step
 
 
 def _lookup(minutes: dict[tuple[str, int], float], stage: str, step: int) -> float | None:
@@ -103,7 +98,7 @@ def curve_points(results: dict, metrics: list[dict], stage1_steps: int) -> list[
         points.append(
             Point(
                 name,
-                _arm(s.get("stage")),
+                arm_of_job(s.get("stage")),
                 step,
                 at,
                 float(np.mean([s["accuracy"]["speech"][t] for t in tasks])),
@@ -135,7 +130,8 @@ def plot_learning_curve(results: dict, metrics: list[dict], stage1_steps: int, p
 
     minutes, wall = minutes_axis(metrics)
     arms = sorted(
-        {p.arm for p in points if p.arm} | {_arm(r["stage"]) for r in metrics if r["stage"] != STAGE1}
+        {p.arm for p in points if p.arm}
+        | {arm_of_job(r["stage"]) for r in metrics if r["stage"] != STAGE1_JOB}
     )
     arms = [a for a in arms if a] or [None]
     tasks = list(results["tasks"])
@@ -181,7 +177,9 @@ def plot_learning_curve(results: dict, metrics: list[dict], stage1_steps: int, p
             )
         for n, arm in enumerate(arms):
             training = [
-                r for r in metrics if "heldout_m" in r and (r["stage"] == STAGE1 or _arm(r["stage"]) == arm)
+                r
+                for r in metrics
+                if "heldout_m" in r and (r["stage"] == STAGE1_JOB or arm_of_job(r["stage"]) == arm)
             ]
             training.sort(key=lambda r: _global_step(r["stage"], r["step"], stage1_steps))
             line = [

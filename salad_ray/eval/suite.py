@@ -59,6 +59,7 @@ from salad_ray.objective import samples_gap
 from salad_ray.pipeline.records import sample_from_row
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.precision import autocast
+from salad_ray.rundir import RunDir, final_milestones, round_milestones
 
 ORIGINAL = "original LLM"
 CASCADE = "cascade"
@@ -80,6 +81,14 @@ class StudentSpec:
     role: str = "final"
     stage: str | None = None
     step: int | None = None
+
+
+def run_students(config: RunConfig, run: RunDir) -> dict[str, StudentSpec]:
+    """A run's students to evaluate, by label: the final ones, then (``eval.round_students``) each
+    earlier stage-II round's, with where training left them."""
+    final = [(m, "final") for m in final_milestones(config)]
+    rounds = [(m, "round") for m in round_milestones(config)] if config.eval.round_students else []
+    return {m.label: StudentSpec(run.student(m), role, m.job, m.step) for m, role in final + rounds}
 
 
 def build_prompts(config: RunConfig, tokenizer, bos_id: int | None) -> dict[str, list[Prompt]]:

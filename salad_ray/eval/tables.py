@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from salad_ray import rundir
 from salad_ray.eval.stats import (
     LEVEL,
     RESAMPLES,
@@ -33,9 +34,10 @@ from salad_ray.eval.stats import (
     ratio_interval,
 )
 from salad_ray.eval.suite import CASCADE, ORIGINAL
+from salad_ray.rundir import STAGE1_LABEL, end_of_stage2
 
 UNSEEN_ROW = "held-out domain (unseen)"
-ACTIVE, UNIFORM = "stage II active", "stage II uniform"
+ACTIVE, UNIFORM = end_of_stage2(rundir.ACTIVE), end_of_stage2(rundir.UNIFORM)
 
 
 def _mode(system: dict) -> str:
@@ -432,7 +434,7 @@ def arms_table(results: dict) -> str:
     systems = results["systems"]
     reference = systems[ORIGINAL]["accuracy"]["text"]
     rows = []
-    for name in ("stage I", UNIFORM, ACTIVE):
+    for name in (STAGE1_LABEL, UNIFORM, ACTIVE):
         if name not in systems:
             continue
         s = systems[name]

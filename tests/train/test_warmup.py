@@ -112,7 +112,8 @@ def test_a_zero_adapter_rate_freezes_the_adapter_after_the_warmup(smoke_config: 
 
 def test_stage_two_trains_the_llm_at_its_own_rate(smoke_config: RunConfig, tmp_path):
     """``stages.stage2_lr_llm`` reaches stage II's job and its optimizer; stage I keeps ``train.lr_llm``."""
-    from salad_ray.run import ACTIVE, Driver
+    from salad_ray.run import Driver
+    from salad_ray.rundir import ACTIVE
 
     stages = smoke_config.stages.model_copy(update={"stage2_lr_llm": 4e-4})
     run = smoke_config.model_copy(update={"stages": stages})
