@@ -16,7 +16,7 @@ all name reasons through it. :class:`PipelineReport` holds one pipeline run's co
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -96,14 +96,6 @@ class PipelineReport:
     def accounted(self) -> int:
         """Records written, quarantined or skipped: equals ``inputs`` when nothing went missing."""
         return self.written + sum(self.quarantined.values()) + sum(self.skipped.values())
-
-    def to_notes(self) -> dict:
-        """The counts as plain JSON values, for the run state (:meth:`from_notes` reads them back)."""
-        return asdict(self)
-
-    @classmethod
-    def from_notes(cls, notes: dict) -> PipelineReport:
-        return cls(**notes)
 
     def summary(self) -> str:
         def by_reason(counts: dict[str, int]) -> str:

@@ -20,6 +20,7 @@ from salad_ray.accounting import PipelineReport
 from salad_ray.config import RunConfig
 from salad_ray.eval.tables import markdown_table
 from salad_ray.rundir import STAGE1_JOB, STAGE1_LABEL, Arm, RunDir, arm_of_job, milestones, run_arms
+from salad_ray.runstate import GapNote, Notes
 from salad_ray.selection import RoundPlan
 
 
@@ -119,7 +120,7 @@ def _table(header: list[str], rows: list[list]) -> str:
     )
 
 
-def ordered_gaps(config: RunConfig, gaps: dict[str, dict]) -> list[tuple[str, dict]]:
+def ordered_gaps(config: RunConfig, gaps: dict[str, GapNote]) -> list[tuple[str, GapNote]]:
     """The run's gap notes (by milestone label) in the milestones' reading order
     (salad_ray.rundir.milestones): the warm-up, stage I, then each arm's rounds."""
     order = milestones(config.stages, run_arms(config))
@@ -141,7 +142,7 @@ def _pipeline_rows(reports: list[PipelineReport]) -> list[list]:
     ]
 
 
-def write_report(config: RunConfig, run: RunDir, notes: dict) -> Path:
+def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
     """Write report/report.md and its plots from what the run directory holds."""
     out, stage1_steps = run.report, config.stages.stage1_steps
     out.mkdir(parents=True, exist_ok=True)
@@ -150,8 +151,8 @@ def write_report(config: RunConfig, run: RunDir, notes: dict) -> Path:
     parts = [f"# salad-ray run report\n\nRun directory: `{run.root}`\n"]
 
     gap_rows = [
-        [stage, g.get("heldout_f", float("nan")), g.get("heldout_m", float("nan"))]
-        for stage, g in ordered_gaps(config, notes.get("gap", {}))
+        [stage, *(float("nan") if v is None else v for v in (g.heldout_f, g.heldout_m))]
+        for stage, g in ordered_gaps(config, notes.gap)
     ]
     if gap_rows:
         parts.append(
@@ -207,11 +208,11 @@ def write_report(config: RunConfig, run: RunDir, notes: dict) -> Path:
                     ]
                     for c in range(len(plan.m))
                 ]
-                used = notes.get("rounds", {}).get(arm, {}).get(str(plan.round), {})
+                used = notes.rounds.get(arm, {}).get(plan.round)
                 parts.append(
                     f"\n### {arm.capitalize()} round {plan.round} (γ = {plan.gamma:g}, signal {plan.signal}, "
                     f"budget {plan.budget_seconds:g} s, "
-                    f"{len(plan.selected)} texts selected, {used.get('seconds', float('nan')):.0f} s synthesized)\n"
+                    f"{len(plan.selected)} texts selected, {used.seconds if used else float('nan'):.0f} s synthesized)\n"
                 )
                 parts.append(
                     _table(["cluster", "M", "KL to teacher", "TTS CER", "kept", "p(c)", "share"], rows)
@@ -226,7 +227,7 @@ def write_report(config: RunConfig, run: RunDir, notes: dict) -> Path:
         parts += eval_sections(evaluated, out)
         parts += curve_section(evaluated, read_metrics(run.metrics), stage1_steps, out)
 
-    pipelines = [PipelineReport.from_notes(counts) for counts in notes.get("pipelines", {}).values()]
+    pipelines = list(notes.pipelines.values())
     if pipelines:
         parts.append(
             "\n## Data pipeline\n\nEvery record each pipeline read, by what became of it: written to a "

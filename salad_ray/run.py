@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from math import nan
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ import pandas as pd
 
 from salad_ray import preflight
 from salad_ray.accounting import PipelineReport
-from salad_ray.config import ConfigError, RunConfig, add_config_arguments, deep_merge, load_config
+from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
 from salad_ray.files import write_text
 from salad_ray.preflight import PreflightFailed
@@ -79,30 +80,10 @@ from salad_ray.rundir import (
     student_for_round,
     warmup,
 )
+from salad_ray.runstate import RunState, StateError
 
 if TYPE_CHECKING:
     from salad_ray.train.loop import StageJob
-
-
-class RunState:
-    """Which phases are done, and what they left for later phases (persisted atomically)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        self.done: list[str] = data.get("done", [])
-        self.notes: dict[str, Any] = data.get("notes", {})
-        self.lock = threading.Lock()
-
-    def save(self) -> None:
-        write_text(self.path, json.dumps({"done": self.done, "notes": self.notes}, indent=2, default=float))
-
-    def finish(self, phase: str, **notes: Any) -> None:
-        with self.lock:
-            self.notes = deep_merge(self.notes, notes)
-            if phase not in self.done:
-                self.done.append(phase)
-            self.save()
 
 
 def _records(frame: pd.DataFrame) -> list[TextRecord]:
@@ -229,10 +210,10 @@ class Driver:
 
     def budget_used(self) -> str:
         """Synthetic seconds made so far against the budget of the rounds planned so far."""
-        rounds = [r for arm in self.state.notes.get("rounds", {}).values() for r in arm.values()]
+        rounds = [r for arm in self.state.notes.rounds.values() for r in arm.values()]
         if not rounds:
             return "-"
-        used = sum(r["seconds"] for r in rounds)
+        used = sum(r.seconds for r in rounds)
         return f"{used:.0f}/{self.config.selection.round_budget_seconds * len(rounds):.0f} s"
 
     def phase(self, name: str, fn) -> None:
@@ -257,9 +238,7 @@ class Driver:
         h = self.config.data.heldout
         records = self.heldout_records
         report = self._synthesize("heldout", records, voices=h.voices, source="heldout")
-        self.state.finish(
-            "heldout", heldout_ids=[r.text_id for r in records], pipelines={"heldout": report.to_notes()}
-        )
+        self.state.finish("heldout", heldout_ids=[r.text_id for r in records], pipelines={"heldout": report})
 
     def build_natural(self) -> None:
         from salad_ray.pipeline.dataflow import run_natural
@@ -291,14 +270,14 @@ class Driver:
             raise ConfigError(
                 "no natural speech: set data.natural (recorded corpora) or data.natural_standin"
             )
-        self.state.finish("natural", natural_ids=ids, pipelines={r.name: r.to_notes() for r in reports})
+        self.state.finish("natural", natural_ids=ids, pipelines={r.name: r for r in reports})
 
     def build_text(self) -> None:
         data, heldout = self.config.data, {r.text_id for r in self.heldout_records}
         # never distil a held-out text (text, pool and held-out may share a corpus, as FineWeb-Edu)
         records = list(screen_texts(data.text, exclude_domains=data.heldout_only, exclude_ids=heldout))
         report = self._synthesize("text", records, voices=[], source="text", speech=False)
-        self.state.finish("text", pipelines={"text": report.to_notes()})
+        self.state.finish("text", pipelines={"text": report})
 
     def build_data(self) -> None:
         """The held-out, natural and text stores: independent pipelines, run side by side."""
@@ -331,7 +310,7 @@ class Driver:
     def build_pool(self) -> None:
         from salad_ray.pool import build_pool
 
-        exclude = set(self.state.notes.get("heldout_ids", [])) | set(self.state.notes.get("natural_ids", []))
+        exclude = set(self.state.notes.heldout_ids) | set(self.state.notes.natural_ids)
         exclude |= self.benchmark_text_ids()
         pool = build_pool(self.config, self.dirs.pool, exclude)
         print(f"pool: {len(pool.texts)} texts in {pool.clusters} balanced clusters", flush=True)
@@ -420,7 +399,7 @@ class Driver:
         """Texts an arm may not draw in a round: every probe so far and the arm's earlier selections."""
         used: set[str] = set()
         for r in range(1, before_round + 1):
-            used |= set(self.state.notes.get("probes", {}).get(str(r), []))
+            used |= set(self.state.notes.probes.get(r, []))
         for r in range(1, before_round):
             plan = self.dirs.plan(arm, r)
             if plan.is_file():
@@ -475,8 +454,8 @@ class Driver:
             )
             self.state.finish(
                 probes_phase(r),
-                probes={str(r): list(probes["text_id"])},
-                pipelines={probes_store(r): report.to_notes()},
+                probes={r: list(probes["text_id"])},
+                pipelines={probes_store(r): report},
             )
 
     def _score_probes(self, r: int, student: Path, lane: str) -> None:
@@ -544,8 +523,8 @@ class Driver:
             )
             self.state.finish(
                 arm.phase(r, "synthesis"),
-                rounds={arm.name: {str(r): {"seconds": seconds, "texts": len(chosen)}}},
-                pipelines={arm.store(r): report.to_notes()},
+                rounds={arm.name: {r: {"seconds": seconds, "texts": len(chosen)}}},
+                pipelines={arm.store(r): report},
             )
 
     def train_round(self, arm: Arm, r: int) -> None:
@@ -642,16 +621,16 @@ class Driver:
 
         notes = self.state.notes
         lines = [f"run {self.run_dir} ({self.config.preset}): {', '.join(self.state.done)}"]
-        gaps = ordered_gaps(self.config, notes.get("gap", {}))
+        gaps = ordered_gaps(self.config, notes.gap)
         width = max((len(stage) for stage, _ in gaps), default=0)
         for stage, gap in gaps:
-            f, m = gap.get("heldout_f", float("nan")), gap.get("heldout_m", float("nan"))
+            f, m = (nan if v is None else v for v in (gap.heldout_f, gap.heldout_m))
             lines.append(f"  after {stage:{width}s}  held-out F = {f:.4f}  M = {m:.4f}")
-        for arm, rounds in sorted(notes.get("rounds", {}).items()):
+        for arm, rounds in sorted(notes.rounds.items()):
             for r, info in sorted(rounds.items()):
-                lines.append(f"  {arm} round {r}: {info['texts']} texts, {info['seconds']:.0f} s synthesized")
-        for counts in notes.get("pipelines", {}).values():  # every record read: written, quarantined, skipped
-            lines.append(f"  data {PipelineReport.from_notes(counts).summary()}")
+                lines.append(f"  {arm} round {r}: {info.texts} texts, {info.seconds:.0f} s synthesized")
+        for report in notes.pipelines.values():  # every record read: written, quarantined, skipped
+            lines.append(f"  data {report.summary()}")
         lines.append(f"  report: {self.dirs.report / 'report.md'}")
         return "\n".join(lines)
 
@@ -782,12 +761,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"[salad-ray] run {run_dir} (preset {config.preset})", flush=True)
     try:
+        driver = Driver(config, run_dir)
         connect(config, args.address)
-    except (ClusterTooSmall, PreflightFailed) as e:
+    except (StateError, ClusterTooSmall, PreflightFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.time()
-    driver = Driver(config, run_dir)
     driver.run()
     print(f"\n{driver.summary()}\n  wall time: {time.time() - t0:.0f} s", flush=True)
     from salad_ray.serve import serve_command

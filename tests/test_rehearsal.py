@@ -14,7 +14,7 @@ import pytest
 from salad_ray import preflight
 from salad_ray.config import load_config
 from salad_ray.pipeline.shards import ShardStore
-from salad_ray.run import RunState
+from salad_ray.runstate import RunState
 
 ROOT = Path(__file__).parents[1]
 
@@ -81,10 +81,8 @@ def test_the_rehearsal_survives_a_lost_train_worker_and_tts_actor(rehearsal_home
     state = RunState(run_dir / "state.json")
     assert "report" in state.done and (run_dir / "report" / "report.md").is_file()
     stages = config.stages
-    assert state.notes["gap"]["stage I"]["step"] == stages.stage1_steps
-    assert (
-        state.notes["gap"]["stage II active"]["step"] == stages.stage2_rounds * stages.stage2_steps_per_round
-    )
+    assert state.notes.gap["stage I"].step == stages.stage1_steps
+    assert state.notes.gap["stage II active"].step == stages.stage2_rounds * stages.stage2_steps_per_round
     for folder in sorted((run_dir / "data").iterdir()):
         store = ShardStore(folder)
         shards, quarantine = store.ids("shards"), store.ids("quarantine")

@@ -7,6 +7,7 @@ from salad_ray.config import load_config
 from salad_ray.eval.stats import accuracy_interval
 from salad_ray.report import read_metrics, write_report
 from salad_ray.rundir import ACTIVE, RunDir
+from salad_ray.runstate import Notes
 from salad_ray.selection import Candidate, plan_round
 
 
@@ -192,13 +193,13 @@ def test_report_from_a_run_directory(tmp_path):
     config, run = load_config("smoke"), RunDir(tmp_path)  # stage I of 4 steps, 2 stage-II rounds
     run.plan(ACTIVE, 1).parent.mkdir(parents=True)
     run.plan(ACTIVE, 1).write_text(json.dumps(plan.to_dict()))
-    notes = {
-        "gap": {
+    notes = Notes(
+        gap={
             "stage I": {"heldout_f": 0.02, "heldout_m": 0.4},
             "stage II active": {"heldout_f": 0.02, "heldout_m": 0.3},
         },
-        "rounds": {"active": {"1": {"seconds": 5.2, "texts": 5}}},
-        "pipelines": {
+        rounds={"active": {1: {"seconds": 5.2, "texts": 5}}},
+        pipelines={
             "heldout": PipelineReport(
                 "heldout",
                 inputs=6,
@@ -206,9 +207,9 @@ def test_report_from_a_run_directory(tmp_path):
                 quarantined={"too short": 1},
                 skipped={"duplicate": 1},
                 teacher_retries=2,
-            ).to_notes()
+            )
         },
-    }
+    )
     run.eval.mkdir()
     run.results.write_text(json.dumps(RESULTS))
     path = write_report(config, run, notes)

@@ -18,7 +18,8 @@ import pytest
 
 from salad_ray.config import ConfigError
 from salad_ray.pipeline.shards import ShardStore
-from salad_ray.run import RunState, main, resolve_config
+from salad_ray.run import Driver, main, parser, resolve_config
+from salad_ray.runstate import STATE_VERSION, RunState, StateError, read_state
 from tests.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
     active_loop = {k: v for k, v in synthesized(reference).items() if not k.startswith("uniform")}
     assert synthesized(run_dir) == active_loop
     state = RunState(run_dir / "state.json")
-    assert state.notes["gap"]["stage II active"]["step"] == 4
+    assert state.notes.gap["stage II active"].step == 4
     for r in (1, 2):
         assert_same_decisions(plan(run_dir, "active", r), plan(reference, "active", r))
 
@@ -168,10 +169,8 @@ def test_ray_job_submit_runs_the_smoke_loop_end_to_end(smoke_job):
         f"{arm}/round-{r}/{part}" for arm in arms for r in (1, 2) for part in ("plan", "synthesis", "train")
     } <= set(state.done)
     # stage I, then each arm, trained to the planned step counts (smoke: 4 steps, then 2 rounds x 2 steps)
-    gap = state.notes["gap"]
-    assert (
-        gap["stage I"]["step"] == 4 and gap["stage II active"]["step"] == gap["stage II uniform"]["step"] == 4
-    )
+    gap = state.notes.gap
+    assert gap["stage I"].step == 4 and gap["stage II active"].step == gap["stage II uniform"].step == 4
     ids = synthesized(run_dir)
     assert set(ids) == {"heldout", "natural", "text", "probes-1", "probes-2"} | {
         f"{a}-{r}" for a in arms for r in (1, 2)
@@ -180,10 +179,7 @@ def test_ray_job_submit_runs_the_smoke_loop_end_to_end(smoke_job):
         chosen = [c["text_id"] for r in (1, 2) for c in plan(run_dir, arm, r)["selected"]]
         assert len(chosen) == len(set(chosen)) == sum(len(ids[f"{arm}-{r}"]) for r in (1, 2))  # none twice
         for r in (1, 2):
-            assert (
-                state.notes["rounds"][arm][str(r)]["seconds"] > 0
-                and abs(sum(plan(run_dir, arm, r)["p"]) - 1) < 1e-9
-            )
+            assert state.notes.rounds[arm][r].seconds > 0 and abs(sum(plan(run_dir, arm, r)["p"]) - 1) < 1e-9
     for r in (1, 2):  # the arms saw the same measurements and differ by gamma alone
         active, uniform = plan(run_dir, "active", r), plan(run_dir, "uniform", r)
         assert active["m"] == uniform["m"] and active["cer"] == uniform["cer"]
@@ -228,7 +224,6 @@ def test_a_run_directory_keeps_its_configuration(tmp_path, capsys):
 
 
 def _parse(argv):
-    from salad_ray.run import parser
 
     return parser().parse_args(argv)
 
@@ -284,16 +279,52 @@ def test_the_runs_final_student_answers_spoken_input(smoke_job, espeak, tmp_path
     assert proc.stdout.strip()
 
 
+@pytest.mark.slow
+@pytest.mark.machine_wide  # smoke_job
+def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_selections(smoke_job, tmp_path):
+    """The smoke run's directory with its state.json as written before version 1 (no version; the
+    same fields): the driver resumes it, redoes nothing (no Ray is needed when every phase is done),
+    keeps every selection and sample, and writes the state back at the current version."""
+    import shutil
+
+    assert smoke_job.succeeded, smoke_job.output[-3000:]
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_job.run_dir, run_dir, ignore=shutil.ignore_patterns("train"))
+    before = json.loads((run_dir / "state.json").read_text())
+    assert before.pop("version") == STATE_VERSION
+    (run_dir / "state.json").write_text(json.dumps(before, indent=2))
+    plans = sorted((run_dir / "rounds").glob("*/*/plan.json"))
+    chosen = {p: p.read_text() for p in plans}
+    samples = synthesized(run_dir)
+
+    config = resolve_config(parser().parse_args(["--resume"]), run_dir)
+    Driver(config, run_dir).run()
+    after = json.loads((run_dir / "state.json").read_text())
+    assert after.pop("version") == STATE_VERSION
+    assert after == before  # nothing redone, every note kept
+    assert {p: p.read_text() for p in plans} == chosen and synthesized(run_dir) == samples
+    assert read_state(run_dir / "state.json").notes == read_state(smoke_job.run_dir / "state.json").notes
+
+
+def test_a_state_this_version_cannot_read_stops_with_what_to_do(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"version": STATE_VERSION + 1, "done": ["heldout"], "notes": {}}))
+    with pytest.raises(StateError, match="written by a newer salad-ray"):
+        RunState(path)
+    path.write_text(json.dumps({"done": ["heldout"], "notes": {"probes": {"one": ["t"]}}}))
+    with pytest.raises(StateError, match=r"notes\.probes\.one.*start a new --run-dir"):
+        RunState(path)
+
+
 def test_the_summary_counts_every_record_of_each_pipeline(tmp_path, smoke_config):
     from salad_ray.accounting import PipelineReport, Reason
-    from salad_ray.run import Driver
 
     driver = Driver(smoke_config, tmp_path)
     report = PipelineReport("text", inputs=5, written=2)
     report.count(Reason.NOT_PROSE, 2)
     report.count(Reason.DUPLICATE)
     assert report.accounted() == report.inputs
-    driver.state.finish("text", pipelines={"text": report.to_notes()})
+    driver.state.finish("text", pipelines={"text": report})
     summary = Driver(smoke_config, tmp_path).summary()  # read back from the run state
     assert (
         "data text: 5 inputs -> 2 written, 2 quarantined (not prose: 2), 1 skipped (duplicate: 1)" in summary

@@ -1,0 +1,109 @@
+"""A run's ``state.json``: which phases are done, and what they noted for later phases and the report.
+
+The file is a typed, versioned document (:class:`StateFile`), rewritten atomically each time a phase
+finishes. Version 1 added the version itself and typed the notes; a file written before it (no
+``version``) holds the same fields with round numbers as strings, and reads as version 1 unchanged.
+A file from a newer salad-ray, or one whose fields do not validate, stops the run with a message
+naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from salad_ray.accounting import PipelineReport
+from salad_ray.config import deep_merge
+from salad_ray.files import write_text
+
+STATE_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GapNote(_Strict):
+    """Held-out F and M (nats per text target) and the loss where a milestone's training ended."""
+
+    step: int | None = None
+    heldout_f: float | None = None
+    heldout_m: float | None = None
+    loss: float | None = None
+
+
+class RoundNote(_Strict):
+    """What an arm's round synthesized: seconds of speech, from how many texts."""
+
+    seconds: float
+    texts: int
+
+
+class PoolNote(_Strict):
+    texts: int
+    clusters: int
+
+
+class Notes(_Strict):
+    """What finished phases leave for later ones (the keys of :meth:`RunState.finish`)."""
+
+    heldout_ids: list[str] = Field(default_factory=list)  # never trained on, never in the pool
+    natural_ids: list[str] = Field(default_factory=list)  # the natural stand-in's texts: not in the pool
+    pool: PoolNote | None = None
+    probes: dict[int, list[str]] = Field(default_factory=dict)  # round -> its probes' text ids
+    rounds: dict[str, dict[int, RoundNote]] = Field(default_factory=dict)  # arm -> round -> synthesis
+    gap: dict[str, GapNote] = Field(default_factory=dict)  # milestone label -> its held-out gap
+    pipelines: dict[str, PipelineReport] = Field(default_factory=dict)  # store -> its pipeline's counts
+
+
+class StateFile(_Strict):
+    version: int = STATE_VERSION
+    done: list[str] = Field(default_factory=list)
+    notes: Notes = Field(default_factory=Notes)
+
+
+class StateError(RuntimeError):
+    """A state.json this version cannot continue from."""
+
+
+def read_state(path: Path) -> StateFile:
+    """The state at ``path`` (a new one if there is none); see the module docstring for old files."""
+    if not path.is_file():
+        return StateFile()
+    data = json.loads(path.read_text())
+    version = data.setdefault("version", STATE_VERSION)  # before version 1: the same fields
+    if version > STATE_VERSION:
+        raise StateError(
+            f"{path} is version {version}, written by a newer salad-ray than this one (which reads up "
+            f"to {STATE_VERSION}): continue the run with that version, or start a new --run-dir"
+        )
+    try:
+        return StateFile.model_validate(data)
+    except ValidationError as e:
+        raise StateError(
+            f"{path} cannot be read as a run state ({e.error_count()} problems, first: "
+            f"{'.'.join(map(str, e.errors()[0]['loc']))}: {e.errors()[0]['msg']}); start a new --run-dir"
+        ) from None
+
+
+class RunState:
+    """The run's state, persisted atomically each time a phase finishes (thread-safe)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        state = read_state(path)
+        self.done, self.notes = state.done, state.notes
+        self._lock = threading.Lock()
+
+    def finish(self, phase: str, **notes: Any) -> None:
+        """Record ``phase`` as done, merging ``notes`` (fields of :class:`Notes`) into the notes."""
+        with self._lock:
+            self.notes = Notes.model_validate(deep_merge(self.notes.model_dump(), notes))
+            if phase not in self.done:
+                self.done.append(phase)
+            state = StateFile(done=self.done, notes=self.notes)
+            write_text(self.path, state.model_dump_json(indent=2))
