@@ -30,7 +30,7 @@ from salad_ray.model.student import SpeechLM
 from salad_ray.objective import samples_gap
 from salad_ray.spoken import plan_text, speak, synthesis_settings
 from salad_ray.teacher.backends import TransformersBackend
-from salad_ray.tts.base import build_tts
+from salad_ray.tts import build_tts
 
 
 def heldout_samples(config: RunConfig, tokenizer) -> list[Sample]:

@@ -20,7 +20,7 @@ from salad_ray.accounting import PipelineReport
 from salad_ray.config import RunConfig
 from salad_ray.eval.tables import markdown_table
 from salad_ray.rundir import STAGE1_JOB, STAGE1_LABEL, Arm, RunDir, arm_of_job, milestones, run_arms
-from salad_ray.runstate import GapNote, Notes
+from salad_ray.runstate import GapNote, Notes, RunState
 from salad_ray.selection import RoundPlan
 
 
@@ -242,3 +242,22 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path
+
+
+def summary(config: RunConfig, run: RunDir, state: RunState) -> str:
+    """What a run did, as the driver prints it at the end: phases done, the held-out gap after each
+    milestone, each round's synthesis and every pipeline's counts."""
+    notes = state.notes
+    lines = [f"run {run.root} ({config.preset}): {', '.join(state.done)}"]
+    gaps = ordered_gaps(config, notes.gap)
+    width = max((len(label) for label, _ in gaps), default=0)
+    for label, gap in gaps:
+        f, m = (float("nan") if v is None else v for v in (gap.heldout_f, gap.heldout_m))
+        lines.append(f"  after {label:{width}s}  held-out F = {f:.4f}  M = {m:.4f}")
+    for arm, rounds in sorted(notes.rounds.items()):
+        for r, info in sorted(rounds.items()):
+            lines.append(f"  {arm} round {r}: {info.texts} texts, {info.seconds:.0f} s synthesized")
+    for report in notes.pipelines.values():  # every record read: written, quarantined, skipped
+        lines.append(f"  data {report.summary()}")
+    lines.append(f"  report: {run.report / 'report.md'}")
+    return "\n".join(lines)

@@ -203,3 +203,24 @@ def demands(config: RunConfig) -> list[Demand]:
         ),
     ]
     return out
+
+
+# The actors, replicas, workers and tasks each kind of phase uses (--plan prints them).
+_PHASE_DEMANDS = {
+    "speech": ("TTS actor", "ASR actor", "light stage actor", "teacher replica"),
+    "text": ("light stage actor", "teacher replica"),
+    "embed": ("embedding actor",),
+    "score": ("scorer actor",),
+    "train": ("train worker",),
+    "eval": ("evaluation task",),
+}
+
+
+def phase_asks(config: RunConfig, kind: str) -> str:
+    """What a kind of phase (a key of ``_PHASE_DEMANDS``) asks of the cluster: at least how many of
+    which actor, each with which resources."""
+    by_what = {d.what: d for d in demands(config)}
+    needs = [by_what[what] for what in _PHASE_DEMANDS[kind] if what in by_what]
+    return "; ".join(
+        f"{d.at_least}+ {d.what} x {', '.join(f'{k} {v:g}' for k, v in d.bundle.items())}" for d in needs
+    )

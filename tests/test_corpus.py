@@ -151,7 +151,8 @@ def test_heldout_only_domains_are_held_out_and_never_trained_on(tmp_path, monkey
     import salad_ray.pool
     from salad_ray.config import load_config
     from salad_ray.corpus import heldout_records
-    from salad_ray.run import Driver
+    from salad_ray.driver import Driver
+    from salad_ray.rundir import RunDir
 
     config = load_config(
         "smoke",
@@ -167,7 +168,7 @@ def test_heldout_only_domains_are_held_out_and_never_trained_on(tmp_path, monkey
     assert len(unseen) >= config.data.heldout.unseen_samples and len(held) > len(unseen)
     assert held == heldout_records(config.data, config.seed)  # deterministic
 
-    driver, read = Driver(config, tmp_path), {}
+    driver, read = Driver(config, RunDir(tmp_path)), {}
     monkeypatch.setattr(
         driver,
         "_synthesize",

@@ -151,6 +151,7 @@ def run_commands() -> frozenset[str]:
             command_with("python -m salad_ray.capacity"),
             command_with("python -m salad_ray.local_cluster"),
             command_with("python -m salad_ray.run --preset smoke --check"),
+            command_with("python -m salad_ray.run --preset local --plan"),
             *block_with("python -m salad_ray.measure"),
         ]
     )
@@ -206,6 +207,19 @@ def test_the_preflight_check_runs_as_written():
     done = run_as_written(command_with("python -m salad_ray.run --preset smoke --check"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pre-flight: ok" in done.stdout
+
+
+def test_the_phase_graph_command_runs_as_written(tmp_path):
+    """`--plan` lists every phase of the local run's graph and starts nothing (here in a directory of
+    its own, so that it reads no run a developer left in runs/local)."""
+    from salad_ray.driver import Driver
+    from salad_ray.rundir import RunDir
+
+    done = run_as_written(command_with("python -m salad_ray.run --preset local --plan"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = [line.split("]")[1].split()[0] for line in done.stdout.splitlines() if line.startswith("  [")]
+    assert listed == [p.name for p in Driver(load_config("local"), RunDir(tmp_path)).graph()]
+    assert "[done ]" not in done.stdout and not (tmp_path / "runs").exists()
 
 
 def test_the_stale_address_command_runs_as_written():

@@ -7,9 +7,9 @@ import pytest
 
 from salad_ray.config import load_config
 from salad_ray.report import ordered_gaps
-from salad_ray.run import Driver
-from salad_ray.rundir import ACTIVE, UNIFORM, round_calls, student_for_round
+from salad_ray.rundir import ACTIVE, UNIFORM, RunDir, round_calls, student_for_round
 from salad_ray.train import launcher
+from salad_ray.train.jobs import stage_job
 from salad_ray.train.mixture import SampleRef
 
 
@@ -101,7 +101,6 @@ def test_each_training_call_extends_the_stream_and_round_r_reads_its_selection(
         return [SampleRef(source, f"{name}.parquet", row, f"{name}-{row}") for row in range(sizes[name])]
 
     monkeypatch.setattr(launcher, "pool_refs", pool_refs)
-    driver = Driver(local_config, tmp_path)
     per_step = launcher.global_batch(local_config) * local_config.train.grad_accum
     per_round = local_config.stages.stage2_steps_per_round * per_step
     trained: list[SampleRef] = []
@@ -109,7 +108,7 @@ def test_each_training_call_extends_the_stream_and_round_r_reads_its_selection(
     rounds = [round_calls(arm, r, stages) for r in (1, 2, 3)]
     assert [len(calls) for calls in rounds] == ([2, 2, 1] if arm == ACTIVE else [1, 1, 1])
     for until in [call.step for calls in rounds for call in calls]:
-        job, starts = driver.stage_job(until, arm)
+        job, starts = stage_job(local_config, RunDir(tmp_path), until, arm)
         reached = -(-until // stages.stage2_steps_per_round)
         assert job.stores["active"] == [str(tmp_path / "data" / arm.store(r)) for r in range(1, reached + 1)]
         assert starts == {"active": [(r - 1) * stages.stage2_steps_per_round for r in range(1, reached + 1)]}

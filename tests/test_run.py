@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from salad_ray.config import ConfigError
+from salad_ray.driver import Driver
 from salad_ray.pipeline.shards import ShardStore
-from salad_ray.run import Driver, main, parser, resolve_config
+from salad_ray.report import summary
+from salad_ray.run import main, parser, resolve_config
+from salad_ray.rundir import RunDir
 from salad_ray.runstate import STATE_VERSION, RunState, StateError, read_state
 from tests.processes import free_port, stop
 
@@ -281,10 +285,13 @@ def test_the_runs_final_student_answers_spoken_input(smoke_job, espeak, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.machine_wide  # smoke_job
-def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_selections(smoke_job, tmp_path):
+def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_selections(
+    smoke_job, tmp_path, capsys
+):
     """The smoke run's directory with its state.json as written before version 1 (no version; the
     same fields): the driver resumes it, redoes nothing (no Ray is needed when every phase is done),
-    keeps every selection and sample, and writes the state back at the current version."""
+    keeps every selection and sample, and writes the state back at the current version. Then
+    ``--plan`` prints its phase graph half finished."""
     import shutil
 
     assert smoke_job.succeeded, smoke_job.output[-3000:]
@@ -298,12 +305,27 @@ def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_sele
     samples = synthesized(run_dir)
 
     config = resolve_config(parser().parse_args(["--resume"]), run_dir)
-    Driver(config, run_dir).run()
+    Driver(config, RunDir(run_dir)).run()
     after = json.loads((run_dir / "state.json").read_text())
     assert after.pop("version") == STATE_VERSION
     assert after == before  # nothing redone, every note kept
     assert {p: p.read_text() for p in plans} == chosen and synthesized(run_dir) == samples
     assert read_state(run_dir / "state.json").notes == read_state(smoke_job.run_dir / "state.json").notes
+
+    # `--plan` on the run left half finished: each phase, what it needs, whether it is done, what it
+    # asks of the cluster; it starts no Ray and writes nothing
+    half = {**before, "done": before["done"][: len(before["done"]) // 2]}
+    (run_dir / "state.json").write_text(json.dumps(half))
+    capsys.readouterr()
+    assert main(["--plan", f"--run-dir={run_dir}"]) == 0
+    plan_lines = capsys.readouterr().out.splitlines()
+    assert json.loads((run_dir / "state.json").read_text()) == half
+    status = {line.split("]")[1].split()[0]: line[3:8] for line in plan_lines if line.startswith("  [")}
+    assert list(status) == [p.name for p in Driver(config, RunDir(run_dir)).graph()]
+    assert {p for p, s in status.items() if s == "done "} == set(half["done"]) - {"report"}
+    assert status["eval"] == "to do" and status["heldout"] == "done "
+    assert any(re.search(r"stage1 +needs warmup, text, heldout  ->  students/stage1", x) for x in plan_lines)
+    assert any("asks 1+ train worker x CPU 1" in line for line in plan_lines)
 
 
 def test_a_state_this_version_cannot_read_stops_with_what_to_do(tmp_path):
@@ -319,13 +341,11 @@ def test_a_state_this_version_cannot_read_stops_with_what_to_do(tmp_path):
 def test_the_summary_counts_every_record_of_each_pipeline(tmp_path, smoke_config):
     from salad_ray.accounting import PipelineReport, Reason
 
-    driver = Driver(smoke_config, tmp_path)
+    driver = Driver(smoke_config, RunDir(tmp_path))
     report = PipelineReport("text", inputs=5, written=2)
     report.count(Reason.NOT_PROSE, 2)
     report.count(Reason.DUPLICATE)
     assert report.accounted() == report.inputs
     driver.state.finish("text", pipelines={"text": report})
-    summary = Driver(smoke_config, tmp_path).summary()  # read back from the run state
-    assert (
-        "data text: 5 inputs -> 2 written, 2 quarantined (not prose: 2), 1 skipped (duplicate: 1)" in summary
-    )
+    said = summary(smoke_config, RunDir(tmp_path), RunState(tmp_path / "state.json"))  # read back
+    assert "data text: 5 inputs -> 2 written, 2 quarantined (not prose: 2), 1 skipped (duplicate: 1)" in said

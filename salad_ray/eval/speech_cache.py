@@ -83,7 +83,7 @@ class SpeechCache:
             t for t in distinct if t not in self.unspeakable and self._load_audio(self.audio_key(t)) is None
         ]
         if missing:
-            from salad_ray.tts.base import build_tts
+            from salad_ray.tts import build_tts
 
             tts = build_tts(self.config.tts, device="cuda" if torch.cuda.is_available() else "cpu")
             for start in tqdm(

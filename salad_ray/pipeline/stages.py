@@ -26,7 +26,8 @@ from salad_ray.pipeline.records import DONE, MANIFEST_COLUMNS, OK, RETRIES, is_o
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.spoken import plan_text, stable_hash
 from salad_ray.teacher.protocol import TeacherRequestError
-from salad_ray.tts.base import SynthesisError, build_tts
+from salad_ray.tts import build_tts
+from salad_ray.tts.base import SynthesisError
 
 
 def _rows(batch: pd.DataFrame) -> list[dict]:

@@ -12,8 +12,6 @@ from typing import Protocol
 
 import numpy as np
 
-from salad_ray.config import TTSBackendKind, TTSConfig
-
 # Markup that a formant synthesiser reads out as symbol names ("asterisk"): emphasis, code, tables.
 _UNSPOKEN = re.compile(r"[*_#~^|<>`]+")
 
@@ -33,14 +31,3 @@ class TTSBackend(Protocol):
     def synthesize(self, texts: list[str], voice: str) -> list[np.ndarray]:
         """One 16 kHz mono float32 waveform per text, spoken by ``voice``."""
         ...
-
-
-def build_tts(config: TTSConfig, device: str = "cpu") -> TTSBackend:
-    """The backend the config names (heavy imports happen here, inside the process that speaks)."""
-    if config.backend == TTSBackendKind.ESPEAK_NG:
-        from salad_ray.tts.espeak import EspeakTTS
-
-        return EspeakTTS(speed=config.speed, pitch=config.pitch, max_seconds=config.max_seconds)
-    from salad_ray.tts.kokoro import KokoroTTS
-
-    return KokoroTTS(config.kokoro_model, device=device, max_seconds=config.max_seconds)

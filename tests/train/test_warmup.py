@@ -112,14 +112,13 @@ def test_a_zero_adapter_rate_freezes_the_adapter_after_the_warmup(smoke_config: 
 
 def test_stage_two_trains_the_llm_at_its_own_rate(smoke_config: RunConfig, tmp_path):
     """``stages.stage2_lr_llm`` reaches stage II's job and its optimizer; stage I keeps ``train.lr_llm``."""
-    from salad_ray.run import Driver
-    from salad_ray.rundir import ACTIVE
+    from salad_ray.rundir import ACTIVE, RunDir
+    from salad_ray.train.jobs import stage_job
 
     stages = smoke_config.stages.model_copy(update={"stage2_lr_llm": 4e-4})
     run = smoke_config.model_copy(update={"stages": stages})
-    driver = Driver(run, tmp_path)
-    stage1, _ = driver.stage_job(1)
-    stage2, _ = driver.stage_job(1, ACTIVE)
+    stage1, _ = stage_job(run, RunDir(tmp_path), 1)
+    stage2, _ = stage_job(run, RunDir(tmp_path), 1, ACTIVE)
     assert (stage1.lr_llm, stage2.lr_llm) == (None, 4e-4)
     student = build_student(run, dataclasses.replace(stage1, init=None), None)
     rates = {

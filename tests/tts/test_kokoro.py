@@ -5,7 +5,8 @@ import torch
 
 from salad_ray.audio import SAMPLE_RATE
 from salad_ray.config import TTSConfig
-from salad_ray.tts.base import SynthesisError, build_tts
+from salad_ray.tts import build_tts
+from salad_ray.tts.base import SynthesisError
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,298 @@
+"""The active loop's driver: its phases, declared as a graph (salad_ray.phases) over a run directory.
+
+    heldout, natural, text   spoken held-out set, natural speech, text-only samples (side by side)
+    pool                     the candidate pool (minus benchmark texts), embedded, balanced clusters
+    warmup, stage1           the adapter alone (LLM frozen), then distillation on natural speech + text
+    round-r/probes           a few texts per cluster, spoken (round 1's beside the warm-up and stage I)
+    round-r/scores           M(c), KL(c) and CER(c) of the probes, with the round's student
+    <arm>/round-r/plan       p(c) ~ P(c) S(c)^gamma, texts drawn to the budget
+    <arm>/round-r/synthesis  the drawn texts spoken into the round's store
+    active/round-r/half      the active arm trained half-way through round r: scores round r + 1
+    <arm>/round-r/train      the arm's stage II trained to the end of round r
+    eval, report             spoken benchmarks, controls and held-out gaps; the report
+
+Each phase is recorded in ``state.json`` when done and is safe to redo (pipelines skip committed
+samples, training resumes from its checkpoint), and reads finished work only: a run killed anywhere
+and resumed selects and synthesizes exactly what an uninterrupted run would. Which student scores
+which round is :func:`salad_ray.rundir.student_for_round`'s.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+from salad_ray import rounds, rundir
+from salad_ray.accounting import PipelineReport
+from salad_ray.config import ConfigError, RunConfig
+from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
+from salad_ray.files import write_text
+from salad_ray.phases import Phase, run_graph
+from salad_ray.pool import Pool
+from salad_ray.resources import phase_asks
+from salad_ray.rundir import ACTIVE, HELDOUT, NATURAL, TEXT, Arm, Milestone, RunDir
+from salad_ray.runstate import RunState
+from salad_ray.selection import RoundPlan
+from salad_ray.status import Status
+
+
+class Driver:
+    def __init__(self, config: RunConfig, run: RunDir):
+        self.config, self.dirs = config, run
+        self.state = RunState(run.state)
+        self.status = Status(config, run, self.state, self.queue_depth)
+        self._pending: dict[str, tuple[object, int]] = {}  # store name -> (store, texts submitted)
+
+    def store(self, name: str):
+        from salad_ray.pipeline.shards import ShardStore
+
+        return ShardStore(self.dirs.store(name))
+
+    def _synthesize(
+        self, name: str, records: list[TextRecord | Rejected], *, voices: list[str], source: str, **options
+    ) -> PipelineReport:
+        """Run a text pipeline into store ``name`` (``options``: run_texts's and text_jobs's clusters)."""
+        from salad_ray.pipeline.dataflow import run_texts, skipped_jobs, text_jobs
+
+        store, clusters = self.store(name), options.pop("clusters", None)
+        jobs = text_jobs(records, self.config, voices=voices, source=source, clusters=clusters)
+        self._pending[name] = (store, int((~skipped_jobs(jobs)).sum()))
+        try:
+            report = run_texts(self.config, jobs, store, name=name, **options)
+        finally:
+            self._pending.pop(name, None)
+        print(report.summary(), flush=True)
+        return report
+
+    def queue_depth(self) -> int:
+        return sum(max(n - len(store.done_ids()), 0) for store, n in list(self._pending.values()))
+
+    # --------------------------------------------------------------------------------------- data
+
+    @functools.cached_property
+    def heldout_records(self) -> list[TextRecord]:
+        """The held-out texts, read once though three phases need them."""
+        return heldout_records(self.config.data, self.config.seed)
+
+    def build_heldout(self) -> None:
+        records = self.heldout_records
+        report = self._synthesize(HELDOUT, records, voices=self.config.data.heldout.voices, source=HELDOUT)
+        self.state.finish(HELDOUT, heldout_ids=[r.text_id for r in records], pipelines={HELDOUT: report})
+
+    def _screened(self, source) -> list[TextRecord | Rejected]:
+        """A text source without the held-out texts and held-out-only domains (never trained on)."""
+        heldout = {r.text_id for r in self.heldout_records}
+        return list(screen_texts(source, exclude_domains=self.config.data.heldout_only, exclude_ids=heldout))
+
+    def build_natural(self) -> None:
+        from salad_ray.pipeline.dataflow import run_natural
+
+        data, reports, ids = self.config.data, [], []
+        for n, source in enumerate(data.natural):
+            reports.append(run_natural(self.config, source, self.store(NATURAL), name=f"natural-{n}"))
+            print(reports[-1].summary(), flush=True)
+        if (standin := data.natural_standin) is not None:
+            records = self._screened(standin.text)
+            ids = [r.text_id for r in records if isinstance(r, TextRecord)]
+            options = {"voices": standin.voices, "check_asr": standin.check_asr}
+            reports.append(self._synthesize(NATURAL, records, source=NATURAL, **options))
+        if not reports:
+            raise ConfigError(
+                "no natural speech: set data.natural (recorded corpora) or data.natural_standin"
+            )
+        self.state.finish(NATURAL, natural_ids=ids, pipelines={r.name: r for r in reports})
+
+    def build_text(self) -> None:
+        records = self._screened(self.config.data.text)
+        report = self._synthesize(TEXT, records, voices=[], source=TEXT, speech=False)
+        self.state.finish(TEXT, pipelines={TEXT: report})
+
+    def build_pool(self) -> None:
+        from salad_ray.eval.items import load_items
+        from salad_ray.pool import build_pool
+
+        benchmarks = [b for b in self.config.eval.benchmarks if b.kind == "fortune-cloze"]
+        exclude = set(self.state.notes.heldout_ids) | set(self.state.notes.natural_ids)
+        exclude |= {item.item_id for b in benchmarks for item in load_items(b, self.config.seed)}
+        pool = build_pool(self.config, self.dirs.pool, exclude)
+        print(f"pool: {len(pool.texts)} texts in {pool.clusters} balanced clusters", flush=True)
+        self.state.finish("pool", pool={"texts": len(pool.texts), "clusters": pool.clusters})
+
+    # ----------------------------------------------------------------------------------- training
+
+    def _train(self, milestone: Milestone, arm: Arm | None = None) -> dict:
+        """Train to the milestone's step (the warm-up, stage I or an arm's stage II), save its student."""
+        from salad_ray.train.jobs import stage_job, warmup_job
+        from salad_ray.train.launcher import train_stage
+
+        if milestone == rundir.warmup(self.config.stages):
+            job, starts = warmup_job(self.config, self.dirs), {}
+        else:
+            job, starts = stage_job(self.config, self.dirs, milestone.step, arm)
+        result = train_stage(self.config, self.dirs.train, job, starts)
+        target = self.dirs.student(milestone)
+        if not target.is_dir():
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(result.student, tmp)
+            tmp.replace(target)
+        return {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
+
+    def train(self, phase: str, milestone: Milestone, arm: Arm | None = None, note: bool = True) -> None:
+        gap = self._train(milestone, arm)
+        self.state.finish(phase, **({"gap": {milestone.label: gap}} if note else {}))
+
+    # ------------------------------------------------------------------------------------- rounds
+
+    def speak_probes(self, r: int) -> None:
+        probes = rounds.draw_probes(self.config, self.dirs, self.state.notes, Pool.load(self.dirs.pool), r)
+        report = self._synthesize(
+            rundir.probes_store(r),
+            rounds.records(probes),
+            voices=self.config.tts.voices,
+            source="probe",
+            clusters=probes["cluster"],
+            max_cer=float("inf"),
+        )
+        pipelines = {rundir.probes_store(r): report}
+        self.state.finish(rundir.probes_phase(r), probes={r: list(probes["text_id"])}, pipelines=pipelines)
+
+    def score_probes(self, r: int) -> None:
+        from salad_ray.scoring import score_store
+
+        student = self.dirs.student(rundir.student_for_round(r, self.config.stages))
+        scores = score_store(self.config, self.store(rundir.probes_store(r)), student)
+        self.dirs.probe_scores(r).parent.mkdir(parents=True, exist_ok=True)
+        scores.to_parquet(self.dirs.probe_scores(r))
+        self.state.finish(rundir.scores_phase(r))
+
+    def plan(self, arm: Arm, r: int) -> None:
+        plan = rounds.plan_arm_round(
+            self.config, self.dirs, self.state.notes, Pool.load(self.dirs.pool), arm, r
+        )
+        self.dirs.plan(arm, r).parent.mkdir(parents=True, exist_ok=True)
+        write_text(self.dirs.plan(arm, r), json.dumps(plan.to_dict(), indent=2))
+        self.state.finish(arm.phase(r, "plan"))
+
+    def synthesize(self, arm: Arm, r: int) -> None:
+        plan = RoundPlan(**json.loads(self.dirs.plan(arm, r).read_text()))
+        chosen = rounds.chosen_texts(Pool.load(self.dirs.pool), plan)
+        report = self._synthesize(
+            arm.store(r),
+            rounds.records(chosen),
+            voices=self.config.tts.voices,
+            source="active",
+            clusters=chosen["cluster"],
+        )
+        seconds = float(
+            self.store(arm.store(r)).table(columns=["duration"]).column("duration").to_numpy().sum()
+        )
+        self.state.finish(
+            arm.phase(r, "synthesis"),
+            rounds={arm.name: {r: {"seconds": seconds, "texts": len(chosen)}}},
+            pipelines={arm.store(r): report},
+        )
+
+    # ------------------------------------------------------------------------------------ the end
+
+    def evaluate(self) -> None:
+        """The spoken benchmarks, the controls and the held-out gap of every student, in a Ray task."""
+        import ray
+
+        from salad_ray.eval.suite import run_eval, run_students
+        from salad_ray.resources import eval_task_options
+
+        task = ray.remote(run_eval).options(**eval_task_options(self.config))
+        students = run_students(self.config, self.dirs)
+        ray.get(task.remote(self.config, students, self.dirs.store(HELDOUT), self.dirs.eval))
+        self.state.finish("eval")
+
+    def report(self) -> None:
+        from salad_ray.report import write_report
+
+        write_report(self.config, self.dirs, self.state.notes)
+        self.state.finish("report")
+
+    # -------------------------------------------------------------------------------------- graph
+
+    def graph(self) -> list[Phase]:
+        """Every phase of the run with what it needs, in an order that respects the needs."""
+        c, stages, run, partial = self.config, self.config.stages, self.dirs, functools.partial
+        phases: list[Phase] = []
+
+        def add(name: str, work, needs, produces: Path, kind: str = "", **kw) -> None:
+            asks = phase_asks(c, kind) if kind else ""
+            phases.append(Phase(name, work, tuple(needs), str(produces.relative_to(run.root)), asks, **kw))
+
+        def train(name: str, milestone: Milestone, needs, arm: Arm | None = None, note: bool = True) -> None:
+            add(name, partial(self.train, name, milestone, arm, note), needs, run.student(milestone), "train")
+
+        add(HELDOUT, self.build_heldout, [], run.store(HELDOUT), "speech")
+        add(NATURAL, self.build_natural, [], run.store(NATURAL), "speech")
+        add(TEXT, self.build_text, [], run.store(TEXT), "text")
+        add("pool", self.build_pool, [HELDOUT, NATURAL], run.pool, "embed")
+        if stages.warmup.steps:
+            train("warmup", rundir.warmup(stages), [NATURAL, HELDOUT])
+        train("stage1", rundir.stage1(stages), ["warmup" if stages.warmup.steps else NATURAL, TEXT, HELDOUT])
+        arms, last = rundir.run_arms(c), stages.stage2_rounds
+        for r in range(1, last + 1):
+            avoid = [ACTIVE.phase(r - 1, "plan")] if r > 1 else []  # probes avoid the active selections
+            add(
+                rundir.probes_phase(r),
+                partial(self.speak_probes, r),
+                ["pool", *avoid],
+                run.store(rundir.probes_store(r)),
+                "speech",
+            )
+            scorer = "stage1" if r == 1 else ACTIVE.phase(r - 1, "half")  # rundir.student_for_round
+            add(
+                rundir.scores_phase(r),
+                partial(self.score_probes, r),
+                [rundir.probes_phase(r), scorer],
+                run.probe_scores(r),
+                "score",
+            )
+            for arm in arms:
+                plan, synthesis = arm.phase(r, "plan"), arm.phase(r, "synthesis")
+                earlier = [arm.phase(r - 1, "plan")] if r > 1 else []
+                add(plan, partial(self.plan, arm, r), [rundir.scores_phase(r), *earlier], run.plan(arm, r))
+                add(synthesis, partial(self.synthesize, arm, r), [plan], run.store(arm.store(r)), "speech")
+                previous = "stage1" if r == 1 else arm.phase(r - 1, "train")
+                if arm.name == ACTIVE.name and r < last:  # the student that scores round r + 1
+                    train(
+                        arm.phase(r, "half"),
+                        rundir.half_way(r, stages),
+                        [synthesis, previous],
+                        arm,
+                        note=False,
+                    )
+                    previous = arm.phase(r, "half")
+                train(arm.phase(r, "train"), rundir.round_end(arm, r, stages), [synthesis, previous], arm)
+        trained = ["stage1", *[arm.phase(last, "train") for arm in arms]]
+        if c.eval.enabled:
+            add("eval", self.evaluate, trained, run.results, "eval")
+        add("report", self.report, ["eval"] if c.eval.enabled else trained, run.report, always=True)
+        return phases
+
+    def run(self) -> None:
+        """Every phase not done yet (the data pipelines share one teacher, deployed first)."""
+        from salad_ray.pipeline.dataflow import ensure_teacher
+
+        def start(phase: Phase) -> None:
+            self.status.show(phase.name, phase.name)
+            print(f"[salad-ray] phase {phase.name}", flush=True)
+
+        def end(phase: Phase, seconds: float) -> None:
+            self.status.clear(phase.name)
+            print(f"[salad-ray] phase {phase.name} done in {seconds:.0f} s", flush=True)
+
+        if any(p not in self.state.done for p in (HELDOUT, NATURAL, TEXT)):
+            ensure_teacher(self.config)
+        with self.status:
+            run_graph(self.graph(), lambda name: name in self.state.done, start, end)
+
+    def final_student(self):
+        """The student a user talks to: the active arm's last, else stage I's."""
+        return self.dirs.student(rundir.final_milestones(self.config)[-1])

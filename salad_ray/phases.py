@@ -1,0 +1,100 @@
+"""The driver's phases as a declared graph, and the one scheduler that runs it.
+
+A :class:`Phase` names what it needs (other phases) and what it leaves in the run directory, and
+says what it asks of the cluster. :func:`run_graph` starts every phase whose needs are done, as
+many at once as are ready, each in a thread of one pool: the data pipelines side by side, round 1's
+probes beside stage I, the arms of stage II side by side with each round prepared while the one
+before it trains. A phase that is done (recorded in ``state.json``) is not run again; one that
+fails stops new phases from starting, and the first failure is raised once the running ones end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # as state.json records it when done
+    run: Callable[[], None]  # does the phase's work and records it done
+    needs: tuple[str, ...] = ()  # phases that must be done before it starts
+    produces: str = ""  # what it leaves in the run directory
+    asks: str = ""  # what it asks of the cluster
+    always: bool = False  # redone at every run, done or not (the report: cheap, and its inputs may change)
+
+
+class GraphError(ValueError):
+    """A graph that can never finish: a phase needing one that is not in it, or a cycle."""
+
+
+def check_graph(phases: list[Phase]) -> None:
+    """Every need names a phase of the graph, no name is declared twice, and there is no cycle."""
+    names = [p.name for p in phases]
+    if len(set(names)) != len(names):
+        raise GraphError(f"phases declared twice: {sorted({n for n in names if names.count(n) > 1})}")
+    by_name = {p.name: p for p in phases}
+    for p in phases:
+        if missing := [n for n in p.needs if n not in by_name]:
+            raise GraphError(f"{p.name} needs {missing}, which the graph does not have")
+    placed: set[str] = set()
+    while len(placed) < len(phases):
+        ready = [p.name for p in phases if p.name not in placed and set(p.needs) <= placed]
+        if not ready:
+            raise GraphError(f"a cycle among {sorted(set(names) - placed)}")
+        placed |= set(ready)
+
+
+def run_graph(
+    phases: list[Phase],
+    is_done: Callable[[str], bool],
+    on_start: Callable[[Phase], None] = lambda phase: None,
+    on_end: Callable[[Phase, float], None] = lambda phase, seconds: None,
+) -> None:
+    """Run every phase that is not done once all it needs is done, in parallel where the graph allows.
+
+    ``on_start`` and ``on_end`` (with the phase's wall seconds) see each phase that runs."""
+    import time
+
+    check_graph(phases)
+    pending = [p for p in phases if p.always or not is_done(p.name)]
+    running: dict[Future, tuple[Phase, float]] = {}
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=max(len(pending), 1), thread_name_prefix="phase") as pool:
+        while pending or running:
+            if failure is None:
+                for phase in [p for p in pending if all(is_done(n) for n in p.needs)]:
+                    pending.remove(phase)
+                    on_start(phase)
+                    running[pool.submit(phase.run)] = (phase, time.time())
+            if not running:
+                if failure is None and pending:
+                    stuck = {p.name: [n for n in p.needs if not is_done(n)] for p in pending}
+                    raise GraphError(f"phases that ran did not record themselves done: {stuck}")
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                phase, started = running.pop(future)
+                if (error := future.exception()) is not None:
+                    failure = failure or error
+                    continue
+                if not is_done(phase.name):
+                    raise GraphError(f"phase {phase.name} ended without recording itself done")
+                on_end(phase, time.time() - started)
+    if failure is not None:
+        raise failure
+
+
+def describe_graph(phases: list[Phase], is_done: Callable[[str], bool]) -> str:
+    """The graph as ``--plan`` prints it: one line per phase (done or to do, what it needs and
+    produces), and what it asks of the cluster under it."""
+    width = max(len(p.name) for p in phases)
+    lines = []
+    for p in phases:
+        state = "done " if is_done(p.name) and not p.always else "to do"
+        needs = ", ".join(p.needs) or "-"
+        lines.append(f"  [{state}] {p.name:{width}s}  needs {needs}  ->  {p.produces or '-'}")
+        if p.asks:
+            lines.append(f"          {'':{width}s}  asks {p.asks}")
+    return "\n".join(lines)

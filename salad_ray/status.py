@@ -1,0 +1,95 @@
+"""The driver's one-line status: what runs, the trainers' steps, the synthesis queue, the budget used.
+
+A background thread looks every ``every`` seconds and prints the line when it changed, or after
+``quiet`` seconds without a change. Work that runs side by side (the data pipelines, the arms of
+stage II) shows in lanes of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+from salad_ray.config import RunConfig
+from salad_ray.rundir import STAGE1_JOB, WARMUP_JOB, RunDir
+from salad_ray.runstate import RunState
+
+
+class Status:
+    def __init__(
+        self,
+        config: RunConfig,
+        run: RunDir,
+        state: RunState,
+        queue_depth: Callable[[], int],
+        every: float = 20.0,
+        quiet: float = 120.0,
+    ):
+        self.config, self.run, self.state, self.queue_depth = config, run, state, queue_depth
+        self.every, self.quiet = every, quiet
+        self.lanes: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Status:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def show(self, lane: str, text: str) -> None:
+        self.lanes[lane] = text
+
+    def clear(self, lane: str) -> None:
+        self.lanes.pop(lane, None)
+
+    def trainer(self) -> str:
+        """The step of every training job still under way (else of the last one to log)."""
+        stages, metrics = self.config.stages, self.run.metrics
+        last: dict[str, int] = {}
+        if metrics.is_file():
+            for line in metrics.read_text().splitlines():
+                record = json.loads(line)
+                last[record["stage"]] = record["step"]
+        if not last:
+            return "-"
+
+        def total(job: str) -> int:
+            if job == WARMUP_JOB:
+                return stages.warmup.steps
+            if job == STAGE1_JOB:
+                return stages.stage1_steps
+            return stages.stage2_rounds * stages.stage2_steps_per_round
+
+        running = [job for job, step in last.items() if step < total(job)] or [list(last)[-1]]
+        return ", ".join(f"{job} {last[job]}/{total(job)}" for job in running)
+
+    def budget_used(self) -> str:
+        """Synthetic seconds made so far against the budget of the rounds planned so far."""
+        done = [r for arm in self.state.notes.rounds.values() for r in arm.values()]
+        budget = self.config.selection.round_budget_seconds * len(done)
+        return f"{sum(r.seconds for r in done):.0f}/{budget:.0f} s" if done else "-"
+
+    def line(self) -> str:
+        from salad_ray.eval.suite import PROGRESS_FILE
+
+        lanes = dict(self.lanes)
+        progress = self.run.eval / PROGRESS_FILE
+        if "eval" in lanes and progress.is_file():
+            lanes["eval"] = f"eval: {progress.read_text().strip()}"
+        work = "; ".join(lanes.values()) or "starting"
+        return (
+            f"[salad-ray] {work} | trainer {self.trainer()} | synthesis queue {self.queue_depth()} texts"
+            f" | budget used {self.budget_used()}"
+        )
+
+    def _loop(self) -> None:
+        last, printed = "", 0.0
+        while not self._stop.wait(self.every):
+            line = self.line()
+            if line != last or time.time() - printed >= self.quiet:
+                print(line, flush=True)
+                last, printed = line, time.time()

@@ -1,0 +1,64 @@
+"""The training jobs of a run: the warm-up, stage I and each arm's stage II, as :class:`StageJob` values.
+
+A stage-II job up to step ``until`` reads round r's store (r = 1 .. ⌈until/S⌉, S steps per round)
+from the round's first step, (r - 1)·S (salad_ray.train.mixture): each call of an arm extends the
+stream of the calls before it.
+"""
+
+from __future__ import annotations
+
+from salad_ray.config import RunConfig
+from salad_ray.rundir import HELDOUT, NATURAL, TEXT, Arm, RunDir, stage1, warmup
+from salad_ray.train.loop import StageJob
+
+
+def warmup_job(config: RunConfig, run: RunDir) -> StageJob:
+    """The adapter-only warm-up on natural speech (``stages.warmup``; the LLM frozen)."""
+    stages = config.stages
+    return StageJob(
+        name=warmup(stages).job,
+        stores={"natural": [str(run.store(NATURAL))]},
+        weights=stages.warmup.mix,
+        total_steps=stages.warmup.steps,
+        until_step=stages.warmup.steps,
+        objective="alignment",
+        lr_adapter=stages.warmup.lr,
+        batch_size=stages.warmup.batch_size,
+        heldout=str(run.store(HELDOUT)),
+        metrics_file=str(run.metrics),
+    )
+
+
+def stage_job(
+    config: RunConfig, run: RunDir, until: int, arm: Arm | None = None
+) -> tuple[StageJob, dict[str, list[int]]]:
+    """The job up to step ``until`` of stage I, or of an arm's stage II, and the step from which
+    each store of a source is read (module docstring)."""
+    stages = config.stages
+    stores = {"natural": [str(run.store(NATURAL))], "text": [str(run.store(TEXT))]}
+    common = {"heldout": str(run.store(HELDOUT)), "metrics_file": str(run.metrics)}
+    if arm is None:
+        job = StageJob(
+            name=stage1(stages).job,
+            stores=stores,
+            weights=stages.stage1_mix,
+            total_steps=stages.stage1_steps,
+            until_step=until,
+            init=str(run.student(warmup(stages))) if stages.warmup.steps else None,
+            **common,
+        )
+        return job, {}
+    per_round = stages.stage2_steps_per_round
+    rounds = -(-until // per_round)
+    stores["active"] = [str(run.store(arm.store(r))) for r in range(1, rounds + 1)]
+    job = StageJob(
+        name=arm.job,
+        stores=stores,
+        weights=stages.stage2_mix,
+        total_steps=stages.stage2_rounds * per_round,
+        until_step=until,
+        init=str(run.student(stage1(stages))),
+        lr_llm=stages.stage2_lr_llm,
+        **common,
+    )
+    return job, {"active": [(r - 1) * per_round for r in range(1, rounds + 1)]}

@@ -1,0 +1,42 @@
+"""The package's import structure: no two modules import each other (at module level or lazily),
+and only command lines import the run's command line."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "salad_ray"
+COMMAND_LINES = {"salad_ray.experiment"}  # `python -m salad_ray.experiment` is a run with two settings
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imported(path: Path, known: dict[str, Path]) -> set[str]:
+    """The package's modules a file imports anywhere in it (absolute imports: the package uses no others)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("salad_ray"):
+            assert node.level == 0, f"{path}: relative import"
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                found.add(name if name in known else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("salad_ray")}
+    return found & known.keys()
+
+
+def test_no_two_modules_import_each_other_and_only_command_lines_import_the_run():
+    known = modules()
+    graph = {name: imported(path, known) - {name} for name, path in known.items()}
+    assert len(graph) > 50 and "salad_ray.rundir" in graph["salad_ray.driver"]  # the scan sees imports
+    mutual = [(a, b) for a, b in itertools.combinations(sorted(graph), 2) if b in graph[a] and a in graph[b]]
+    assert mutual == []
+    assert {name for name, deps in graph.items() if "salad_ray.run" in deps} <= COMMAND_LINES

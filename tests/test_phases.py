@@ -1,0 +1,109 @@
+"""The phase graph and its scheduler (salad_ray.phases), and the driver's graph, without Ray."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from salad_ray.config import PRESETS, load_config
+from salad_ray.driver import Driver
+from salad_ray.phases import GraphError, Phase, check_graph, run_graph
+from salad_ray.rundir import ACTIVE, RunDir, probes_phase, scores_phase, student_for_round
+
+
+class Recorder:
+    """Phases that record themselves done, in the order they finished."""
+
+    def __init__(self):
+        self.done: list[str] = []
+        self.lock = threading.Lock()
+
+    def phase(self, name: str, needs=(), work=lambda: None, **kw) -> Phase:
+        def run():
+            work()
+            with self.lock:
+                self.done.append(name)
+
+        return Phase(name, run, tuple(needs), **kw)
+
+    def is_done(self, name: str) -> bool:
+        return name in self.done
+
+
+def test_phases_run_after_what_they_need_and_side_by_side_where_the_graph_allows():
+    rec = Recorder()
+    both = threading.Barrier(2, timeout=10)  # broken (and raising) unless b and c run at once
+    phases = [
+        rec.phase("d", ["b", "c"]),
+        rec.phase("b", ["a"], both.wait),
+        rec.phase("c", ["a"], both.wait),
+        rec.phase("a"),
+    ]
+    run_graph(phases, rec.is_done)
+    assert rec.done[0] == "a" and set(rec.done[1:3]) == {"b", "c"} and rec.done[3] == "d"
+
+
+def test_a_done_phase_is_not_run_again_but_an_always_phase_is():
+    rec = Recorder()
+    rec.done = ["a"]
+    ran = []
+    phases = [
+        rec.phase("a", work=lambda: ran.append("a")),
+        rec.phase("report", ["a"], lambda: ran.append("report"), always=True),
+    ]
+    run_graph(phases, rec.is_done)
+    assert ran == ["report"]
+
+
+def test_a_failed_phase_stops_what_needs_it_and_is_raised_after_the_running_ones_end():
+    rec = Recorder()
+    started = threading.Event()
+
+    def fail():
+        started.wait(10)
+        raise RuntimeError("boom")
+
+    phases = [
+        rec.phase("slow", work=lambda: started.set()),
+        rec.phase("bad", work=fail),
+        rec.phase("after", ["bad"]),
+    ]
+    with pytest.raises(RuntimeError, match="boom"):
+        run_graph(phases, rec.is_done)
+    assert rec.done == ["slow"]
+
+
+def test_graphs_that_can_never_finish_are_rejected_before_anything_runs():
+    rec = Recorder()
+    with pytest.raises(GraphError, match="needs \\['nowhere'\\]"):
+        run_graph([rec.phase("a", ["nowhere"])], rec.is_done)
+    with pytest.raises(GraphError, match="a cycle among \\['a', 'b'\\]"):
+        check_graph([rec.phase("a", ["b"]), rec.phase("b", ["a"])])
+    with pytest.raises(GraphError, match="declared twice"):
+        check_graph([rec.phase("a"), rec.phase("a")])
+    with pytest.raises(GraphError, match="ended without recording itself done"):
+        run_graph([Phase("lazy", lambda: None)], rec.is_done)
+    assert rec.done == []
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_declares_a_graph_that_can_finish(preset, tmp_path):
+    check_graph(Driver(load_config(preset), RunDir(tmp_path)).graph())
+
+
+def test_each_round_is_scored_after_its_student_is_saved_and_probed_after_the_active_plans_before_it(
+    local_config, tmp_path
+):
+    """The graph encodes salad_ray.rundir.student_for_round: round r's scores need the phase that
+    saves round r's scoring student; its probes need the active arm's plan of round r - 1."""
+    graph = {p.name: p for p in Driver(local_config, RunDir(tmp_path)).graph()}
+    stages = local_config.stages
+    for r in range(1, stages.stage2_rounds + 1):
+        scorer = student_for_round(r, stages)
+        student = str(RunDir(tmp_path).student(scorer).relative_to(tmp_path))
+        saves = [p.name for p in graph.values() if p.produces == student]
+        assert saves and saves[0] in graph[scores_phase(r)].needs
+        if r > 1:
+            assert ACTIVE.phase(r - 1, "plan") in graph[probes_phase(r)].needs
+    assert graph[probes_phase(1)].needs == ("pool",)  # beside the warm-up and stage I
