@@ -98,23 +98,27 @@ class Faults(threading.Thread):
     """Kills a train worker mid-stage and a TTS actor mid-round, once each (SIGKILL, as a lost node)."""
 
     def __init__(self, run_dir: Path):
+        from salad_ray.rundir import RunDir
+
         super().__init__(daemon=True)
-        self.run_dir, self.killed, self.done = run_dir, {}, threading.Event()
+        self.run, self.killed, self.done = RunDir(run_dir), {}, threading.Event()
 
     def _phases(self) -> list[str]:
-        path = self.run_dir / "state.json"
-        return json.loads(path.read_text())["done"] if path.is_file() else []
+        from salad_ray.runstate import read_state
+
+        return read_state(self.run.state).done
 
     def _kill(self, what: str, actor) -> None:
         os.kill(actor.pid, signal.SIGKILL)
         self.killed[what] = {"class": actor.class_name, "actor_id": actor.actor_id}
 
     def run(self) -> None:
+        from salad_ray.rundir import STAGE1_JOB
         from salad_ray.train.state import latest
 
         while not self.done.wait(0.5) and len(self.killed) < 2:
             phases = self._phases()
-            checkpointed = latest(self.run_dir / "train" / "stage1")[1] >= 1
+            checkpointed = latest(self.run.train / STAGE1_JOB)[1] >= 1
             if "train worker" not in self.killed and "stage1" not in phases and checkpointed:
                 workers = _actors(class_name="RayTrainWorker", state="ALIVE")
                 if workers:
