@@ -22,14 +22,16 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import time
 from pathlib import Path
 
-from salad_ray import rounds, rundir
+from salad_ray import rounds, rundir, timeline
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
 from salad_ray.files import write_text
 from salad_ray.phases import Phase, run_graph
+from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pool import Pool
 from salad_ray.resources import phase_asks
 from salad_ray.rundir import ACTIVE, HELDOUT, NATURAL, TEXT, Arm, Milestone, RunDir
@@ -45,9 +47,7 @@ class Driver:
         self.status = Status(config, run, self.state, self.queue_depth)
         self._pending: dict[str, tuple[object, int]] = {}  # store name -> (store, texts submitted)
 
-    def store(self, name: str):
-        from salad_ray.pipeline.shards import ShardStore
-
+    def store(self, name: str) -> ShardStore:
         return ShardStore(self.dirs.store(name))
 
     def _synthesize(
@@ -285,6 +285,7 @@ class Driver:
             print(f"[salad-ray] phase {phase.name}", flush=True)
 
         def end(phase: Phase, seconds: float) -> None:
+            timeline.record(self.dirs.timeline, phase.name, time.time() - seconds, time.time())
             self.status.clear(phase.name)
             print(f"[salad-ray] phase {phase.name} done in {seconds:.0f} s", flush=True)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from salad_ray import timeline
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import RunConfig
 from salad_ray.eval.tables import markdown_table
@@ -142,6 +143,20 @@ def _pipeline_rows(reports: list[PipelineReport]) -> list[list]:
     ]
 
 
+def time_section(config: RunConfig, run: RunDir, out: Path) -> list[str]:
+    """The run's timeline (salad_ray.timeline) and the trainer's wait for data in stage II."""
+    parts = []
+    if timeline.plot(timeline.read(run.timeline), out / "timeline.png"):
+        parts.append("\n## Where the time went\n\n![timeline](timeline.png)\n")
+    share = timeline.wait_share(read_metrics(run.metrics), {arm.job for arm in run_arms(config)})
+    if share is not None:
+        parts.append(
+            f"Stage II's trainer waited for data {100 * share:.1f} % of its training time (rank 0, "
+            "blocked on its stream, summed over the metrics windows of every stage-II job).\n"
+        )
+    return parts
+
+
 def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
     """Write report/report.md and its plots from what the run directory holds."""
     out, stage1_steps = run.report, config.stages.stage1_steps
@@ -227,6 +242,7 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
         parts += eval_sections(evaluated, out)
         parts += curve_section(evaluated, read_metrics(run.metrics), stage1_steps, out)
 
+    parts += time_section(config, run, out)
     pipelines = list(notes.pipelines.values())
     if pipelines:
         parts.append(

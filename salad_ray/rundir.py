@@ -5,7 +5,7 @@ typed values: an :class:`Arm`, a round number, a :class:`Milestone`. Other modul
 :class:`RunDir` for a path and a milestone for its label; none builds such a name or parses one.
 
     <run-dir>/
-      config.yaml  state.json  metrics.jsonl
+      config.yaml  state.json  metrics.jsonl  timeline.jsonl (each phase's start and end)
       data/{heldout,natural,text,probes-<r>,<arm>-<r>}/   shard stores
       pool/                     texts.parquet, centroids.npy
       rounds/probes/<r>/        scores.parquet (per probe: M, distillation KL, CER, duration)
@@ -194,6 +194,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def timeline(self) -> Path:
+        return self.root / "timeline.jsonl"
 
     def store(self, name: str) -> Path:
         return self.root / "data" / name

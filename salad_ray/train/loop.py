@@ -148,12 +148,13 @@ def evaluate(
 
 
 class Window:
-    """Global sums over the steps of one metrics window, and when it started."""
+    """Global sums over the steps of one metrics window, when it started, and how long rank 0 waited
+    for the data stream in it."""
 
     KEYS = ("loss", "dist", "nll", "flops", "positions", "samples")
 
     def __init__(self):
-        self.start, self.steps = time.perf_counter(), 0
+        self.start, self.steps, self.waited = time.perf_counter(), 0, 0.0
         self.sums = dict.fromkeys(self.KEYS, 0.0)
 
     def add(self, values: dict[str, float]) -> None:
@@ -172,6 +173,8 @@ class Window:
             "samples_per_s": s["samples"] / elapsed,
             "mfu": s["flops"] / (elapsed * peak * world),
             "peak_flops": peak,
+            "seconds": elapsed,
+            "data_wait_s": self.waited,  # blocked on the stream (reading, decoding audio): the trainer idle
         }
 
 
@@ -272,7 +275,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     window = Window()
     model.train()
     for step in range(position.step, job.until_step):
+        reading = time.perf_counter()
         micro = [next(stream) for _ in range(t.grad_accum)]
+        window.waited += time.perf_counter() - reading
         if any(m[0] != step for m in micro):
             raise RuntimeError(f"rank {rank} read the data of step {[m[0] for m in micro]} at step {step}")
         generator = torch.Generator().manual_seed(t.seed * 1_000_003 + step * 1_009 + rank)

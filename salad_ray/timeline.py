@@ -1,0 +1,78 @@
+"""Where a run's time goes: every phase with its start and end on one time axis, and the share of
+stage II's training time the trainer spent waiting for data.
+
+The driver appends one line per finished phase to ``timeline.jsonl`` (salad_ray.rundir), a resumed
+run after the lines of the runs before it; the report draws them (``timeline.png``). The trainer's
+wait is what rank 0 spent blocked on its data stream (salad_ray.train.loop's ``data_wait_s``):
+wait share = Σ data_wait_s / Σ seconds over the metrics windows of the stage-II jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from salad_ray.files import atomic_path
+
+# The lanes of the picture, first match wins: phases that run side by side get lanes of their own.
+LANES = (
+    ("data", ("heldout", "natural", "text", "pool")),
+    ("warm-up, stage I", ("warmup", "stage1")),
+    ("probes, scores", ("round-",)),
+    ("active: train", ("active/round-",)),
+    ("uniform: train", ("uniform/round-",)),
+    ("eval, report", ("eval", "report")),
+)
+
+
+def record(path: Path, phase: str, start: float, end: float) -> None:
+    """Append a finished phase (wall-clock seconds since the epoch)."""
+    with open(path, "a") as f:
+        f.write(json.dumps({"phase": phase, "start": start, "end": end}) + "\n")
+
+
+def read(path: Path) -> list[dict]:
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    )
+
+
+def lane(phase: str) -> str:
+    """The lane a phase is drawn in; an arm's plan and synthesis share a lane with its training, but
+    are drawn in another colour."""
+    return next(name for name, prefixes in LANES if phase.startswith(prefixes) or phase in prefixes)
+
+
+def plot(records: list[dict], path: Path) -> bool:
+    """One bar per phase, lanes top to bottom, minutes since the first phase started; False if empty."""
+    if not records:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = min(r["start"] for r in records)
+    names = [name for name, _ in LANES]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for r in records:
+        y = names.index(lane(r["phase"]))
+        training = r["phase"].endswith(("/train", "/half")) or r["phase"] in ("warmup", "stage1")
+        color = "tab:blue" if training else "tab:orange"
+        ax.barh(y, (r["end"] - r["start"]) / 60, left=(r["start"] - t0) / 60, color=color, alpha=0.8)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("minutes since the run started (blue: training; orange: pipelines, scoring, eval)")
+    ax.set_title("Run timeline: every phase, start to end")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return True
+
+
+def wait_share(metrics: list[dict], jobs: set[str]) -> float | None:
+    """The share of the jobs' training time the trainer waited for data (None: not measured)."""
+    windows = [m for m in metrics if m["stage"] in jobs and "data_wait_s" in m and m.get("seconds")]
+    total = sum(m["seconds"] for m in windows)
+    return sum(m["data_wait_s"] for m in windows) / total if total else None
