@@ -22,10 +22,9 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import time
 from pathlib import Path
 
-from salad_ray import rounds, rundir, timeline
+from salad_ray import rounds, rundir
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
@@ -43,7 +42,7 @@ from salad_ray.status import Status
 class Driver:
     def __init__(self, config: RunConfig, run: RunDir):
         self.config, self.dirs = config, run
-        self.state = RunState(run.state)
+        self.state = RunState(run.state, config.stages.stage2_rounds)
         self.status = Status(config, run, self.state, self.queue_depth)
         self._pending: dict[str, tuple[object, int]] = {}  # store name -> (store, texts submitted)
 
@@ -232,10 +231,10 @@ class Driver:
         add(HELDOUT, self.build_heldout, [], run.store(HELDOUT), "speech")
         add(NATURAL, self.build_natural, [], run.store(NATURAL), "speech")
         add(TEXT, self.build_text, [], run.store(TEXT), "text")
-        add("pool", self.build_pool, [HELDOUT, NATURAL], run.pool, "embed")
+        add("pool", self.build_pool, [HELDOUT, NATURAL, TEXT], run.pool, "embed")  # then the trainers
         if stages.warmup.steps:
-            train("warmup", rundir.warmup(stages), [NATURAL, HELDOUT])
-        train("stage1", rundir.stage1(stages), ["warmup" if stages.warmup.steps else NATURAL, TEXT, HELDOUT])
+            train("warmup", rundir.warmup(stages), ["pool"])
+        train("stage1", rundir.stage1(stages), ["warmup" if stages.warmup.steps else "pool"])
         arms, last = rundir.run_arms(c), stages.stage2_rounds
         for r in range(1, last + 1):
             avoid = [ACTIVE.phase(r - 1, "plan")] if r > 1 else []  # probes avoid the active selections
@@ -258,7 +257,14 @@ class Driver:
                 plan, synthesis = arm.phase(r, "plan"), arm.phase(r, "synthesis")
                 earlier = [arm.phase(r - 1, "plan")] if r > 1 else []
                 add(plan, partial(self.plan, arm, r), [rundir.scores_phase(r), *earlier], run.plan(arm, r))
-                add(synthesis, partial(self.synthesize, arm, r), [plan], run.store(arm.store(r)), "speech")
+                one_at_a_time = [arm.phase(r - 1, "synthesis")] if r > 1 else []  # an arm's rounds in turn
+                add(
+                    synthesis,
+                    partial(self.synthesize, arm, r),
+                    [plan, *one_at_a_time],
+                    run.store(arm.store(r)),
+                    "speech",
+                )
                 previous = "stage1" if r == 1 else arm.phase(r - 1, "train")
                 if arm.name == ACTIVE.name and r < last:  # the student that scores round r + 1
                     train(
@@ -280,20 +286,9 @@ class Driver:
         """Every phase not done yet (the data pipelines share one teacher, deployed first)."""
         from salad_ray.pipeline.dataflow import ensure_teacher
 
-        def start(phase: Phase) -> None:
-            self.status.show(phase.name, phase.name)
-            print(f"[salad-ray] phase {phase.name}", flush=True)
-
-        def end(phase: Phase, seconds: float) -> None:
-            timeline.record(self.dirs.timeline, phase.name, time.time() - seconds, time.time())
-            self.status.clear(phase.name)
-            print(f"[salad-ray] phase {phase.name} done in {seconds:.0f} s", flush=True)
-
         if any(p not in self.state.done for p in (HELDOUT, NATURAL, TEXT)):
             ensure_teacher(self.config)
         with self.status:
-            run_graph(self.graph(), lambda name: name in self.state.done, start, end)
-
-    def final_student(self):
-        """The student a user talks to: the active arm's last, else stage I's."""
-        return self.dirs.student(rundir.final_milestones(self.config)[-1])
+            run_graph(
+                self.graph(), lambda name: name in self.state.done, self.status.started, self.status.ended
+            )

@@ -50,11 +50,13 @@ def run_graph(
     phases: list[Phase],
     is_done: Callable[[str], bool],
     on_start: Callable[[Phase], None] = lambda phase: None,
-    on_end: Callable[[Phase, float], None] = lambda phase, seconds: None,
+    on_end: Callable[[Phase, float, BaseException | None], None] = lambda phase, seconds, error: None,
 ) -> None:
     """Run every phase that is not done once all it needs is done, in parallel where the graph allows.
 
-    ``on_start`` and ``on_end`` (with the phase's wall seconds) see each phase that runs."""
+    ``on_start`` sees each phase that starts, ``on_end`` each that ends, with its wall seconds and
+    the exception it raised (None if it finished). After a failure no phase starts; the first
+    failure is raised once the running phases end (every one is seen by ``on_end``)."""
     import time
 
     check_graph(phases)
@@ -71,17 +73,16 @@ def run_graph(
             if not running:
                 if failure is None and pending:
                     stuck = {p.name: [n for n in p.needs if not is_done(n)] for p in pending}
-                    raise GraphError(f"phases that ran did not record themselves done: {stuck}")
+                    failure = GraphError(f"phases that ran did not record themselves done: {stuck}")
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 phase, started = running.pop(future)
-                if (error := future.exception()) is not None:
-                    failure = failure or error
-                    continue
-                if not is_done(phase.name):
-                    raise GraphError(f"phase {phase.name} ended without recording itself done")
-                on_end(phase, time.time() - started)
+                error = future.exception()
+                if error is None and not is_done(phase.name):
+                    error = GraphError(f"phase {phase.name} ended without recording itself done")
+                failure = failure or error
+                on_end(phase, time.time() - started, error)
     if failure is not None:
         raise failure
 

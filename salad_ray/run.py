@@ -25,7 +25,7 @@ from salad_ray import preflight
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.preflight import PreflightFailed
 from salad_ray.resources import ClusterTooSmall
-from salad_ray.rundir import RunDir
+from salad_ray.rundir import RunDir, final_milestones
 from salad_ray.runstate import StateError
 
 # --------------------------------------------------------------------------------------------- cli
@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{summary(config, driver.dirs, driver.state)}\n  wall time: {time.time() - t0:.0f} s", flush=True
     )
-    print(f"  talk to it: {serve_command(driver.final_student(), driver.dirs.config)}", flush=True)
+    final = driver.dirs.student(final_milestones(config)[-1])  # the active arm's last, else stage I's
+    print(f"  talk to it: {serve_command(final, driver.dirs.config)}", flush=True)
     return 0
 
 

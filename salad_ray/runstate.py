@@ -1,10 +1,12 @@
 """A run's ``state.json``: which phases are done, and what they noted for later phases and the report.
 
 The file is a typed, versioned document (:class:`StateFile`), rewritten atomically each time a phase
-finishes. Version 1 added the version itself and typed the notes; a file written before it (no
-``version``) holds the same fields with round numbers as strings, and reads as version 1 unchanged.
-A file from a newer salad-ray, or one whose fields do not validate, stops the run with a message
-naming the file and what to do.
+finishes. Version 1 added the version itself, typed the notes and made the active arm's half-way
+training call of round r a phase of its own (``active/round-r/half``). A file written before it (no
+``version``) holds the same fields with round numbers as strings; read for a run with R stage-II
+rounds, each round r < R whose training is done gets its half-way phase done too (its student was
+saved by the same phase). A file from a newer salad-ray, or one that cannot be read, stops the run
+with a message naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import deep_merge
 from salad_ray.files import write_text
+from salad_ray.rundir import ACTIVE
 
 STATE_VERSION = 1
 
@@ -70,13 +73,24 @@ class StateError(RuntimeError):
     """A state.json this version cannot continue from."""
 
 
-def read_state(path: Path) -> StateFile:
-    """The state at ``path`` (a new one if there is none); see the module docstring for old files."""
+def read_state(path: Path, rounds: int | None = None) -> StateFile:
+    """The state at ``path`` (a new one if there is none); a file from before version 1 is upgraded
+    for a run of ``rounds`` stage-II rounds (module docstring), or read as it is without them."""
     if not path.is_file():
         return StateFile()
-    data = json.loads(path.read_text())
-    version = data.setdefault("version", STATE_VERSION)  # before version 1: the same fields
-    if version > STATE_VERSION:
+    try:
+        data = json.loads(path.read_text())
+        version = data.setdefault("version", 0)
+        assert isinstance(version, int), f"version {version!r} is not an integer"
+    except (ValueError, AttributeError, AssertionError) as e:
+        raise StateError(f"{path} is not a run state ({e}); start a new --run-dir") from None
+    if version == 0:
+        data["version"] = STATE_VERSION
+        done = data.setdefault("done", [])
+        for r in range(1, rounds or 0):
+            if ACTIVE.phase(r, "train") in done and ACTIVE.phase(r, "half") not in done:
+                done.append(ACTIVE.phase(r, "half"))
+    elif version > STATE_VERSION:
         raise StateError(
             f"{path} is version {version}, written by a newer salad-ray than this one (which reads up "
             f"to {STATE_VERSION}): continue the run with that version, or start a new --run-dir"
@@ -91,11 +105,12 @@ def read_state(path: Path) -> StateFile:
 
 
 class RunState:
-    """The run's state, persisted atomically each time a phase finishes (thread-safe)."""
+    """The run's state, persisted atomically each time a phase finishes (thread-safe); ``rounds``:
+    the run's stage-II rounds, to upgrade a file from before version 1 (:func:`read_state`)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, rounds: int | None = None):
         self.path = path
-        state = read_state(path)
+        state = read_state(path, rounds)
         self.done, self.notes = state.done, state.notes
         self._lock = threading.Lock()
 

@@ -12,7 +12,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from salad_ray import timeline
 from salad_ray.config import RunConfig
+from salad_ray.phases import Phase
 from salad_ray.rundir import STAGE1_JOB, WARMUP_JOB, RunDir
 from salad_ray.runstate import RunState
 
@@ -45,6 +47,19 @@ class Status:
 
     def clear(self, lane: str) -> None:
         self.lanes.pop(lane, None)
+
+    def started(self, phase: Phase) -> None:
+        self.show(phase.name, phase.name)
+        print(f"[salad-ray] phase {phase.name}", flush=True)
+
+    def ended(self, phase: Phase, seconds: float, error: BaseException | None) -> None:
+        """A phase's end: its lane cleared, and if it finished, its span added to the run's timeline."""
+        self.clear(phase.name)
+        if error is not None:
+            print(f"[salad-ray] phase {phase.name} failed after {seconds:.0f} s: {error!r}", flush=True)
+            return
+        timeline.record(self.run.timeline, phase.name, time.time() - seconds, time.time())
+        print(f"[salad-ray] phase {phase.name} done in {seconds:.0f} s", flush=True)
 
     def trainer(self) -> str:
         """The step of every training job still under way (else of the last one to log)."""

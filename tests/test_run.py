@@ -288,8 +288,8 @@ def test_the_runs_final_student_answers_spoken_input(smoke_job, espeak, tmp_path
 def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_selections(
     smoke_job, tmp_path, capsys
 ):
-    """The smoke run's directory with its state.json as written before version 1 (no version; the
-    same fields): the driver resumes it, redoes nothing (no Ray is needed when every phase is done),
+    """The smoke run's directory with its state.json as written before version 1 (no version, no
+    half-way phase): the driver resumes it, redoes nothing (no Ray is needed when every phase is done),
     keeps every selection and sample, and writes the state back at the current version. Then
     ``--plan`` prints its phase graph half finished."""
     import shutil
@@ -297,8 +297,12 @@ def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_sele
     assert smoke_job.succeeded, smoke_job.output[-3000:]
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_job.run_dir, run_dir, ignore=shutil.ignore_patterns("train"))
-    before = json.loads((run_dir / "state.json").read_text())
-    assert before.pop("version") == STATE_VERSION
+    finished = json.loads((run_dir / "state.json").read_text())
+    assert finished.pop("version") == STATE_VERSION
+    # before version 1 the active arm's half-way call was part of its round's train phase
+    halves = [p for p in finished["done"] if p.startswith("active/") and p.endswith("/half")]
+    assert halves == ["active/round-1/half"]  # smoke: 2 rounds, a half-way student in round 1
+    before = {**finished, "done": [p for p in finished["done"] if p not in halves]}
     (run_dir / "state.json").write_text(json.dumps(before, indent=2))
     plans = sorted((run_dir / "rounds").glob("*/*/plan.json"))
     chosen = {p: p.read_text() for p in plans}
@@ -308,13 +312,14 @@ def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_sele
     Driver(config, RunDir(run_dir)).run()
     after = json.loads((run_dir / "state.json").read_text())
     assert after.pop("version") == STATE_VERSION
-    assert after == before  # nothing redone, every note kept
+    assert sorted(after["done"]) == sorted(finished["done"])  # nothing redone: the halves upgraded
+    assert after["notes"] == finished["notes"]
     assert {p: p.read_text() for p in plans} == chosen and synthesized(run_dir) == samples
     assert read_state(run_dir / "state.json").notes == read_state(smoke_job.run_dir / "state.json").notes
 
     # `--plan` on the run left half finished: each phase, what it needs, whether it is done, what it
     # asks of the cluster; it starts no Ray and writes nothing
-    half = {**before, "done": before["done"][: len(before["done"]) // 2]}
+    half = {**finished, "done": finished["done"][: len(finished["done"]) // 2]}
     (run_dir / "state.json").write_text(json.dumps(half))
     capsys.readouterr()
     assert main(["--plan", f"--run-dir={run_dir}"]) == 0
@@ -328,6 +333,16 @@ def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_sele
     assert any("asks 1+ train worker x CPU 1" in line for line in plan_lines)
 
 
+def test_a_state_from_before_version_1_gets_the_half_way_phases_its_train_phases_did(tmp_path):
+    path = tmp_path / "state.json"
+    old = ["stage1", "active/round-1/train", "uniform/round-1/train", "active/round-3/train"]
+    path.write_text(json.dumps({"done": old, "notes": {"probes": {"1": ["t"]}}}))
+    upgraded = read_state(path, rounds=3)  # round 3 is the last: it has no half-way call
+    assert upgraded.version == STATE_VERSION and upgraded.notes.probes == {1: ["t"]}
+    assert upgraded.done == [*old, "active/round-1/half"]
+    assert read_state(path).done == old  # read, not resumed: as it is
+
+
 def test_a_state_this_version_cannot_read_stops_with_what_to_do(tmp_path):
     path = tmp_path / "state.json"
     path.write_text(json.dumps({"version": STATE_VERSION + 1, "done": ["heldout"], "notes": {}}))
@@ -335,6 +350,9 @@ def test_a_state_this_version_cannot_read_stops_with_what_to_do(tmp_path):
         RunState(path)
     path.write_text(json.dumps({"done": ["heldout"], "notes": {"probes": {"one": ["t"]}}}))
     with pytest.raises(StateError, match=r"notes\.probes\.one.*start a new --run-dir"):
+        RunState(path)
+    path.write_text('{"done": ["heldout"], "no')  # cut short
+    with pytest.raises(StateError, match="is not a run state"):
         RunState(path)
 
 
