@@ -44,12 +44,16 @@ def to_mono(wave: np.ndarray) -> np.ndarray:
 
 
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limited (sinc) resampling of a mono signal."""
+    """Band-limited (sinc) resampling of a mono signal, in float32 whatever autocast the caller
+    runs in (an encoder's bf16 forward resamples its input first)."""
     if orig_rate == target_rate:
         return np.asarray(wave, dtype=np.float32)
     import torchaudio.functional as AF
 
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), orig_rate, target_rate)
+    with torch.autocast("cpu", enabled=False):
+        out = AF.resample(
+            torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), orig_rate, target_rate
+        )
     return out.numpy()
 
 

@@ -51,6 +51,17 @@ def test_resample_identity_and_length():
     assert len(resample(wave, SAMPLE_RATE, 24_000)) == 24_000
 
 
+def test_resampling_inside_a_bf16_autocast_stays_float32():
+    """An encoder forward in bf16 autocast (salad_ray.precision) resamples its input first."""
+    import torch
+
+    wave = tone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = resample(wave, SAMPLE_RATE, 24_000)
+    assert inside.dtype == np.float32
+    np.testing.assert_array_equal(inside, resample(wave, SAMPLE_RATE, 24_000))
+
+
 def test_log_mel_matches_whisper_feature_extractor():
     from transformers import WhisperFeatureExtractor
 

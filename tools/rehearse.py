@@ -101,12 +101,12 @@ class Faults(threading.Thread):
         from salad_ray.rundir import RunDir
 
         super().__init__(daemon=True)
-        self.run, self.killed, self.done = RunDir(run_dir), {}, threading.Event()
+        self.dirs, self.killed, self.done = RunDir(run_dir), {}, threading.Event()
 
     def _phases(self) -> list[str]:
         from salad_ray.runstate import read_state
 
-        return read_state(self.run.state).done
+        return read_state(self.dirs.state).done
 
     def _kill(self, what: str, actor) -> None:
         os.kill(actor.pid, signal.SIGKILL)
@@ -118,7 +118,7 @@ class Faults(threading.Thread):
 
         while not self.done.wait(0.5) and len(self.killed) < 2:
             phases = self._phases()
-            checkpointed = latest(self.run.train / STAGE1_JOB)[1] >= 1
+            checkpointed = latest(self.dirs.train / STAGE1_JOB)[1] >= 1
             if "train worker" not in self.killed and "stage1" not in phases and checkpointed:
                 workers = _actors(class_name="RayTrainWorker", state="ALIVE")
                 if workers:
