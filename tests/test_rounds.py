@@ -119,3 +119,69 @@ def test_each_training_call_extends_the_stream_and_round_r_reads_its_selection(
         window = trained[(r - 1) * per_round : r * per_round]
         reads = {ref.sample_id for ref in window if ref.source == "active"}
         assert {f"{arm.store(r)}-{row}" for row in range(sizes[arm.store(r)])} <= reads
+
+
+# ------------------------------------------------------------------- planning a round (no Ray)
+
+
+def toy_pool(per_cluster: int = 6, clusters: int = 3):
+    import numpy as np
+    import pandas as pd
+
+    from salad_ray.pool import Pool
+
+    rows = [
+        {"text_id": f"t{c}{i}", "text": f"text {c} {i}", "domain": "d", "words": 10, "cluster": c}
+        for c in range(clusters)
+        for i in range(per_cluster)
+    ]
+    return Pool(pd.DataFrame(rows), np.zeros((clusters, 4), dtype=np.float32))
+
+
+def test_probes_are_drawn_per_cluster_reproducibly_and_never_from_used_texts(tmp_path):
+    import json
+
+    from salad_ray import rounds
+    from salad_ray.runstate import Notes
+
+    config = load_config("smoke", overrides=["selection.probes_per_cluster=2"])
+    run, pool = RunDir(tmp_path), toy_pool()
+    first = rounds.draw_probes(config, run, Notes(), pool, 1)
+    assert list(first.groupby("cluster").size()) == [2, 2, 2]
+    assert first.equals(rounds.draw_probes(config, run, Notes(), pool, 1))  # seeded by (seed, round)
+    notes = Notes(probes={1: list(first["text_id"])})
+    run.plan(ACTIVE, 1).parent.mkdir(parents=True)
+    run.plan(ACTIVE, 1).write_text(json.dumps({"selected": [{"text_id": "t00"}, {"text_id": "t11"}]}))
+    used = rounds.used_text_ids(run, notes, ACTIVE, 2)
+    assert used == set(first["text_id"]) | {"t00", "t11"}
+    second = rounds.draw_probes(config, run, notes, pool, 2)
+    assert not set(second["text_id"]) & used and len(second) == 6
+
+
+def test_a_round_plan_reads_the_probe_scores_and_draws_only_free_texts(tmp_path):
+    import pandas as pd
+
+    from salad_ray import rounds
+    from salad_ray.runstate import Notes
+
+    config = load_config("smoke", overrides=["selection.round_budget_seconds=8"])
+    run, pool = RunDir(tmp_path), toy_pool()
+    probes = ["t00", "t10", "t20"]
+    scores = pd.DataFrame(
+        {
+            "cluster": [0, 1, 2],
+            "m_sum": [1.0, 4.0, 9.0],
+            "m_count": [1, 1, 1],
+            "d_sum": [1.0, 1.0, 1.0],
+            "cer": [0.0, 0.0, 0.0],
+            "duration": [2.0, 2.0, 2.0],
+            "words": [10, 10, 10],
+        }
+    )
+    run.probe_scores(1).parent.mkdir(parents=True)
+    scores.to_parquet(run.probe_scores(1))
+    plan = rounds.plan_arm_round(config, run, Notes(probes={1: probes}), pool, ACTIVE, 1)
+    assert plan.m == [1.0, 4.0, 9.0] and plan.p[2] > plan.p[1] > plan.p[0]  # gamma 5 on M
+    chosen = rounds.chosen_texts(pool, plan)
+    assert list(chosen["text_id"]) == [c["text_id"] for c in plan.selected]
+    assert not set(chosen["text_id"]) & set(probes) and sum(c["seconds"] for c in plan.selected) >= 8
