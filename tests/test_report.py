@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 
+from salad_ray import timeline
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import load_config
 from salad_ray.eval.stats import accuracy_interval
@@ -135,6 +136,7 @@ RESULTS = results([u + n for u, n in zip(UNIFORM_M, NOISE, strict=True)])  # act
 
 def test_report_from_a_run_directory(tmp_path):
     metrics = [
+        {"stage": "warmup", "step": 2, "loss": 5.0, "heldout_f": 0.0, "heldout_m": 1.2},  # shared by the arms
         {
             "stage": "stage1",
             "step": 2,
@@ -165,6 +167,8 @@ def test_report_from_a_run_directory(tmp_path):
         {
             "stage": "stage2-active",
             "step": 2,
+            "seconds": 20.0,
+            "data_wait_s": 0.5,
             "loss": 0.7,
             "loss_dist": 0.7,
             "loss_nll": 0.0,
@@ -174,7 +178,7 @@ def test_report_from_a_run_directory(tmp_path):
     ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in metrics))
     records = read_metrics(tmp_path / "metrics.jsonl")
-    assert len(records) == 3 and [r["loss"] for r in records if r["step"] == 4] == [
+    assert len(records) == 4 and [r["loss"] for r in records if r["step"] == 4] == [
         0.8
     ]  # a redone step keeps its last record
     candidates = [Candidate(f"t{c}{i}", c, 1.0) for c in range(3) for i in range(10)]
@@ -212,8 +216,12 @@ def test_report_from_a_run_directory(tmp_path):
     )
     run.eval.mkdir()
     run.results.write_text(json.dumps(RESULTS))
+    for n, phase in enumerate(["heldout", "pool", "warmup", "stage1", "active/round-1/train", "eval"]):
+        timeline.record(run.timeline, phase, 10.0 * n, 10.0 * n + 15)
     path = write_report(config, run, notes)
     text = path.read_text()
+    assert "![timeline](timeline.png)" in text
+    assert "Stage II's trainer waited for data 2.5 % of its training time" in text
     assert "| stage II active | 0.02 | 0.3 |" in text
     assert "| 2 | 0.9 | 1.1 | 0.5 | dropped | 0 | 0 |" in text  # M, KL; the high-CER cluster is dropped
     assert "signal misalignment" in text
@@ -271,5 +279,6 @@ def test_report_from_a_run_directory(tmp_path):
         "selection_share.png",
         "accuracy_vs_gap.png",
         "learning_curve.png",
+        "timeline.png",
     ):
         assert (tmp_path / "report" / png).stat().st_size > 5000

@@ -129,11 +129,8 @@ def plot_learning_curve(results: dict, metrics: list[dict], stage1_steps: int, p
     import matplotlib.pyplot as plt
 
     minutes, wall = minutes_axis(metrics)
-    arms = sorted(
-        {p.arm for p in points if p.arm}
-        | {arm_of_job(r["stage"]) for r in metrics if r["stage"] != STAGE1_JOB}
-    )
-    arms = [a for a in arms if a] or [None]
+    arms = sorted({p.arm for p in points if p.arm} | {a for r in metrics if (a := arm_of_job(r["stage"]))})
+    arms = arms or [None]
     tasks = list(results["tasks"])
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row")
     groups = [(None, "black", "untrained / stage I")] + [
@@ -179,7 +176,8 @@ def plot_learning_curve(results: dict, metrics: list[dict], stage1_steps: int, p
             training = [
                 r
                 for r in metrics
-                if "heldout_m" in r and (r["stage"] == STAGE1_JOB or arm_of_job(r["stage"]) == arm)
+                if "heldout_m" in r
+                and (r["stage"] == STAGE1_JOB or (arm is not None and arm_of_job(r["stage"]) == arm))
             ]
             training.sort(key=lambda r: _global_step(r["stage"], r["step"], stage1_steps))
             line = [
