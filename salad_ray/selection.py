@@ -36,20 +36,31 @@ def _sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.maximum((x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None], 0.0)
 
 
-def balanced_assign(d: np.ndarray, capacity: int) -> np.ndarray:
+def balanced_assign(d: np.ndarray, capacity: int, chunk: int = 4096) -> np.ndarray:
     """Assign each point to its nearest cluster with room (no cluster above ``capacity`` points);
-    points closest to their nearest centroid choose first."""
+    points closest to their nearest centroid choose first (ties: the lower index).
+
+    Vectorised in chunks of the priority order: a chunk whose points' first choices among the
+    clusters with room fit that room is assigned at once, which is exactly what choosing one point
+    at a time gives (no choice in it can find its cluster full); a chunk that would overflow a
+    cluster is assigned one point at a time."""
     n, k = d.shape
     if capacity * k < n:
         raise ValueError(f"capacity {capacity} x {k} clusters cannot hold {n} points")
     labels = np.full(n, -1)
     load = np.zeros(k, dtype=np.int64)
-    preferences = np.argsort(d, axis=1, kind="stable")
-    for i in np.argsort(d.min(1), kind="stable"):
-        for c in preferences[i]:
-            if load[c] < capacity:
-                labels[i], load[c] = c, load[c] + 1
-                break
+    order = np.argsort(d.min(1), kind="stable")
+    for start in range(0, n, chunk):
+        points = order[start : start + chunk]
+        room = capacity - load
+        choice = np.where(room > 0, d[points], np.inf).argmin(1)
+        taken = np.bincount(choice, minlength=k)
+        if (taken <= room).all():
+            labels[points], load = choice, load + taken
+            continue
+        for i in points:
+            c = int(np.where(load < capacity, d[i], np.inf).argmin())
+            labels[i], load[c] = c, load[c] + 1
     return labels
 
 

@@ -39,6 +39,28 @@ def test_balance_is_enforced_on_unbalanced_data():
         balanced_assign(np.zeros((5, 2)), capacity=2)
 
 
+def one_point_at_a_time(d: np.ndarray, capacity: int) -> np.ndarray:
+    """The assignment's definition, literally: points in priority order, each to its nearest cluster
+    with room (the implementation before it was vectorised)."""
+    labels, load = np.full(len(d), -1), np.zeros(d.shape[1], dtype=np.int64)
+    preferences = np.argsort(d, axis=1, kind="stable")
+    for i in np.argsort(d.min(1), kind="stable"):
+        c = next(c for c in preferences[i] if load[c] < capacity)
+        labels[i], load[c] = c, load[c] + 1
+    return labels
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+@pytest.mark.parametrize(("n", "k", "ties"), [(500, 8, False), (503, 16, True), (64, 64, True)])
+def test_the_vectorised_assignment_is_the_one_point_at_a_time_greedy(n, k, ties, chunk):
+    rng = np.random.default_rng(n + k)
+    d = rng.integers(0, 4, size=(n, k)).astype(float) if ties else rng.random((n, k))
+    capacity = -(-n // k)
+    expected = one_point_at_a_time(d, capacity)
+    assert np.array_equal(balanced_assign(d, capacity, chunk=chunk), expected)
+    assert np.bincount(expected, minlength=k).max() <= capacity
+
+
 def test_target_distribution_by_hand():
     share = np.array([0.25, 0.25, 0.5])
     m = np.array([1.0, 2.0, 1.0])
