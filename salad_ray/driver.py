@@ -20,15 +20,15 @@ which round is :func:`salad_ray.rundir.student_for_round`'s.
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 from pathlib import Path
+
+import pandas as pd
 
 from salad_ray import rounds, rundir
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
-from salad_ray.files import write_text
 from salad_ray.phases import Phase, run_graph
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pool import Pool
@@ -44,7 +44,7 @@ class Driver:
         self.config, self.dirs = config, run
         self.state = RunState(run.state, config.stages.stage2_rounds)
         self.status = Status(config, run, self.state, self.queue_depth)
-        self._pending: dict[str, tuple[object, int]] = {}  # store name -> (store, texts submitted)
+        self._pending: dict[str, tuple[ShardStore, int]] = {}  # store name -> (store, texts submitted)
 
     def store(self, name: str) -> ShardStore:
         return ShardStore(self.dirs.store(name))
@@ -145,16 +145,17 @@ class Driver:
 
     # ------------------------------------------------------------------------------------- rounds
 
+    def _speak_pool_texts(self, name: str, texts: pd.DataFrame, source: str, **options) -> PipelineReport:
+        """Pool rows spoken in the run's voices into store ``name``, each with its cluster."""
+        voices = self.config.tts.voices
+        records = rounds.records(texts)
+        return self._synthesize(
+            name, records, voices=voices, source=source, clusters=texts["cluster"], **options
+        )
+
     def speak_probes(self, r: int) -> None:
         probes = rounds.draw_probes(self.config, self.dirs, self.state.notes, Pool.load(self.dirs.pool), r)
-        report = self._synthesize(
-            rundir.probes_store(r),
-            rounds.records(probes),
-            voices=self.config.tts.voices,
-            source="probe",
-            clusters=probes["cluster"],
-            max_cer=float("inf"),
-        )
+        report = self._speak_pool_texts(rundir.probes_store(r), probes, "probe", max_cer=float("inf"))
         pipelines = {rundir.probes_store(r): report}
         self.state.finish(rundir.probes_phase(r), probes={r: list(probes["text_id"])}, pipelines=pipelines)
 
@@ -171,20 +172,12 @@ class Driver:
         plan = rounds.plan_arm_round(
             self.config, self.dirs, self.state.notes, Pool.load(self.dirs.pool), arm, r
         )
-        self.dirs.plan(arm, r).parent.mkdir(parents=True, exist_ok=True)
-        write_text(self.dirs.plan(arm, r), json.dumps(plan.to_dict(), indent=2))
+        plan.save(self.dirs.plan(arm, r))
         self.state.finish(arm.phase(r, "plan"))
 
     def synthesize(self, arm: Arm, r: int) -> None:
-        plan = RoundPlan(**json.loads(self.dirs.plan(arm, r).read_text()))
-        chosen = rounds.chosen_texts(Pool.load(self.dirs.pool), plan)
-        report = self._synthesize(
-            arm.store(r),
-            rounds.records(chosen),
-            voices=self.config.tts.voices,
-            source="active",
-            clusters=chosen["cluster"],
-        )
+        chosen = rounds.chosen_texts(Pool.load(self.dirs.pool), RoundPlan.load(self.dirs.plan(arm, r)))
+        report = self._speak_pool_texts(arm.store(r), chosen, "active")
         seconds = float(
             self.store(arm.store(r)).table(columns=["duration"]).column("duration").to_numpy().sum()
         )

@@ -10,6 +10,7 @@ fails stops new phases from starting, and the first failure is raised once the r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -57,8 +58,6 @@ def run_graph(
     ``on_start`` sees each phase that starts, ``on_end`` each that ends, with its wall seconds and
     the exception it raised (None if it finished). After a failure no phase starts; the first
     failure is raised once the running phases end (every one is seen by ``on_end``)."""
-    import time
-
     check_graph(phases)
     pending = [p for p in phases if p.always or not is_done(p.name)]
     running: dict[Future, tuple[Phase, float]] = {}

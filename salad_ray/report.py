@@ -41,9 +41,7 @@ def read_plans(run: RunDir, arms: list[Arm], rounds: int) -> dict[str, list[Roun
     """The plans made so far by each stage-II arm, by arm name, in round order."""
     plans = {
         arm.name: [
-            RoundPlan(**json.loads(run.plan(arm, r).read_text()))
-            for r in range(1, rounds + 1)
-            if run.plan(arm, r).is_file()
+            RoundPlan.load(run.plan(arm, r)) for r in range(1, rounds + 1) if run.plan(arm, r).is_file()
         ]
         for arm in sorted(arms, key=lambda a: a.name)
     }

@@ -24,11 +24,14 @@ leaves the draw and p is renormalised. All draws are seeded, so a plan is reprod
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from salad_ray.config import SelectionSignal
+from salad_ray.files import write_text
 
 
 def _sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -146,6 +149,15 @@ class RoundPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def save(self, path: Path) -> None:
+        """Write the plan as JSON (a round's ``plan.json``), atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> RoundPlan:
+        return cls(**json.loads(path.read_text()))
 
 
 def plan_round(
