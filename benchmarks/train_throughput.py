@@ -73,6 +73,7 @@ def main() -> None:
     from salad_ray.train.launcher import train_stage
     from salad_ray.train.loop import StageJob
     from salad_ray.train.mixture import mixture_stream, pool_refs
+    from salad_ray.train.reporting import MetricsLog
 
     work = Path(tempfile.mkdtemp(prefix="train-bench-"))
     log_every = 3
@@ -120,9 +121,8 @@ def main() -> None:
         weights={"natural": 1.0},
         total_steps=args.steps,
         until_step=args.steps,
-        metrics_file=str(work / "metrics.jsonl"),
     )
-    train_stage(config, work / "train", job)
+    train_stage(config, work / "train", job, log=MetricsLog(job.name, work / "metrics.jsonl"))
     windows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()][1:]
     ray_tps = sum(w["tokens_per_s"] for w in windows) / len(windows)
     ray_mfu = sum(w["mfu"] * w["peak_flops"] / peak for w in windows) / len(

@@ -435,6 +435,9 @@ class TrainConfig(_Strict):
     max_failures: int = Field(3, ge=0)  # worker-group restarts from the latest checkpoint
     log_every: int = Field(10, ge=1)  # metrics window, in steps
     eval_every: int = Field(1000, ge=0)  # F and M on the held-out set; 0: only at the end
+    # An experiment tracker beside metrics.jsonl, writing local files under <run>/tracking
+    # (salad_ray.train.reporting): none, or TensorBoard event files.
+    tracker: Literal["none", "tensorboard"] = "none"
     seed: int = 0
 
 

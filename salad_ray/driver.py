@@ -123,14 +123,16 @@ class Driver:
 
     def _train(self, milestone: Milestone, arm: Arm | None = None) -> dict:
         """Train to the milestone's step (the warm-up, stage I or an arm's stage II), save its student."""
-        from salad_ray.train.jobs import stage_job, warmup_job
+        from salad_ray.train.jobs import metrics_log, stage_job, warmup_job
         from salad_ray.train.launcher import train_stage
 
         if milestone == rundir.warmup(self.config.stages):
             job, starts = warmup_job(self.config, self.dirs), {}
         else:
             job, starts = stage_job(self.config, self.dirs, milestone.step, arm)
-        result = train_stage(self.config, self.dirs.train, job, starts)
+        result = train_stage(
+            self.config, self.dirs.train, job, starts, metrics_log(self.config, self.dirs, job)
+        )
         target = self.dirs.student(milestone)
         if not target.is_dir():
             tmp = target.with_name(f".{target.name}.tmp")

@@ -13,6 +13,7 @@ problem names the config key at fault and what to set:
 * **mixtures**: every source a stage's mixture draws from has data (``natural``: ``data.natural``
   or ``data.natural_standin``; ``active``: stage II rounds; none in stage I);
 * **pool**: ``data.pool`` is set: left out, the candidates would silently be Debian's fortunes;
+* **tracker**: the package of the experiment tracker ``train.tracker`` names is installed;
 * **resources**: a local instance offers every custom resource the run asks for
   (``resources.tts.resources``) and a GPU wherever one is asked for (``resources.use_gpu``,
   ``resources.<pool>.gpus``, ``resources.gpus_per_*``); CPU counts are :func:`salad_ray.resources.check_cluster`'s. A cluster
@@ -262,12 +263,33 @@ def layout_problems(config: RunConfig, layout: Path) -> list[Problem]:
     return [Problem(f"--layout {name}", p) for name, problems in found.items() for p in problems or []]
 
 
+# -------------------------------------------------------------------------------------- tracker
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard"}  # train.tracker -> the package it writes with
+
+
+def tracker_problems(config: RunConfig) -> list[Problem]:
+    import importlib.util
+
+    package = TRACKER_PACKAGES.get(config.train.tracker)
+    if package is None or importlib.util.find_spec(package) is not None:
+        return []
+    return [
+        Problem(
+            "train.tracker",
+            f"{config.train.tracker} needs the {package} package, which this Python lacks: "
+            "install salad-ray[tracking], or set train.tracker: none",
+        )
+    ]
+
+
 # ---------------------------------------------------------------------------------------- check
 
 
 def check(config: RunConfig, cluster: Mapping[str, float] | None = None, layout: Path | None = None) -> None:
     """Every check of the module docstring; raises :class:`PreflightFailed` with all problems."""
     problems = data_problems(config) + mixture_problems(config) + model_problems(config)
+    problems += tracker_problems(config)
     if cluster is not None:
         problems += resource_problems(config, cluster)
     if layout is not None:

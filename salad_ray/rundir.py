@@ -13,6 +13,7 @@ typed values: an :class:`Arm`, a round number, a :class:`Milestone`. Other modul
       students/                 a folder per milestone: warmup, stage1, <arm>-round-<r>, and
                                 active-round-<r>-half (half-way through round r; scores round r+1)
       train/                    Ray Train storage, a folder per job: warmup, stage1, stage2-<arm>
+      tracking/<tracker>/<job>/ the experiment tracker's files (train.tracker; none by default)
       eval/                     results.json
       report/                   report.md and PNG plots
 """
@@ -198,6 +199,10 @@ class RunDir:
     @property
     def timeline(self) -> Path:
         return self.root / "timeline.jsonl"
+
+    @property
+    def tracking(self) -> Path:
+        return self.root / "tracking"
 
     def store(self, name: str) -> Path:
         return self.root / "data" / name

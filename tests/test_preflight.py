@@ -136,3 +136,17 @@ def test_a_random_model_whose_source_cannot_be_reached_is_rejected(monkeypatch):
     problems = [p for p in preflight.model_problems(config) if p.key == "models.encoder.model"]
     assert len(problems) == 1 and "kyutai/mimi" in problems[0].message
     assert preflight.model_problems(load_config("smoke")) == []  # random, no source: nothing to load
+
+
+def test_a_tracker_whose_package_is_missing_names_the_key(monkeypatch):
+    import importlib.util
+
+    config = load_config("smoke", overrides=["train.tracker=tensorboard"])
+    assert preflight.tracker_problems(config) == []  # installed with the tracking extra
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a)
+    )
+    (problem,) = preflight.tracker_problems(config)
+    assert problem.key == "train.tracker" and "salad-ray[tracking]" in problem.message
+    assert preflight.tracker_problems(load_config("smoke")) == []  # none: nothing to install

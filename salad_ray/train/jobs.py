@@ -10,6 +10,7 @@ from __future__ import annotations
 from salad_ray.config import RunConfig
 from salad_ray.rundir import HELDOUT, NATURAL, TEXT, Arm, RunDir, stage1, warmup
 from salad_ray.train.loop import StageJob
+from salad_ray.train.reporting import MetricsLog
 
 
 def warmup_job(config: RunConfig, run: RunDir) -> StageJob:
@@ -25,7 +26,6 @@ def warmup_job(config: RunConfig, run: RunDir) -> StageJob:
         lr_adapter=stages.warmup.lr,
         batch_size=stages.warmup.batch_size,
         heldout=str(run.store(HELDOUT)),
-        metrics_file=str(run.metrics),
     )
 
 
@@ -36,7 +36,7 @@ def stage_job(
     each store of a source is read (module docstring)."""
     stages = config.stages
     stores = {"natural": [str(run.store(NATURAL))], "text": [str(run.store(TEXT))]}
-    common = {"heldout": str(run.store(HELDOUT)), "metrics_file": str(run.metrics)}
+    common = {"heldout": str(run.store(HELDOUT))}
     if arm is None:
         job = StageJob(
             name=stage1(stages).job,
@@ -62,3 +62,8 @@ def stage_job(
         **common,
     )
     return job, {"active": [(r - 1) * per_round for r in range(1, rounds + 1)]}
+
+
+def metrics_log(config: RunConfig, run: RunDir, job: StageJob) -> MetricsLog:
+    """The callback that records ``job``'s reports in the run's metrics.jsonl and its tracker."""
+    return MetricsLog(job.name, run.metrics, config.train.tracker, run.tracking)

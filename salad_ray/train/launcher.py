@@ -2,8 +2,9 @@
 
 ``train_stage`` runs a stage up to ``job.until_step`` of its ``job.total_steps``-step schedule.
 Calling it again with the same name and a larger ``until_step`` continues the same run from its
-latest checkpoint (Ray Train restores the checkpoint manager from storage): the schedule, the
-data stream and the optimizer carry on exactly. A later call may also give a source more stores,
+latest checkpoint (Ray Train restores the checkpoint manager from storage, and hands its latest
+checkpoint to the workers and to the :class:`ray.train.Result`): the schedule, the data stream and
+the optimizer carry on exactly. A later call may also give a source more stores,
 each read from a step the earlier calls did not reach (``starts``): the stream before that step
 stays as it was (salad_ray.train.mixture), so stage II grows by a round's store per round.
 """
@@ -19,6 +20,7 @@ from salad_ray.resources import max_train_workers, train_scaling_config
 from salad_ray.train import state
 from salad_ray.train.loop import StageJob, train_loop_per_worker
 from salad_ray.train.mixture import SampleRef, Segment, pool_refs, segmented_stream
+from salad_ray.train.reporting import MetricsLog
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,32 @@ def stage_stream(
     return segmented_stream(sources, job.weights, job.total_steps * per_step, config.train.seed)
 
 
+def stored_result(storage: Path, job: StageJob) -> StageResult | None:
+    """What earlier calls of ``job`` left in ``storage``: Ray Train's record of the run (its latest
+    checkpoint and report), or None before the first checkpoint."""
+    from ray.train import Result
+
+    if not (storage / job.name).is_dir():
+        return None
+    try:
+        result = Result.from_path(str(storage / job.name))
+    except RuntimeError:  # the folder holds no run snapshot: no checkpoint was ever registered
+        return None
+    if result.checkpoint is None:
+        return None
+    return StageResult(Path(result.checkpoint.path), dict(result.metrics or {}))
+
+
 def train_stage(
-    config: RunConfig, storage: Path, job: StageJob, starts: dict[str, list[int]] | None = None
+    config: RunConfig,
+    storage: Path,
+    job: StageJob,
+    starts: dict[str, list[int]] | None = None,
+    log: MetricsLog | None = None,
 ) -> StageResult:
     """Train ``job`` up to its ``until_step`` on :func:`stage_stream` (``starts``: the step from
-    which each store of a source is read; by default every store from step 0)."""
+    which each store of a source is read; by default every store from step 0); ``log`` records
+    every report (salad_ray.train.reporting)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig
     from ray.train import RunConfig as TrainRunConfig
@@ -73,9 +96,10 @@ def train_stage(
     storage = Path(storage).resolve()
     g, accum = global_batch(config, job), config.train.grad_accum
     stream = stage_stream(config, job, starts)
-    checkpoint, start = state.latest(storage / job.name)
-    if checkpoint is not None and start >= job.until_step:  # done already: nothing to run
-        return StageResult(checkpoint, {"step": start})
+    stored = stored_result(storage, job)
+    start = state.Position.read(stored.checkpoint).step if stored is not None else 0
+    if stored is not None and start >= job.until_step:  # done already: nothing to run
+        return stored
     rows = stream_rows(stream[: job.until_step * g * accum], g, accum, start_step=start)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -86,6 +110,7 @@ def train_stage(
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.num_to_keep),
+            callbacks=[log] if log is not None else None,
         ),
         datasets={"train": ray.data.from_items(rows)},
         dataset_config=SlicedDataConfig(),

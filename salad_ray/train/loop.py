@@ -17,7 +17,6 @@ One step:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import tempfile
 import time
@@ -61,7 +60,6 @@ class StageJob:
     lr_llm: float | None = None  # the LLM's peak rate, when not train.lr_llm
     batch_size: int | None = None  # samples per worker and micro-step, when not train.batch_size
     heldout: str | None = None  # a shard store of held-out samples for F and M
-    metrics_file: str | None = None  # rank 0 appends one JSON line per report here
 
 
 def build_student(run: RunConfig, job: StageJob, checkpoint_dir: Path | None) -> SpeechLM:
@@ -320,9 +318,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
             metrics.update(window.metrics(peak, world))
         if eval_now:
             metrics.update(evaluate(model, heldout, run.eval.batch_size, rank, world, device))
-        if rank == 0 and job.metrics_file:
-            with open(job.metrics_file, "a") as f:
-                f.write(json.dumps({"stage": job.name, "time": time.time(), **metrics}) + "\n")
         if save_now:
             with tempfile.TemporaryDirectory() as tmp:
                 state.save(

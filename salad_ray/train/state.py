@@ -81,12 +81,3 @@ def restore(directory: Path, *, model: nn.Module, optimizer, scheduler, rank: in
     if rng.is_file():  # absent when the run restarts with more workers than it saved with
         torch.set_rng_state(torch.load(rng, weights_only=True)["cpu"])
     return Position.read(directory)
-
-
-def latest(storage: Path) -> tuple[Path | None, int]:
-    """The newest checkpoint under a run's storage directory and its step ((None, 0) without one)."""
-    found = [(Position.read(p.parent).step, p.parent) for p in storage.glob(f"*/{POSITION_FILE}")]
-    if not found:
-        return None, 0
-    step, path = max(found)
-    return path, step
