@@ -28,6 +28,7 @@ import pandas as pd
 from salad_ray import rounds, rundir
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig
+from salad_ray.console import log
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
 from salad_ray.phases import Phase, run_graph
 from salad_ray.pipeline.shards import ShardStore
@@ -43,7 +44,7 @@ class Driver:
     def __init__(self, config: RunConfig, run: RunDir):
         self.config, self.dirs = config, run
         self.state = RunState(run.state, config.stages.stage2_rounds)
-        self.status = Status(config, run, self.state, self.queue_depth)
+        self.status = Status(config, run, self.state, self.pipelines)
         self._pending: dict[str, tuple[ShardStore, int]] = {}  # store name -> (store, texts submitted)
 
     def store(self, name: str) -> ShardStore:
@@ -62,11 +63,12 @@ class Driver:
             report = run_texts(self.config, jobs, store, name=name, **options)
         finally:
             self._pending.pop(name, None)
-        print(report.summary(), flush=True)
+        log.info("%s", report.summary())
         return report
 
-    def queue_depth(self) -> int:
-        return sum(max(n - len(store.done_ids()), 0) for store, n in list(self._pending.values()))
+    def pipelines(self) -> dict[str, tuple[int, int]]:
+        """Each running pipeline's samples written so far and texts submitted."""
+        return {name: (len(store.done_ids()), n) for name, (store, n) in list(self._pending.items())}
 
     # --------------------------------------------------------------------------------------- data
 
@@ -91,7 +93,7 @@ class Driver:
         data, reports, ids = self.config.data, [], []
         for n, source in enumerate(data.natural):
             reports.append(run_natural(self.config, source, self.store(NATURAL), name=f"natural-{n}"))
-            print(reports[-1].summary(), flush=True)
+            log.info("%s", reports[-1].summary())
         if (standin := data.natural_standin) is not None:
             records = self._screened(standin.text)
             ids = [r.text_id for r in records if isinstance(r, TextRecord)]
@@ -116,7 +118,7 @@ class Driver:
         exclude = set(self.state.notes.heldout_ids) | set(self.state.notes.natural_ids)
         exclude |= {item.item_id for b in benchmarks for item in load_items(b, self.config.seed)}
         pool = build_pool(self.config, self.dirs.pool, exclude)
-        print(f"pool: {len(pool.texts)} texts in {pool.clusters} balanced clusters", flush=True)
+        log.info("pool: %d texts in %d balanced clusters", len(pool.texts), pool.clusters)
         self.state.finish("pool", pool={"texts": len(pool.texts), "clusters": pool.clusters})
 
     # ----------------------------------------------------------------------------------- training

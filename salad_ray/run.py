@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from salad_ray import preflight
+from salad_ray import console, preflight
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
+from salad_ray.console import log
 from salad_ray.preflight import PreflightFailed
 from salad_ray.resources import ClusterTooSmall
 from salad_ray.rundir import RunDir, final_milestones
@@ -47,16 +48,16 @@ def connect(config: RunConfig, address: str | None = None) -> None:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if (dead := forget_dead_cluster()) is not None:
-        print(f"[salad-ray] forgot the address of a Ray cluster that is gone ({dead})", flush=True)
+        log.info("forgot the address of a Ray cluster that is gone (%s)", dead)
     address = address or os.environ.get("RAY_ADDRESS") or running_cluster() or "local"
     if not ray.is_initialized():
         if address == "local":
             cpus = local_cpus(config)
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-            print(f"[salad-ray] started a local Ray instance ({cpus} logical CPUs)", flush=True)
+            log.info("started a local Ray instance (%s logical CPUs)", cpus)
         else:
             ray.init(address=address, log_to_driver=False)
-            print(f"[salad-ray] connected to the Ray cluster at {ray.get_runtime_context().gcs_address}")
+            log.info("connected to the Ray cluster at %s", ray.get_runtime_context().gcs_address)
     check_cluster(config, ray.cluster_resources().get("CPU", 0))
     if address == "local" and (problems := preflight.resource_problems(config, ray.cluster_resources())):
         raise PreflightFailed(problems)  # a joined cluster may autoscale: check its layout (--check --layout)
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PreflightFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"[salad-ray] run {run_dir} (preset {config.preset})", flush=True)
+    console.setup()
+    log.info("run %s (preset %s)", run_dir, config.preset)
     from salad_ray.driver import Driver
 
     try:
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except (StateError, ClusterTooSmall, PreflightFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    console.quiet_ray_data()
     t0 = time.time()
     driver.run()
     from salad_ray.report import summary

@@ -1,8 +1,9 @@
-"""The driver's one-line status: what runs, the trainers' steps, the synthesis queue, the budget used.
+"""The driver's one-line status: what runs, the trainers' steps, the pipelines' progress, the budget used.
 
-A background thread looks every ``every`` seconds and prints the line when it changed, or after
-``quiet`` seconds without a change. Work that runs side by side (the data pipelines, the arms of
-stage II) shows in lanes of its own.
+On a terminal the line is redrawn in place below the log records (salad_ray.console.live);
+elsewhere a background thread looks every ``every`` seconds and logs the line when it changed, or
+after ``quiet`` seconds without a change. Work that runs side by side (the data pipelines, the arms
+of stage II) shows in lanes of its own.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from salad_ray import timeline
+from salad_ray import console, timeline
 from salad_ray.config import RunConfig
+from salad_ray.console import log
 from salad_ray.phases import Phase
 from salad_ray.rundir import STAGE1_JOB, WARMUP_JOB, RunDir
 from salad_ray.runstate import RunState
@@ -25,21 +27,27 @@ class Status:
         config: RunConfig,
         run: RunDir,
         state: RunState,
-        queue_depth: Callable[[], int],
+        pipelines: Callable[[], dict[str, tuple[int, int]]],
         every: float = 20.0,
         quiet: float = 120.0,
     ):
-        self.config, self.run, self.state, self.queue_depth = config, run, state, queue_depth
+        self.config, self.run, self.state, self.pipelines = config, run, state, pipelines
         self.every, self.quiet = every, quiet
         self.lanes: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._live = console.live(self.line)
 
     def __enter__(self) -> Status:
-        self._thread.start()
+        if self._live is not None:
+            self._live.start()
+        else:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.stop()
         self._stop.set()
 
     def show(self, lane: str, text: str) -> None:
@@ -50,16 +58,16 @@ class Status:
 
     def started(self, phase: Phase) -> None:
         self.show(phase.name, phase.name)
-        print(f"[salad-ray] phase {phase.name}", flush=True)
+        log.info("phase %s", phase.name)
 
     def ended(self, phase: Phase, seconds: float, error: BaseException | None) -> None:
         """A phase's end: its lane cleared, and if it finished, its span added to the run's timeline."""
         self.clear(phase.name)
         if error is not None:
-            print(f"[salad-ray] phase {phase.name} failed after {seconds:.0f} s: {error!r}", flush=True)
+            log.error("phase %s failed after %.0f s: %r", phase.name, seconds, error)
             return
         timeline.record(self.run.timeline, phase.name, time.time() - seconds, time.time())
-        print(f"[salad-ray] phase {phase.name} done in {seconds:.0f} s", flush=True)
+        log.info("phase %s done in %.0f s", phase.name, seconds)
 
     def trainer(self) -> str:
         """The step of every training job still under way (else of the last one to log)."""
@@ -96,8 +104,9 @@ class Status:
         if "eval" in lanes and progress.is_file():
             lanes["eval"] = f"eval: {progress.read_text().strip()}"
         work = "; ".join(lanes.values()) or "starting"
+        pipelines = ", ".join(f"{name} {done}/{total}" for name, (done, total) in self.pipelines().items())
         return (
-            f"[salad-ray] {work} | trainer {self.trainer()} | synthesis queue {self.queue_depth()} texts"
+            f"{work} | trainer {self.trainer()} | pipelines {pipelines or '-'}"
             f" | budget used {self.budget_used()}"
         )
 
@@ -106,5 +115,5 @@ class Status:
         while not self._stop.wait(self.every):
             line = self.line()
             if line != last or time.time() - printed >= self.quiet:
-                print(line, flush=True)
+                log.info("%s", line)
                 last, printed = line, time.time()

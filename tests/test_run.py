@@ -166,6 +166,8 @@ def test_ray_job_submit_runs_the_smoke_loop_end_to_end(smoke_job):
     output, run_dir = smoke_job.output, smoke_job.run_dir
     assert smoke_job.succeeded, output[-5000:]
     assert "connected to the Ray cluster" in output  # it joined the cluster, started none
+    assert "[salad-ray] phase stage1 done in" in output  # the driver's log records, plain in a job's log
+    assert "Starting execution of Dataset" not in output  # Ray Data's INFO lines stay in its log file
     state = RunState(run_dir / "state.json")
     assert state.done[-2:] == ["eval", "report"]
     arms = ("active", "uniform")  # the smoke preset compares active with uniform selection
