@@ -38,8 +38,8 @@ def rehearsal_tool():
 @pytest.fixture(scope="session")
 def smoke_job():
     """The README's laptop section run as written: a smoke run by `ray job submit` on a `ray start`
-    cluster, then `ray stop` (tests/readme.py). Its tests are ``machine_wide``, so it runs first."""
-    from tests.readme import laptop_job
+    cluster, then `ray stop` (salad_ray/testing/readme.py). Its tests are ``machine_wide``, so it runs first."""
+    from salad_ray.testing.readme import laptop_job
 
     return laptop_job()
 

@@ -1,5 +1,5 @@
 """The package's import structure: no two modules import each other (at module level or lazily),
-and only command lines import the run's command line."""
+only command lines import the run's command line, and the product never imports the test helpers."""
 
 from __future__ import annotations
 
@@ -40,3 +40,16 @@ def test_no_two_modules_import_each_other_and_only_command_lines_import_the_run(
     mutual = [(a, b) for a, b in itertools.combinations(sorted(graph), 2) if b in graph[a] and a in graph[b]]
     assert mutual == []
     assert {name for name, deps in graph.items() if "salad_ray.run" in deps} <= COMMAND_LINES
+
+
+def test_the_product_never_imports_the_test_helpers():
+    known = modules()
+    product = {
+        name: imported(path, known)
+        for name, path in known.items()
+        if not name.startswith("salad_ray.testing")
+    }
+    assert "salad_ray.testing.processes" in known  # the scan sees the helpers
+    assert {
+        name for name, deps in product.items() if any(d.startswith("salad_ray.testing") for d in deps)
+    } == set()

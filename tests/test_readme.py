@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 from salad_ray.config import load_config
-from tests.processes import stop, wait_http
-from tests.readme import (
+from salad_ray.testing.processes import stop, wait_http
+from salad_ray.testing.readme import (
     BIN,
     README,
     ROOT,

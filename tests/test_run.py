@@ -1,5 +1,5 @@
 """The active loop end to end (the smoke preset): the README's laptop section runs it uninterrupted
-by `ray job submit` on a `ray start --head` cluster (``smoke_job``, tests/readme.py), and a driver
+by `ray job submit` on a `ray start --head` cluster (``smoke_job``, salad_ray/testing/readme.py), and a driver
 killed twice and resumed on another such cluster must end with the very samples, plans and step
 counts of that uninterrupted run."""
 
@@ -24,7 +24,7 @@ from salad_ray.report import summary
 from salad_ray.run import main, parser, resolve_config
 from salad_ray.rundir import RunDir
 from salad_ray.runstate import STATE_VERSION, RunState, StateError, read_state
-from tests.processes import free_port, stop
+from salad_ray.testing.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -1,5 +1,5 @@
 """Elastic TTS on a simulated multi-node cluster: the pool follows `tts` nodes as they join, and
-losing one mid-run loses and duplicates nothing (tests/deploy/elastic_tts.py, in its own process)."""
+losing one mid-run loses and duplicates nothing (tools/elastic_tts.py, in its own process)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_tts_pool_follows_tts_nodes_and_losing_one_loses_nothing(tmp_path):
     out = tmp_path / "summary.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.deploy.elastic_tts", str(out)],
+        [sys.executable, str(ROOT / "tools" / "elastic_tts.py"), str(out)],
         cwd=ROOT,
         env={**os.environ, "RAY_ADDRESS": ""},
         capture_output=True,

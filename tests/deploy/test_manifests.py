@@ -13,7 +13,7 @@ import yaml
 from salad_ray.capacity import SERVED_APPS, check, check_files, kuberay_groups
 from salad_ray.config import load_config
 from salad_ray.resources import demands
-from tests.deploy.kustomize import render
+from salad_ray.testing.kustomize import render
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT.parent / "shared" / "kuberay-crds"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -25,15 +24,10 @@ from salad_ray.corpus import Rejected, read_texts, screen_texts
 from salad_ray.pipeline.dataflow import run_natural, run_texts, text_jobs
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.teacher.deployment import live_replicas
+from salad_ray.testing.processes import free_port
 
 pytestmark = pytest.mark.slow
 MAX_CER = 0.35
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

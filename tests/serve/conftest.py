@@ -8,8 +8,13 @@ import soundfile as sf
 import torch
 
 from salad_ray.config import load_config
-from tests.processes import free_port
-from tests.serve.common import SENTENCES
+from salad_ray.testing.processes import free_port
+
+# Two utterances of different content: an audio-dependent student answers them differently.
+SENTENCES = {
+    "weather": "The weather is cold and wet today.",
+    "numbers": "Seven hundred and twelve green bottles.",
+}
 
 
 @pytest.fixture(scope="session")

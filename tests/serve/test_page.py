@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from tests.serve.common import audio_part
+from salad_ray.testing.openai_audio import audio_part
 
 pytestmark = pytest.mark.slow
 

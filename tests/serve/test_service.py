@@ -27,8 +27,8 @@ from salad_ray.serve import serve_command
 from salad_ray.serve.deployment import build_app
 from salad_ray.serve.engine import StudentEngine
 from salad_ray.serve.prompt import Turn
-from tests.processes import free_port, stop, wait_http
-from tests.serve.common import audio_part, encode
+from salad_ray.testing.openai_audio import audio_part, encode
+from salad_ray.testing.processes import free_port, stop, wait_http
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

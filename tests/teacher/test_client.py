@@ -7,7 +7,7 @@ import time
 import pytest
 
 from salad_ray.teacher.client import HTTPClient, RetryingClient, TeacherUnavailable
-from tests.processes import free_port
+from salad_ray.testing.processes import free_port
 
 
 def test_a_teacher_that_cannot_be_reached_is_retried_with_growing_waits_then_named():

@@ -23,7 +23,7 @@ from salad_ray.teacher.client import HandleClient, HTTPClient
 from salad_ray.teacher.deployment import live_replicas
 from salad_ray.teacher.load import run_load
 from salad_ray.teacher.protocol import TeacherRequestError
-from tests.processes import free_port, wait_http
+from salad_ray.testing.processes import free_port, wait_http
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -19,18 +18,13 @@ from salad_ray.config import TextSource, load_config
 from salad_ray.corpus import read_texts
 from salad_ray.pipeline.dataflow import run_texts, text_jobs
 from salad_ray.pipeline.shards import ShardStore
+from salad_ray.testing.processes import free_port
 from salad_ray.train import state
 from salad_ray.train.launcher import global_batch, train_stage
 from salad_ray.train.loop import StageJob
 from salad_ray.train.reporting import MetricsLog
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_with(*overrides):

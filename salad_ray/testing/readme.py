@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
 SMOKE_RUN = ROOT / "runs" / "smoke"  # where the laptop section's job writes its run

@@ -1,4 +1,4 @@
-"""Helpers of the serving tests: encoded audio, OpenAI audio parts."""
+"""Audio in OpenAI chat messages, as the serving tests send it: encoded files, ``input_audio`` parts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,6 @@ import io
 
 import numpy as np
 import soundfile as sf
-
-# Two utterances of different content: an audio-dependent student answers them differently.
-SENTENCES = {
-    "weather": "The weather is cold and wet today.",
-    "numbers": "Seven hundred and twelve green bottles.",
-}
 
 
 def encode(wave: np.ndarray, rate: int = 16_000, fmt: str = "WAV") -> bytes:

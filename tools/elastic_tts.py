@@ -1,7 +1,7 @@
 """The TTS actor pool on a simulated multi-node cluster (ray.cluster_utils.Cluster; run by
-test_elastic_tts.py in a subprocess, so its cluster never meets the test session's):
+tests/deploy/test_elastic_tts.py in a subprocess, so its cluster never meets the test session's):
 
-    python -m tests.deploy.elastic_tts OUT.json
+    python tools/elastic_tts.py OUT.json
 
 The real text pipeline (espeak-ng TTS actors asking for the custom `tts` resource, the teacher
 deployment, shard writing and commit) starts on a head node without `tts`; `tts` nodes join one by
@@ -21,15 +21,9 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+from salad_ray.testing.processes import free_port
+
 TTS_ACTOR = "MapWorker(MapBatches(PlanAndSpeak))"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tts_actors() -> list[dict]:
