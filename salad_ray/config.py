@@ -36,7 +36,10 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names each offending key."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A typed record that refuses unknown keys and checks values on assignment too (the config
+    here, the run's state in salad_ray.runstate)."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
 
 
@@ -58,7 +61,7 @@ def _anchored_files(value: str | list[str] | None) -> str | list[str] | None:
 # --------------------------------------------------------------------------------------- models
 
 
-class ModelRef(_Strict):
+class ModelRef(Strict):
     """Where a model comes from.
 
     ``source`` is a Hugging Face id (``Qwen/Qwen2.5-3B``), a local directory, or ``asset:<name>``
@@ -91,7 +94,7 @@ class EncoderKind(str, Enum):
     MIMI = "mimi"  # transformers MimiModel (Kyutai's codec, 12.5 Hz), by id or path
 
 
-class EncoderConfig(_Strict):
+class EncoderConfig(Strict):
     kind: EncoderKind = EncoderKind.WHISPER_CT2
     model: ModelRef = Field(default_factory=lambda: ModelRef(source="asset:whisper-tiny-ct2"))
     # Consecutive encoder frames concatenated into one adapter step: Whisper's 50 Hz / 2 = 25 Hz.
@@ -108,7 +111,7 @@ class AdapterPositions(str, Enum):
     CTC = "ctc"  # one position per token its CTC labels spell (salad_ray.model.compress)
 
 
-class AdapterConfig(_Strict):
+class AdapterConfig(Strict):
     """The trainable bridge: a causal transformer (pre-norm, RoPE, grouped-query attention, SwiGLU).
 
     The paper's adapter is 12 layers of d=960, MLP 2560, 15 heads, 5 KV heads (~122M parameters).
@@ -135,7 +138,7 @@ class AdapterConfig(_Strict):
         return self
 
 
-class LoRAConfig(_Strict):
+class LoRAConfig(Strict):
     """LoRA on the LLM through peft; disabled means the LLM is fully fine-tuned (the paper)."""
 
     enabled: bool = False
@@ -147,7 +150,7 @@ class LoRAConfig(_Strict):
     )
 
 
-class ModelsConfig(_Strict):
+class ModelsConfig(Strict):
     # The text LLM: the frozen teacher Q, and the initial weights of the student's LLM.
     llm: ModelRef = Field(default_factory=lambda: ModelRef(source="asset:smollm2-135m-instruct"))
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
@@ -162,7 +165,7 @@ class ModelsConfig(_Strict):
 # ----------------------------------------------------------------------------------------- data
 
 
-class TextSource(_Strict):
+class TextSource(Strict):
     """A text corpus.
 
     ``fortunes``: Debian's fortune files (``categories`` picks files; each category is a domain).
@@ -197,7 +200,7 @@ class TextSource(_Strict):
         return self
 
 
-class HeldoutConfig(_Strict):
+class HeldoutConfig(Strict):
     """Broad-domain held-out text, spoken by TTS, on which F and M are measured."""
 
     text: TextSource = Field(default_factory=lambda: TextSource(kind="fortunes"))
@@ -207,7 +210,7 @@ class HeldoutConfig(_Strict):
     voices: list[str] = Field(default_factory=lambda: ["en-us"])
 
 
-class SpeechSource(_Strict):
+class SpeechSource(Strict):
     """Recorded speech with transcripts (LibriHeavy / Emilia style): Parquet files or a HF dataset.
 
     ``hf``: ``path``, ``name``, ``data_files`` and ``split`` as for a text source (salad_ray.hfdata;
@@ -247,7 +250,7 @@ class SpeechSource(_Strict):
         return self
 
 
-class StandInSpeech(_Strict):
+class StandInSpeech(Strict):
     """Synthetic stand-in for natural speech where none is recorded (the offline ``local`` preset):
     a narrow-domain text set spoken by several TTS voices, one voice per text in turn."""
 
@@ -258,7 +261,7 @@ class StandInSpeech(_Strict):
     check_asr: bool = True
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     natural: list[SpeechSource] = Field(default_factory=list)
     natural_standin: StandInSpeech | None = None
     # Text-only samples, trained on their own distillation target so text ability is kept.
@@ -287,7 +290,7 @@ class InterleaveMode(str, Enum):
     INTERLEAVED = "interleaved"  # text spans alternating with speech spans
 
 
-class InterleaveConfig(_Strict):
+class InterleaveConfig(Strict):
     """How pretraining-style mixed sequences are cut (the paper: text 10-30 words, speech 5-15)."""
 
     mode: InterleaveMode = InterleaveMode.INTERLEAVED
@@ -312,7 +315,7 @@ class TTSBackendKind(str, Enum):
     KOKORO = "kokoro"  # neural, GPU when present (the paper: voice af_heart)
 
 
-class TTSConfig(_Strict):
+class TTSConfig(Strict):
     backend: TTSBackendKind = TTSBackendKind.ESPEAK_NG
     # espeak-ng voices take variants (en-us+f3); Kokoro voices are names (af_heart) or .pt paths.
     voices: list[str] = Field(default_factory=lambda: ["en-us"])
@@ -323,7 +326,7 @@ class TTSConfig(_Strict):
     max_seconds: float = Field(60.0, gt=0)
 
 
-class AudioConfig(_Strict):
+class AudioConfig(Strict):
     sample_rate: int = 16_000
     # Longer inputs are rejected as absurd rather than silently padded into memory.
     max_seconds: float = Field(120.0, gt=0)
@@ -338,7 +341,7 @@ class TeacherBackendKind(str, Enum):
     TRANSFORMERS = "transformers"  # one padded forward per batch; full logits available
 
 
-class ReplicaConfig(_Strict):
+class ReplicaConfig(Strict):
     """Ray Serve autoscaling of a deployment (the teacher's, a served student's); min == max is a fixed count."""
 
     min_replicas: int = Field(1, ge=0)
@@ -354,7 +357,7 @@ class ReplicaConfig(_Strict):
         return self
 
 
-class TeacherConfig(_Strict):
+class TeacherConfig(Strict):
     """The teacher logits service (salad_ray.teacher): backend, batching, replicas, endpoints."""
 
     backend: TeacherBackendKind = TeacherBackendKind.AUTO
@@ -388,7 +391,7 @@ class TeacherConfig(_Strict):
 # ------------------------------------------------------------------------------ method and loops
 
 
-class DistillConfig(_Strict):
+class DistillConfig(Strict):
     """Loss (Eq. 4): L = alpha * L_DIST + (1 - alpha) * L_NLL; SALAD uses alpha = 1."""
 
     alpha: float = Field(1.0, ge=0.0, le=1.0)
@@ -409,7 +412,7 @@ def _check_mix(mix: dict[str, float]) -> dict[str, float]:
     return mix
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """Optimiser, schedule and loop.
 
     AdamW with separate learning rates for the adapter and the LLM; the schedule warms up linearly,
@@ -441,7 +444,7 @@ class TrainConfig(_Strict):
     seed: int = 0
 
 
-class WarmupConfig(_Strict):
+class WarmupConfig(Strict):
     """An adapter-only warm-up before stage I (not in the paper; projector pre-training as in Ultravox
     and SLAM-style systems): the LLM is frozen (no LLM gradients or optimizer state) and does not
     run. Each speech span's adapter frames learn, by CTC against the span's own tokens, to point
@@ -461,7 +464,7 @@ class WarmupConfig(_Strict):
         return _check_mix(v)
 
 
-class StagesConfig(_Strict):
+class StagesConfig(Strict):
     """Steps and data mixtures of the two stages (the paper mixes ~2/3 speech and ~1/3 text)."""
 
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
@@ -488,7 +491,7 @@ class SelectionSignal(str, Enum):
     DISTILLATION = "distillation"  # KL(c): the teacher on text against the student on speech
 
 
-class SelectionConfig(_Strict):
+class SelectionConfig(Strict):
     """Active selection: p(c) ~ P_pool(c) * S(c)^gamma over K balanced clusters (salad_ray.selection),
     S = M or the distillation KL per cluster on the round's probes (``signal``)."""
 
@@ -520,7 +523,7 @@ BENCHMARK_KINDS = (
 )
 
 
-class BenchmarkSpec(_Strict):
+class BenchmarkSpec(Strict):
     """One multiple-choice benchmark (salad_ray.eval.items says how each kind is read).
 
     ``path``: the JSONL file of a ``jsonl`` benchmark; for the Hugging Face kinds, a dataset id or a
@@ -555,7 +558,7 @@ def _paper_suite() -> list[BenchmarkSpec]:
     return [BenchmarkSpec(name=kind, kind=kind) for kind in kinds]
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     """Spoken multiple-choice evaluation (salad_ray.eval): text, speech and cascade modes."""
 
     enabled: bool = True  # the eval phase at the end of salad_ray.run
@@ -578,7 +581,7 @@ class EvalConfig(_Strict):
 # ------------------------------------------------------------------------------------- serving
 
 
-class StudentServerConfig(_Strict):
+class StudentServerConfig(Strict):
     """Serving a saved student (salad_ray.serve): OpenAI's chat completions with audio parts, streamed.
 
     Replica resources are ``resources.cpus_per_student_replica`` / ``gpus_per_student_replica``.
@@ -610,7 +613,7 @@ class StudentServerConfig(_Strict):
 # ------------------------------------------------------------------------------------ resources
 
 
-class ActorPoolConfig(_Strict):
+class ActorPoolConfig(Strict):
     """A Ray Data actor pool: between ``actors[0]`` and ``actors[1]`` actors (Ray Data scales the
     pool within that range), each asking a node for ``cpus``, ``gpus`` and one unit of every custom
     resource in ``resources`` (a cluster's node group advertises it, for example ``{tts: 1}``)."""
@@ -628,7 +631,7 @@ class ActorPoolConfig(_Strict):
         return v
 
 
-class ResourcesConfig(_Strict):
+class ResourcesConfig(Strict):
     """Every resource request of the run; salad_ray.resources turns these into Ray options."""
 
     use_gpu: bool = False
@@ -660,7 +663,7 @@ class ResourcesConfig(_Strict):
 # ------------------------------------------------------------------------------------------ run
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     preset: str = DEFAULT_PRESET
     seed: int = 0
     models: ModelsConfig = Field(default_factory=ModelsConfig)

@@ -218,17 +218,22 @@ class Driver:
         c, stages, run, partial = self.config, self.config.stages, self.dirs, functools.partial
         phases: list[Phase] = []
 
-        def add(name: str, work, needs, produces: Path, kind: str = "", **kw) -> None:
+        def add(name: str, work, needs, produces: Path, kind: str = "", lane: str = "", **kw) -> None:
             asks = phase_asks(c, kind) if kind else ""
-            phases.append(Phase(name, work, tuple(needs), str(produces.relative_to(run.root)), asks, **kw))
+            where = str(produces.relative_to(run.root))
+            phases.append(
+                Phase(name, work, tuple(needs), where, asks, lane=lane, training=kind == "train", **kw)
+            )
 
         def train(name: str, milestone: Milestone, needs, arm: Arm | None = None, note: bool = True) -> None:
-            add(name, partial(self.train, name, milestone, arm, note), needs, run.student(milestone), "train")
+            lane = f"{arm.name} arm" if arm else "warm-up, stage I"
+            work = partial(self.train, name, milestone, arm, note)
+            add(name, work, needs, run.student(milestone), "train", lane)
 
-        add(HELDOUT, self.build_heldout, [], run.store(HELDOUT), "speech")
-        add(NATURAL, self.build_natural, [], run.store(NATURAL), "speech")
-        add(TEXT, self.build_text, [], run.store(TEXT), "text")
-        add("pool", self.build_pool, [HELDOUT, NATURAL, TEXT], run.pool, "embed")  # then the trainers
+        add(HELDOUT, self.build_heldout, [], run.store(HELDOUT), "speech", "data")
+        add(NATURAL, self.build_natural, [], run.store(NATURAL), "speech", "data")
+        add(TEXT, self.build_text, [], run.store(TEXT), "text", "data")
+        add("pool", self.build_pool, [HELDOUT, NATURAL, TEXT], run.pool, "embed", "data")  # then the trainers
         if stages.warmup.steps:
             train("warmup", rundir.warmup(stages), ["pool"])
         train("stage1", rundir.stage1(stages), ["warmup" if stages.warmup.steps else "pool"])
@@ -241,6 +246,7 @@ class Driver:
                 ["pool", *avoid],
                 run.store(rundir.probes_store(r)),
                 "speech",
+                "probes, scores",
             )
             scorer = "stage1" if r == 1 else ACTIVE.phase(r - 1, "half")  # rundir.student_for_round
             add(
@@ -249,11 +255,19 @@ class Driver:
                 [rundir.probes_phase(r), scorer],
                 run.probe_scores(r),
                 "score",
+                "probes, scores",
             )
             for arm in arms:
                 plan, synthesis = arm.phase(r, "plan"), arm.phase(r, "synthesis")
                 earlier = [arm.phase(r - 1, "plan")] if r > 1 else []
-                add(plan, partial(self.plan, arm, r), [rundir.scores_phase(r), *earlier], run.plan(arm, r))
+                lane = f"{arm.name} arm"
+                add(
+                    plan,
+                    partial(self.plan, arm, r),
+                    [rundir.scores_phase(r), *earlier],
+                    run.plan(arm, r),
+                    lane=lane,
+                )
                 one_at_a_time = [arm.phase(r - 1, "synthesis")] if r > 1 else []  # an arm's rounds in turn
                 add(
                     synthesis,
@@ -261,6 +275,7 @@ class Driver:
                     [plan, *one_at_a_time],
                     run.store(arm.store(r)),
                     "speech",
+                    lane,
                 )
                 previous = "stage1" if r == 1 else arm.phase(r - 1, "train")
                 if arm.name == ACTIVE.name and r < last:  # the student that scores round r + 1
@@ -275,8 +290,9 @@ class Driver:
                 train(arm.phase(r, "train"), rundir.round_end(arm, r, stages), [synthesis, previous], arm)
         trained = ["stage1", *[arm.phase(last, "train") for arm in arms]]
         if c.eval.enabled:
-            add("eval", self.evaluate, trained, run.results, "eval")
-        add("report", self.report, ["eval"] if c.eval.enabled else trained, run.report, always=True)
+            add("eval", self.evaluate, trained, run.results, "eval", "eval, report")
+        after = ["eval"] if c.eval.enabled else trained
+        add("report", self.report, after, run.report, lane="eval, report", always=True)
         return phases
 
     def run(self) -> None:

@@ -24,6 +24,8 @@ class Phase:
     produces: str = ""  # what it leaves in the run directory
     asks: str = ""  # what it asks of the cluster
     always: bool = False  # redone at every run, done or not (the report: cheap, and its inputs may change)
+    lane: str = ""  # where the run's timeline draws it (salad_ray.timeline)
+    training: bool = False  # it trains a student (drawn in the training colour)
 
 
 class GraphError(ValueError):

@@ -7,8 +7,6 @@ does. No Ray: the driver runs the pipelines these plans feed.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
@@ -28,7 +26,7 @@ def used_text_ids(run: RunDir, notes: Notes, arm: Arm, before_round: int) -> set
         used |= set(notes.probes.get(r, []))
     for r in range(1, before_round):
         if (plan := run.plan(arm, r)).is_file():
-            used |= {c["text_id"] for c in json.loads(plan.read_text())["selected"]}
+            used |= {c["text_id"] for c in RoundPlan.load(plan).selected}
     return used
 
 

@@ -16,21 +16,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from salad_ray.accounting import PipelineReport
-from salad_ray.config import deep_merge
+from salad_ray.config import Strict, deep_merge
 from salad_ray.files import write_text
 from salad_ray.rundir import ACTIVE
 
 STATE_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GapNote(_Strict):
+class GapNote(Strict):
     """Held-out F and M (nats per text target) and the loss where a milestone's training ended."""
 
     step: int | None = None
@@ -39,19 +35,19 @@ class GapNote(_Strict):
     loss: float | None = None
 
 
-class RoundNote(_Strict):
+class RoundNote(Strict):
     """What an arm's round synthesized: seconds of speech, from how many texts."""
 
     seconds: float
     texts: int
 
 
-class PoolNote(_Strict):
+class PoolNote(Strict):
     texts: int
     clusters: int
 
 
-class Notes(_Strict):
+class Notes(Strict):
     """What finished phases leave for later ones (the keys of :meth:`RunState.finish`)."""
 
     heldout_ids: list[str] = Field(default_factory=list)  # never trained on, never in the pool
@@ -63,7 +59,7 @@ class Notes(_Strict):
     pipelines: dict[str, PipelineReport] = Field(default_factory=dict)  # store -> its pipeline's counts
 
 
-class StateFile(_Strict):
+class StateFile(Strict):
     version: int = STATE_VERSION
     done: list[str] = Field(default_factory=list)
     notes: Notes = Field(default_factory=Notes)

@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from salad_ray import console, timeline
+from salad_ray import console, rundir, timeline
 from salad_ray.config import RunConfig
 from salad_ray.console import log
 from salad_ray.phases import Phase
-from salad_ray.rundir import STAGE1_JOB, WARMUP_JOB, RunDir
+from salad_ray.rundir import RunDir
 from salad_ray.runstate import RunState
 
 
@@ -66,29 +66,24 @@ class Status:
         if error is not None:
             log.error("phase %s failed after %.0f s: %r", phase.name, seconds, error)
             return
-        timeline.record(self.run.timeline, phase.name, time.time() - seconds, time.time())
+        timeline.record(self.run.timeline, phase, time.time() - seconds, time.time())
         log.info("phase %s done in %.0f s", phase.name, seconds)
 
     def trainer(self) -> str:
-        """The step of every training job still under way (else of the last one to log)."""
-        stages, metrics = self.config.stages, self.run.metrics
+        """The step of every training job still under way (else of the last one to log), against the
+        step of its last milestone."""
         last: dict[str, int] = {}
-        if metrics.is_file():
-            for line in metrics.read_text().splitlines():
+        if self.run.metrics.is_file():
+            for line in self.run.metrics.read_text().splitlines():
                 record = json.loads(line)
                 last[record["stage"]] = record["step"]
         if not last:
             return "-"
-
-        def total(job: str) -> int:
-            if job == WARMUP_JOB:
-                return stages.warmup.steps
-            if job == STAGE1_JOB:
-                return stages.stage1_steps
-            return stages.stage2_rounds * stages.stage2_steps_per_round
-
-        running = [job for job, step in last.items() if step < total(job)] or [list(last)[-1]]
-        return ", ".join(f"{job} {last[job]}/{total(job)}" for job in running)
+        total: dict[str, int] = {}
+        for m in rundir.milestones(self.config.stages, rundir.run_arms(self.config)):
+            total[m.job] = max(total.get(m.job, 0), m.step)
+        running = [job for job, step in last.items() if step < total[job]] or [list(last)[-1]]
+        return ", ".join(f"{job} {last[job]}/{total[job]}" for job in running)
 
     def budget_used(self) -> str:
         """Synthetic seconds made so far against the budget of the rounds planned so far."""

@@ -2,7 +2,10 @@
 stage II's training time the trainer spent waiting for data.
 
 The driver appends one line per finished phase to ``timeline.jsonl`` (salad_ray.rundir), a resumed
-run after the lines of the runs before it; the report draws them (``timeline.png``). The trainer's
+run after the lines of the runs before it: its name, the lane its :class:`Phase` is drawn in (work
+that runs side by side gets lanes of its own; an arm's plan and synthesis share its lane with its
+training, in another colour), whether it trains, its start and end. The report draws them
+(``timeline.png``). The trainer's
 wait is what rank 0 spent blocked on its data stream (salad_ray.train.loop's ``data_wait_s``):
 wait share = Σ data_wait_s / Σ seconds over the metrics windows of the stage-II jobs.
 """
@@ -13,34 +16,22 @@ import json
 from pathlib import Path
 
 from salad_ray.files import atomic_path
-
-# The lanes of the picture, first match wins: phases that run side by side get lanes of their own.
-LANES = (
-    ("data", ("heldout", "natural", "text", "pool")),
-    ("warm-up, stage I", ("warmup", "stage1")),
-    ("probes, scores", ("round-",)),
-    ("active: train", ("active/round-",)),
-    ("uniform: train", ("uniform/round-",)),
-    ("eval, report", ("eval", "report")),
-)
+from salad_ray.phases import Phase
 
 
-def record(path: Path, phase: str, start: float, end: float) -> None:
-    """Append a finished phase (wall-clock seconds since the epoch)."""
+def record(path: Path, phase: Phase, start: float, end: float) -> None:
+    """Append a finished phase with its lane and kind (wall-clock seconds since the epoch)."""
+    line = {"phase": phase.name, "lane": phase.lane, "training": phase.training, "start": start, "end": end}
     with open(path, "a") as f:
-        f.write(json.dumps({"phase": phase, "start": start, "end": end}) + "\n")
+        f.write(json.dumps(line) + "\n")
 
 
 def read(path: Path) -> list[dict]:
-    return (
-        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    )
-
-
-def lane(phase: str) -> str:
-    """The lane a phase is drawn in; an arm's plan and synthesis share a lane with its training, but
-    are drawn in another colour."""
-    return next(name for name, prefixes in LANES if phase.startswith(prefixes) or phase in prefixes)
+    """The records, oldest first; lines written before lanes were recorded share one lane."""
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{"lane": "phases", "training": False, **r} for r in records]
 
 
 def plot(records: list[dict], path: Path) -> bool:
@@ -52,13 +43,13 @@ def plot(records: list[dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t0 = min(r["start"] for r in records)
-    names = [name for name, _ in LANES]
+    records = sorted(records, key=lambda r: r["start"])
+    t0 = records[0]["start"]
+    names = list(dict.fromkeys(r["lane"] for r in records))  # lanes in the order they first started
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for r in records:
-        y = names.index(lane(r["phase"]))
-        training = r["phase"].endswith(("/train", "/half")) or r["phase"] in ("warmup", "stage1")
-        color = "tab:blue" if training else "tab:orange"
+        y = names.index(r["lane"])
+        color = "tab:blue" if r["training"] else "tab:orange"
         ax.barh(y, (r["end"] - r["start"]) / 60, left=(r["start"] - t0) / 60, color=color, alpha=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()

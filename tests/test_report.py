@@ -6,6 +6,7 @@ from salad_ray import timeline
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import load_config
 from salad_ray.eval.stats import accuracy_interval
+from salad_ray.phases import Phase
 from salad_ray.report import read_metrics, write_report
 from salad_ray.rundir import ACTIVE, RunDir
 from salad_ray.runstate import Notes
@@ -216,7 +217,8 @@ def test_report_from_a_run_directory(tmp_path):
     )
     run.eval.mkdir()
     run.results.write_text(json.dumps(RESULTS))
-    for n, phase in enumerate(["heldout", "pool", "warmup", "stage1", "active/round-1/train", "eval"]):
+    for n, name in enumerate(["heldout", "pool", "warmup", "stage1", "active/round-1/train", "eval"]):
+        phase = Phase(name, lambda: None, lane=name.split("/")[0], training=name in ("warmup", "stage1"))
         timeline.record(run.timeline, phase, 10.0 * n, 10.0 * n + 15)
     path = write_report(config, run, notes)
     text = path.read_text()

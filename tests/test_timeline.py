@@ -10,19 +10,38 @@ from salad_ray.rundir import RunDir
 
 
 def test_every_phase_of_the_local_graph_has_a_lane_and_the_timeline_is_drawn(local_config, tmp_path):
-    phases = [p.name for p in Driver(local_config, RunDir(tmp_path)).graph()]
-    lanes = {name: timeline.lane(name) for name in phases}
+    phases = Driver(local_config, RunDir(tmp_path)).graph()
+    lanes = {p.name: p.lane for p in phases}
+    assert all(lanes.values())
     assert lanes["natural"] == "data" and lanes["round-2/scores"] == "probes, scores"
-    assert (
-        lanes["active/round-1/half"] == "active: train" and lanes["uniform/round-3/plan"] == "uniform: train"
-    )
+    assert lanes["active/round-1/half"] == lanes["active/round-1/synthesis"] == "active arm"
+    assert lanes["uniform/round-3/plan"] == "uniform arm" and lanes["report"] == "eval, report"
+    assert {p.name for p in phases if p.training} == {
+        "warmup",
+        "stage1",
+        *(f"{arm}/round-{r}/train" for arm in ("active", "uniform") for r in (1, 2, 3)),
+        "active/round-1/half",
+        "active/round-2/half",
+    }
     path = tmp_path / "timeline.jsonl"
-    for n, name in enumerate(phases):
-        timeline.record(path, name, 100.0 + 10 * n, 130.0 + 10 * n)
-    assert [r["phase"] for r in timeline.read(path)] == phases
-    assert timeline.plot(timeline.read(path), tmp_path / "timeline.png")
+    for n, phase in enumerate(phases):
+        timeline.record(path, phase, 100.0 + 10 * n, 130.0 + 10 * n)
+    records = timeline.read(path)
+    assert [(r["phase"], r["lane"], r["training"]) for r in records] == [
+        (p.name, p.lane, p.training) for p in phases
+    ]
+    assert timeline.plot(records, tmp_path / "timeline.png")
     assert (tmp_path / "timeline.png").stat().st_size > 5000
     assert not timeline.plot([], tmp_path / "none.png")
+
+
+def test_lines_written_before_lanes_were_recorded_still_draw(tmp_path):
+    path = tmp_path / "timeline.jsonl"
+    path.write_text(
+        '{"phase": "heldout", "start": 1.0, "end": 5.0}\n{"phase": "stage1", "start": 5.0, "end": 9.0}\n'
+    )
+    assert [r["lane"] for r in timeline.read(path)] == ["phases", "phases"]
+    assert timeline.plot(timeline.read(path), tmp_path / "timeline.png")
 
 
 def test_the_trainer_wait_share_is_summed_over_the_windows_of_the_jobs_asked_for():
