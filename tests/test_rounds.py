@@ -8,6 +8,7 @@ import pytest
 from salad_ray.config import load_config
 from salad_ray.report import ordered_gaps
 from salad_ray.rundir import ACTIVE, UNIFORM, RunDir, round_calls, student_for_round
+from salad_ray.selection import RoundPlan
 from salad_ray.train import launcher
 from salad_ray.train.jobs import stage_job
 from salad_ray.train.mixture import SampleRef
@@ -139,7 +140,6 @@ def toy_pool(per_cluster: int = 6, clusters: int = 3):
 
 
 def test_probes_are_drawn_per_cluster_reproducibly_and_never_from_used_texts(tmp_path):
-    import json
 
     from salad_ray import rounds
     from salad_ray.runstate import Notes
@@ -150,8 +150,14 @@ def test_probes_are_drawn_per_cluster_reproducibly_and_never_from_used_texts(tmp
     assert list(first.groupby("cluster").size()) == [2, 2, 2]
     assert first.equals(rounds.draw_probes(config, run, Notes(), pool, 1))  # seeded by (seed, round)
     notes = Notes(probes={1: list(first["text_id"])})
-    run.plan(ACTIVE, 1).parent.mkdir(parents=True)
-    run.plan(ACTIVE, 1).write_text(json.dumps({"selected": [{"text_id": "t00"}, {"text_id": "t11"}]}))
+    three = [0.0, 0.0, 0.0]
+    selected = [
+        {"text_id": "t00", "cluster": 0, "seconds": 2.0},
+        {"text_id": "t11", "cluster": 1, "seconds": 2.0},
+    ]
+    RoundPlan(1, 5.0, three, three, [1 / 3] * 3, [True] * 3, [1 / 3] * 3, 4.0, selected).save(
+        run.plan(ACTIVE, 1)
+    )
     used = rounds.used_text_ids(run, notes, ACTIVE, 2)
     assert used == set(first["text_id"]) | {"t00", "t11"}
     second = rounds.draw_probes(config, run, notes, pool, 2)
