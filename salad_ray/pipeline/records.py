@@ -27,7 +27,9 @@ voice               string                        TTS voice, or "" for recorded 
 duration            float32                       seconds of speech in the sample
 cer                 float32                       ASR character error rate of the speech (NaN: not checked)
 teacher_ids         list<list<int32>>             (len(w), k) teacher top-k ids, row 0 all -1
-teacher_logprobs    list<list<float32>>           (len(w), k) their natural-log probabilities, row 0 all 0
+teacher_logprobs    list<list<float16>>           (len(w), k) their natural-log probabilities, row 0 all 0
+                                                  (rounded to float16 from the teacher's float32:
+                                                  README, *Teacher top-k storage*)
 ==================  ============================  =========================================================
 
 Quarantine schema (one row per refused record, Parquet):
@@ -88,7 +90,7 @@ SHARD_SCHEMA = pa.schema(
         ("duration", pa.float32()),
         ("cer", pa.float32()),
         ("teacher_ids", pa.list_(pa.list_(pa.int32()))),
-        ("teacher_logprobs", pa.list_(pa.list_(pa.float32()))),
+        ("teacher_logprobs", pa.list_(pa.list_(pa.float16()))),
     ]
 )
 QUARANTINE_SCHEMA = pa.schema(

@@ -110,10 +110,11 @@ class ShardStore:
 
     def table(self, kind: str = "shards", columns: list[str] | None = None) -> pa.Table:
         schema = SHARD_SCHEMA if kind == "shards" else QUARANTINE_SCHEMA
-        tables = [pq.read_table(f, columns=columns) for f in self.files(kind)]
-        if not tables:
-            return schema.empty_table() if columns is None else schema.empty_table().select(columns)
-        return pa.concat_tables(tables)
+        if columns is not None:
+            schema = pa.schema([schema.field(name) for name in columns])
+        # cast: shards written before teacher log-probs were stored as float16 read as today's
+        tables = [pq.read_table(f, columns=columns).cast(schema) for f in self.files(kind)]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def samples(self) -> Iterator[Sample]:
         """Every committed sample, decoded."""

@@ -98,7 +98,8 @@ def test_texts_become_shards_whose_speech_says_the_text(config, tmp_path):
         for field in ("token_ids", "spans", "audio", "cer", "voice"):
             assert row[field] == twin[field], field
         assert [ids[0] for ids in row["teacher_ids"]] == [ids[0] for ids in twin["teacher_ids"]]
-        np.testing.assert_allclose(row["teacher_logprobs"], twin["teacher_logprobs"], atol=1e-3)
+        # the same teacher in other batches, stored as float16: equal within a float16 step (2^-10)
+        np.testing.assert_allclose(row["teacher_logprobs"], twin["teacher_logprobs"], rtol=2e-3, atol=1e-3)
     assert not ours
 
 

@@ -179,7 +179,7 @@ def test_writer_round_trips_samples(tmp_path, planned):
     )
     n = len(row["token_ids"])
     row["teacher_ids"] = [[-1, -1]] + [[3, 4]] * (n - 1)
-    row["teacher_logprobs"] = [[0.0, 0.0]] + [[-0.5, -1.5]] * (n - 1)
+    row["teacher_logprobs"] = [[0.0, 0.0]] + [[-0.3, -17.3]] * (n - 1)
     row["spans"] = [{"start": 0, "end": 2, "speech": True}, {"start": 2, "end": n, "speech": False}]
     refused = dict(planned[1])
     manifest = ShardWriter(str(tmp_path))(pd.DataFrame([row, refused]))
@@ -189,6 +189,11 @@ def test_writer_round_trips_samples(tmp_path, planned):
     store.commit(manifest[["kind", "file", "sample_id"]].itertuples(index=False, name=None))
     (sample,) = store.samples()
     assert sample.ids == row["token_ids"] and sample.teacher_ids.shape == (n, 2)
+    # log-probs are stored as float16 and read back as float32: the nearest float16, no further off
+    assert sample.teacher_logprobs.dtype == np.float32
+    stored = np.float16(np.asarray(row["teacher_logprobs"])).astype(np.float32)
+    np.testing.assert_array_equal(sample.teacher_logprobs, stored)
+    assert np.abs(sample.teacher_logprobs[1] - [-0.3, -17.3]).max() <= 2**-6  # one step at |x| >= 16
     assert len(sample.audio) == 1 and len(sample.audio[0]) == 1600
     quarantine = store.table("quarantine").to_pylist()
     assert quarantine[0]["kind"] == Reason.EMPTY and quarantine[0]["stage"] == "plan"
@@ -275,3 +280,40 @@ def test_the_asr_check_decodes_no_further_than_its_verdict_needs(planned):
     noise = np.random.default_rng(0).normal(0, 0.3, 20 * SAMPLE_RATE).astype(np.float32)
     heard = asr.transcribe([noise], max_tokens=check_tokens(2))[0]
     assert asr.tokens(heard) <= check_tokens(2) < MAX_TOKENS
+
+
+def test_a_store_with_shards_from_before_float16_log_probs_reads_as_one_table(tmp_path, planned):
+    """A pipeline cut short before the change and finished after it leaves float32 and float16 shards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from salad_ray.pipeline.records import SHARD_SCHEMA
+
+    store = ShardStore(tmp_path)
+    rows = [
+        dict(
+            planned[0],
+            sample_id=f"id{n}",
+            audio=[],
+            duration=0.0,
+            sample_rate=SAMPLE_RATE,
+            token_ids=[1, 2],
+            spans=[{"start": 0, "end": 2, "speech": False}],
+            teacher_ids=[[-1], [7]],
+            teacher_logprobs=[[0.0], [-0.25]],
+        )
+        for n in range(2)
+    ]
+    new = store.write(shard_table(rows[:1]), "shards")
+    old_schema = SHARD_SCHEMA.set(
+        SHARD_SCHEMA.get_field_index("teacher_logprobs"),
+        pa.field("teacher_logprobs", pa.list_(pa.list_(pa.float32()))),
+    )
+    old = "old.parquet"
+    pq.write_table(shard_table(rows[1:]).cast(old_schema), store.dir("shards") / old)
+    store.commit([("shards", new, "id0"), ("shards", old, "id1")])
+    table = store.table()
+    assert table.schema == SHARD_SCHEMA and table.num_rows == 2
+    assert table.column("teacher_logprobs").to_pylist() == [[[0.0], [-0.25]]] * 2
+    assert store.table(columns=["sample_id", "teacher_logprobs"]).num_rows == 2
+    assert [s.teacher_logprobs.dtype for s in store.samples()] == [np.float32, np.float32]
