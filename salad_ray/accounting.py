@@ -86,6 +86,8 @@ class PipelineReport:
     skipped: dict[str, int] = field(default_factory=dict)
     wall_seconds: float = 0.0
     teacher_retries: int = 0  # teacher calls that failed and were made again (not records)
+    tts_busy_s: float = 0.0  # TTS actors speaking (:func:`tts_usage`)
+    tts_idle_s: float = 0.0  # TTS actors in the pool between their first and last call, not speaking
 
     def count(self, reason: Reason, n: int = 1) -> None:
         """Count ``n`` records refused for ``reason``: as skipped if the reason skips, else quarantined."""
@@ -106,4 +108,27 @@ class PipelineReport:
             f"{sum(self.quarantined.values())} quarantined ({by_reason(self.quarantined)}), "
             f"{sum(self.skipped.values())} skipped ({by_reason(self.skipped)}), "
             f"{self.teacher_retries} teacher calls retried in {self.wall_seconds:.0f} s"
+            + (f"; TTS actors idle {100 * self.tts_idle_share:.0f} %" if self.tts_busy_s else "")
         )
+
+    @property
+    def tts_idle_share(self) -> float:
+        """The share of the TTS actors' time in the pool that they sat idle (0 without TTS)."""
+        total = self.tts_busy_s + self.tts_idle_s
+        return self.tts_idle_s / total if total else 0.0
+
+
+def tts_usage(starts, ends, actors) -> tuple[float, float]:
+    """(busy, idle) seconds of a pipeline's TTS actors from their calls (start, end, actor): an
+    actor is busy during its calls and idle between its first call's start and its last call's end
+    otherwise, i.e. while the pipeline still had batches for it. Summed over actors:
+
+        busy = Σ_calls (end − start),   idle = Σ_actors (last end − first start) − busy
+    """
+    spans: dict[str, tuple[float, float]] = {}
+    busy = 0.0
+    for start, end, actor in zip(starts, ends, actors, strict=True):
+        busy += end - start
+        first, last = spans.get(actor, (start, end))
+        spans[actor] = (min(first, start), max(last, end))
+    return busy, sum(last - first for first, last in spans.values()) - busy

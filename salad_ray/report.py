@@ -141,8 +141,9 @@ def _pipeline_rows(reports: list[PipelineReport]) -> list[list]:
     ]
 
 
-def time_section(config: RunConfig, run: RunDir, out: Path) -> list[str]:
-    """The run's timeline (salad_ray.timeline) and the trainer's wait for data in stage II."""
+def time_section(config: RunConfig, run: RunDir, notes: Notes, out: Path) -> list[str]:
+    """The run's timeline (salad_ray.timeline), the trainer's wait for data in stage II and the TTS
+    actors' idle share (salad_ray.accounting.tts_usage)."""
     parts = []
     if timeline.plot(timeline.read(run.timeline), out / "timeline.png"):
         parts.append("\n## Where the time went\n\n![timeline](timeline.png)\n")
@@ -151,6 +152,15 @@ def time_section(config: RunConfig, run: RunDir, out: Path) -> list[str]:
         parts.append(
             f"Stage II's trainer waited for data {100 * share:.1f} % of its training time (rank 0, "
             "blocked on its stream, summed over the metrics windows of every stage-II job).\n"
+        )
+    spoken = [r for r in notes.pipelines.values() if r.tts_busy_s]
+    if spoken:
+        busy, idle = sum(r.tts_busy_s for r in spoken), sum(r.tts_idle_s for r in spoken)
+        each = ", ".join(f"{r.name} {100 * r.tts_idle_share:.0f} %" for r in spoken)
+        parts.append(
+            f"The TTS actors sat idle {100 * idle / (busy + idle):.1f} % of their time in the pool "
+            f"(between each actor's first and last call; {busy:.0f} s speaking, {idle:.0f} s idle; "
+            f"per pipeline: {each}).\n"
         )
     return parts
 
@@ -240,7 +250,7 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
         parts += eval_sections(evaluated, out)
         parts += curve_section(evaluated, read_metrics(run.metrics), stage1_steps, out)
 
-    parts += time_section(config, run, out)
+    parts += time_section(config, run, notes, out)
     pipelines = list(notes.pipelines.values())
     if pipelines:
         parts.append(

@@ -212,6 +212,8 @@ def test_report_from_a_run_directory(tmp_path):
                 quarantined={"too short": 1},
                 skipped={"duplicate": 1},
                 teacher_retries=2,
+                tts_busy_s=30.0,
+                tts_idle_s=10.0,
             )
         },
     )
@@ -224,6 +226,7 @@ def test_report_from_a_run_directory(tmp_path):
     text = path.read_text()
     assert "![timeline](timeline.png)" in text
     assert "Stage II's trainer waited for data 2.5 % of its training time" in text
+    assert "The TTS actors sat idle 25.0 % of their time in the pool" in text and "heldout 25 %" in text
     assert "| stage II active | 0.02 | 0.3 |" in text
     assert "| 2 | 0.9 | 1.1 | 0.5 | dropped | 0 | 0 |" in text  # M, KL; the high-CER cluster is dropped
     assert "signal misalignment" in text

@@ -22,10 +22,10 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from salad_ray.accounting import PipelineReport, Reason
+from salad_ray.accounting import PipelineReport, Reason, tts_usage
 from salad_ray.config import RunConfig, SpeechSource, TTSConfig
 from salad_ray.corpus import Rejected, TextRecord
-from salad_ray.pipeline.records import OK, RETRIES, refuse
+from salad_ray.pipeline.records import OK, RETRIES, TTS_CALL, refuse
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pipeline.stages import (
     ASRCheckStage,
@@ -185,7 +185,8 @@ def _teacher_and_write(ds, config: RunConfig, store: ShardStore):
 
 def _finish(ds, store: ShardStore, report: PipelineReport, t0: float) -> PipelineReport:
     """Commit what the run returned and count it into ``report``: written, quarantined by the
-    quarantine's ``kind`` column, skipped as already done, and the teacher calls retried."""
+    quarantine's ``kind`` column, skipped as already done, the teacher calls retried, and the TTS
+    actors' busy and idle seconds."""
     manifest = ds.to_pandas()
     skipped = manifest[manifest["kind"] == "skipped"]
     committed = manifest[manifest["kind"] != "skipped"]
@@ -193,6 +194,8 @@ def _finish(ds, store: ShardStore, report: PipelineReport, t0: float) -> Pipelin
     report.count(Reason.DONE, len(skipped))
     report.inputs += len(manifest)
     report.teacher_retries = int(manifest[RETRIES].sum())
+    calls = manifest.dropna(subset=[TTS_CALL[1]])
+    report.tts_busy_s, report.tts_idle_s = tts_usage(*(calls[name] for name in TTS_CALL))
     report.written = int((committed["kind"] == "shards").sum())
     quarantined = committed[committed["kind"] == "quarantine"]["sample_id"]
     if len(quarantined):

@@ -53,7 +53,9 @@ raw_bytes           binary                        the bytes as read when they ar
 
 The shard writer returns a manifest, one row per input (:data:`MANIFEST_COLUMNS`): its ``kind``
 (shards, quarantine or skipped), the ``file`` it went to and its ``sample_id``, which the driver
-commits, and ``teacher_retries``: the teacher calls of its batch made again (on one row per batch).
+commits, ``teacher_retries``: the teacher calls of its batch made again (on one row per batch), and
+``tts_start``, ``tts_end``, ``tts_actor``: the span of the TTS call that spoke its batch, on that
+batch's first row (the TTS actors' busy and idle time, :func:`salad_ray.accounting.tts_usage`).
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ from salad_ray.interleave import TokenSpan
 OK = "ok"
 DONE = Reason.DONE.value  # committed by an earlier run: skipped, neither written nor quarantined
 RETRIES = "teacher_retries"
-MANIFEST_COLUMNS = ["kind", "file", "sample_id", RETRIES]
+# One TTS call (a batch spoken by one actor): its start and end (seconds since the epoch) and the
+# actor, carried by the batch's first row to the manifest (NaN / None on the other rows).
+TTS_CALL = ("tts_start", "tts_end", "tts_actor")
+MANIFEST_COLUMNS = ["kind", "file", "sample_id", RETRIES, *TTS_CALL]
 
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("speech", pa.bool_())])
 SHARD_SCHEMA = pa.schema(

@@ -9,6 +9,9 @@ writing the reason into it (:func:`salad_ray.pipeline.records.refuse`), never by
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +25,16 @@ from salad_ray.audio import SAMPLE_RATE, AudioError, encode_flac, read_audio
 from salad_ray.config import InterleaveConfig, ModelRef, RunConfig, TTSConfig
 from salad_ray.corpus import TextRejected, check_text
 from salad_ray.interleave import TokenSpan, WordSpan, tokenize_spans
-from salad_ray.pipeline.records import DONE, MANIFEST_COLUMNS, OK, RETRIES, is_ok, refuse, span_dicts
+from salad_ray.pipeline.records import (
+    DONE,
+    MANIFEST_COLUMNS,
+    OK,
+    RETRIES,
+    TTS_CALL,
+    is_ok,
+    refuse,
+    span_dicts,
+)
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.spoken import plan_text, stable_hash
 from salad_ray.teacher.protocol import TeacherRequestError
@@ -122,9 +134,16 @@ class TTSStage:
 
     def __init__(self, tts: TTSConfig):
         self.tts = build_tts(tts)
+        self.actor = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return _each_ok(batch, self._speak)
+        start = time.time()
+        out = _each_ok(batch, self._speak)
+        if len(out):
+            call = (start, time.time(), self.actor)
+            for name, value in zip(TTS_CALL, call, strict=True):
+                out[name] = [value] + [None] * (len(out) - 1)
+        return out
 
     def _speak(self, row: dict) -> dict:
         try:
@@ -356,6 +375,7 @@ class ShardWriter:
 
         rows = _rows(batch)
         retries = {r["sample_id"]: int(_field(r, RETRIES) or 0) for r in rows}
+        calls = {r["sample_id"]: [_field(r, name) for name in TTS_CALL] for r in rows}
         written = [
             {"kind": "skipped", "file": "", "sample_id": r["sample_id"]} for r in rows if r["status"] == DONE
         ]
@@ -368,4 +388,5 @@ class ShardWriter:
                 written += [{"kind": kind, "file": file, "sample_id": r["sample_id"]} for r in group]
         for entry in written:
             entry[RETRIES] = retries[entry["sample_id"]]
+            entry.update(zip(TTS_CALL, calls[entry["sample_id"]], strict=True))
         return pd.DataFrame(written, columns=MANIFEST_COLUMNS)

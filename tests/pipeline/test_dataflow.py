@@ -65,6 +65,9 @@ def test_texts_become_shards_whose_speech_says_the_text(config, tmp_path):
     assert report.inputs == len(jobs) == report.written + sum(report.quarantined.values())
     assert report.written >= 6
     assert_exactly_once(store, jobs["sample_id"])
+    # the TTS actors' calls reached the report: speaking time within the pipeline's wall time per actor
+    assert report.tts_busy_s > 0 and report.tts_idle_s >= 0
+    assert report.tts_busy_s + report.tts_idle_s <= report.wall_seconds * config.resources.tts.actors[1]
 
     # Listen to every shard independently: whisper-tiny's transcript of each speech span must match
     # the words of w under that span.
