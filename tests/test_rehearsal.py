@@ -73,6 +73,7 @@ def test_the_rehearsal_survives_a_lost_train_worker_and_tts_actor(rehearsal_home
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(summary.read_text())
+    assert report["fault_error"] is None, report["fault_error"]  # the fault thread itself did not fail
     assert set(report["killed"]) == {"train worker", "TTS actor"}
     assert report["misplaced"] == []
     assert any(k.startswith("ServeReplica") and k.endswith("@ gpu") for k in report["placements"])

@@ -102,6 +102,7 @@ class Faults(threading.Thread):
 
         super().__init__(daemon=True)
         self.dirs, self.killed, self.done = RunDir(run_dir), {}, threading.Event()
+        self.error: str | None = None  # why the faults stopped, if they failed
 
     def _phases(self) -> list[str]:
         from salad_ray.runstate import read_state
@@ -113,12 +114,20 @@ class Faults(threading.Thread):
         self.killed[what] = {"class": actor.class_name, "actor_id": actor.actor_id}
 
     def run(self) -> None:
+        try:
+            self._inject()
+        except Exception as e:  # reported in the summary: a fault that never fired fails the rehearsal
+            self.error = repr(e)
+            raise
+
+    def _inject(self) -> None:
         from salad_ray.rundir import STAGE1_JOB
-        from salad_ray.train.state import latest
+        from salad_ray.train.launcher import stored_result
 
         while not self.done.wait(0.5) and len(self.killed) < 2:
             phases = self._phases()
-            checkpointed = latest(self.dirs.train / STAGE1_JOB)[1] >= 1
+            stage1 = stored_result(self.dirs.train / STAGE1_JOB)  # Ray Train's latest checkpoint
+            checkpointed = stage1 is not None and stage1.metrics.get("step", 0) >= 1
             if "train worker" not in self.killed and "stage1" not in phases and checkpointed:
                 workers = _actors(class_name="RayTrainWorker", state="ALIVE")
                 if workers:
@@ -175,11 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         "placements": {f"{c} @ {g}": n for (c, g), n in sorted(by_group.items())},
         "misplaced": misplaced(actors),
         "killed": faults.killed,
+        "fault_error": faults.error,
     }
     print(json.dumps(summary, indent=1))
     if args.summary:
         args.summary.write_text(json.dumps(summary, indent=1))
-    return done.returncode or int(bool(summary["misplaced"]))
+    return done.returncode or int(bool(summary["misplaced"]) or faults.error is not None)
 
 
 if __name__ == "__main__":

@@ -58,15 +58,16 @@ def stage_stream(
     return segmented_stream(sources, job.weights, job.total_steps * per_step, config.train.seed)
 
 
-def stored_result(storage: Path, job: StageJob) -> StageResult | None:
-    """What earlier calls of ``job`` left in ``storage``: Ray Train's record of the run (its latest
-    checkpoint and report), or None before the first checkpoint."""
+def stored_result(run_storage: Path) -> StageResult | None:
+    """What earlier calls of a job left in its storage folder (``<storage>/<job name>``): Ray
+    Train's record of the run (its latest checkpoint and report), or None before the first
+    checkpoint."""
     from ray.train import Result
 
-    if not (storage / job.name).is_dir():
+    if not run_storage.is_dir():
         return None
     try:
-        result = Result.from_path(str(storage / job.name))
+        result = Result.from_path(str(run_storage.resolve()))
     except RuntimeError:  # the folder holds no run snapshot: no checkpoint was ever registered
         return None
     if result.checkpoint is None:
@@ -96,7 +97,7 @@ def train_stage(
     storage = Path(storage).resolve()
     g, accum = global_batch(config, job), config.train.grad_accum
     stream = stage_stream(config, job, starts)
-    stored = stored_result(storage, job)
+    stored = stored_result(storage / job.name)
     start = state.Position.read(stored.checkpoint).step if stored is not None else 0
     if stored is not None and start >= job.until_step:  # done already: nothing to run
         return stored
