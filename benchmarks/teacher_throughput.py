@@ -1,6 +1,7 @@
 """Teacher throughput: top-k scoring through the Ray Serve deployment versus the same engine in-process.
 
-For each backend (transformers, vLLM), the same token sequences are scored with the same k:
+For each backend (transformers; vLLM with its threads bound as vLLM chooses, ``auto``, and to every
+CPU, ``all``: ``teacher.cpu_threads_bind``), the same token sequences are scored with the same k:
 
 * in-process: the backend object called directly, one batch after another;
 * serve, sequential: the same batches through the deployment's handle, one after another
@@ -82,9 +83,14 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     ray.init(address="local", num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False)
     results = {}
-    for backend in ("transformers", "vllm"):
+    variants = {
+        "transformers": ("transformers", ()),
+        "vllm": ("vllm", ("teacher.cpu_threads_bind=auto",)),
+        "vllm-all-cpus": ("vllm", ("teacher.cpu_threads_bind=all",)),
+    }
+    for name, (backend, overrides) in variants.items():
         config = teacher_config(
-            backend, args.k, cpus, f"teacher.app_name=bench-{backend}", "teacher.max_batch_size=8"
+            backend, args.k, cpus, f"teacher.app_name=bench-{name}", "teacher.max_batch_size=8", *overrides
         )
         engine = build_backend(BackendSpec.from_config(config))
         loop = asyncio.new_event_loop()
@@ -113,17 +119,20 @@ def main() -> None:
         t_seq = statistics.median(timed(sequential, args.repeats))
         t_con = statistics.median(timed(concurrent, args.repeats))
         serve.delete(config.teacher.app_name)
-        results[backend] = {
+        results[name] = {
             "in_process_tokens_per_s": tokens / t_local,
             "serve_sequential_tokens_per_s": tokens / t_seq,
             "serve_concurrent_tokens_per_s": tokens / t_con,
             "serve_sequential_over_in_process": t_local / t_seq,
             "serve_concurrent_over_in_process": t_local / t_con,
         }
-        print(backend, results[backend], flush=True)
+        print(name, results[name], flush=True)
     serve.shutdown()
     ray.shutdown()
-    write_result("teacher_throughput", {"workload": vars(args) | {"tokens": tokens}, "results": results})
+    base = results["transformers"]["in_process_tokens_per_s"]
+    ratios = {f"{name}_over_transformers": r["in_process_tokens_per_s"] / base for name, r in results.items()}
+    payload = {"workload": vars(args) | {"tokens": tokens}, "results": results, "in_process_ratios": ratios}
+    write_result("teacher_throughput", payload)
 
 
 if __name__ == "__main__":

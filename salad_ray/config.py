@@ -373,6 +373,11 @@ class TeacherConfig(Strict):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     # KV cache of the CPU build of vLLM, in GiB (VLLM_CPU_KVCACHE_SPACE); small keeps laptops happy.
     cpu_kvcache_gib: int = Field(1, ge=1)
+    # The CPUs the CPU build of vLLM binds its OpenMP threads to (VLLM_CPU_OMP_THREADS_BIND): "auto"
+    # is vLLM's own choice (one logical CPU per physical core of a NUMA node, some held back: on a
+    # 2-vCPU machine, one CPU); "all": every CPU the replica's process may run on, none held back;
+    # "nobind"; or a list such as "0-3".
+    cpu_threads_bind: str = Field("auto", pattern=r"^(auto|all|nobind|[0-9][0-9,\-]*)$")
     # Serve's HTTP proxy; 127.0.0.1 keeps the teacher private to this machine unless opened.
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)

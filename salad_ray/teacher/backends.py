@@ -66,6 +66,7 @@ class BackendSpec:
     dtype: str = "auto"
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     cpu_kvcache_gib: int = 1
+    cpu_threads_bind: str = "auto"
 
     @classmethod
     def from_config(cls, config: RunConfig) -> BackendSpec:
@@ -79,13 +80,16 @@ class BackendSpec:
             dtype=config.teacher.dtype,
             engine_kwargs=dict(config.teacher.engine_kwargs),
             cpu_kvcache_gib=config.teacher.cpu_kvcache_gib,
+            cpu_threads_bind=config.teacher.cpu_threads_bind,
         )
 
 
 def build_backend(spec: BackendSpec) -> TeacherBackend:
     path = resolve(spec.model, "causal-lm")
     if spec.kind == TeacherBackendKind.VLLM:
-        return VLLMBackend(path, spec.max_k, spec.dtype, spec.engine_kwargs, spec.cpu_kvcache_gib)
+        return VLLMBackend(
+            path, spec.max_k, spec.dtype, spec.engine_kwargs, spec.cpu_kvcache_gib, spec.cpu_threads_bind
+        )
     return TransformersBackend(path, max_k=spec.max_k, dtype=spec.dtype)
 
 
@@ -169,6 +173,18 @@ class TransformersBackend:
 # ----------------------------------------------------------------------------------------------- vllm
 
 
+def cpu_binding(kvcache_gib: int, threads_bind: str) -> dict[str, str]:
+    """The environment the CPU build of vLLM reads its KV cache size and thread binding from
+    (``teacher.cpu_kvcache_gib``, ``teacher.cpu_threads_bind``); "all" becomes the CPUs this
+    process may run on, with none held back."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(kvcache_gib), "VLLM_CPU_OMP_THREADS_BIND": threads_bind}
+    if threads_bind == "all":
+        cpus = sorted(os.sched_getaffinity(0))
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cpus))
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    return env
+
+
 class VLLMBackend:
     """vLLM's AsyncLLMEngine, scoring prompts with ``prompt_logprobs``; its context is the engine's
     ``max_model_len`` (the model config's unless ``engine_kwargs`` sets it)."""
@@ -182,9 +198,10 @@ class VLLMBackend:
         dtype: str = "auto",
         engine_kwargs: dict[str, Any] | None = None,
         cpu_kvcache_gib: int = 1,
+        cpu_threads_bind: str = "auto",
     ):
         # Read by the CPU build only; a GPU build sizes its cache from gpu_memory_utilization.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
+        os.environ.update(cpu_binding(cpu_kvcache_gib, cpu_threads_bind))
         from transformers import AutoConfig
         from vllm import AsyncEngineArgs, AsyncLLMEngine
 
@@ -216,4 +233,8 @@ class VLLMBackend:
         return scores_from_rows(rows, sequence, k)
 
     def close(self) -> None:
-        self.engine.shutdown()
+        """Shut the engine down and drop it, so that its finaliser runs now: at interpreter exit,
+        vLLM's shutdown in ``AsyncLLM.__del__`` fails noisily on torn-down modules."""
+        engine, self.engine = self.engine, None
+        engine.shutdown()
+        del engine
