@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -333,6 +334,9 @@ def test_the_student_service_and_its_curl_call_run_as_written(smoke_job, questio
     )
     try:
         wait_http("http://127.0.0.1:8000/v1/models", timeout=400, proc=proc)
+        with urllib.request.urlopen("http://127.0.0.1:8000/v1/models", timeout=30) as answer:
+            served = [m["id"] for m in json.load(answer)["data"]]  # this student, not an earlier server
+        assert served == ["active-round-2"], served
         done = run_as_written(command_with("curl -sN 127.0.0.1:8000/v1/chat/completions"), cwd=question)
         assert done.returncode == 0, done.stderr
         events = [
@@ -360,8 +364,6 @@ def test_the_student_services_file_runs_as_written(smoke_job, tmp_path):
     """`serve run services/student.yaml` as written, from a directory whose services/student.yaml is
     the repository's file and whose runs/local holds the smoke run's final student and config
     (FINAL_STUDENT, as links: the substitution); it serves the API and the page."""
-    import urllib.request
-
     assert smoke_job.succeeded
     (tmp_path / "services").mkdir()
     (tmp_path / "services" / "student.yaml").symlink_to(ROOT / "services" / "student.yaml")

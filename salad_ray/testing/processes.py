@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -30,9 +32,22 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def session(sid: int) -> list[int]:
+    """The processes of session ``sid`` (Linux): a process started with ``start_new_session`` and
+    everything it started, Ray's workers included, which run in process groups of their own."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            zombie = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            if os.getsid(int(entry)) == sid and not zombie:
+                pids.append(int(entry))
+    return pids
+
+
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
-    """Signal a process started in a session of its own, and everything it started; SIGKILL them
-    if they have not exited after ``timeout`` s."""
+    """Signal a process started in a session of its own and wait ``timeout`` s for it to exit, then
+    SIGKILL whatever of its session is left (a Serve proxy still holding its port, say) and return
+    once all of it is gone."""
     try:
         os.killpg(proc.pid, sig)
         proc.wait(timeout=timeout)
@@ -41,3 +56,11 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    deadline = time.time() + timeout
+    while left := session(proc.pid):
+        if time.time() > deadline:
+            raise TimeoutError(f"processes {left} of {proc.args[:4]} outlived SIGKILL")
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
