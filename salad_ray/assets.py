@@ -171,6 +171,8 @@ def _atomic_build(final: Path, build: Callable[[Path], None]) -> Path:
             out = Path(tmp) / "out"
             out.mkdir()
             build(out)
+            if not any(out.iterdir()):
+                raise AssetError(f"building {final.name} wrote nothing")
             out.rename(final)
     return final
 
@@ -240,6 +242,9 @@ def _materialize_random(ref: ModelRef, family: Family) -> Path:
             setattr(config, key, value)
         torch.manual_seed(ref.seed)
         model = build_model(config)
+        # Under torch.distributed (a Ray Train worker) save_pretrained writes on rank 0 only, and
+        # the rank that builds this cache, for every process of the machine, may be another one.
+        model.should_save_on_this_rank = lambda is_main_process: True
         model.save_pretrained(out)
         if base is not None and family == "causal-lm":
             from transformers import AutoTokenizer

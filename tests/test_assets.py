@@ -70,3 +70,32 @@ def test_cli_lists_assets(capsys):
     main(["list"])
     out = capsys.readouterr().out
     assert all(f"asset:{name}" in out for name in ASSETS)
+
+
+def _build_on_rank(rank: int, init: str, cache: str, queue) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ["SALAD_RAY_CACHE"] = cache
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        if rank == 1:  # rank 1 builds the cache that every process of the machine then reads
+            shrunk = {"d_model": 16, "encoder_attention_heads": 2, "decoder_attention_heads": 2}
+            shrunk |= {"encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32}
+            ref = ModelRef(random_init=True, overrides=shrunk, seed=3)
+            queue.put(sorted(p.name for p in resolve(ref, "whisper").iterdir()))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_random_model_built_by_a_rank_other_than_0_is_saved(tmp_path):
+    """transformers' save_pretrained writes on rank 0 only under torch.distributed; the cache of a
+    random model is built by whichever rank comes first (a Ray Train worker), so it must not."""
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_build_on_rank, args=(init, str(tmp_path / "cache"), queue), nprocs=2, join=True)
+    assert "model.safetensors" in queue.get()
