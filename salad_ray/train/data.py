@@ -10,7 +10,10 @@ consumes exactly the same G samples, so a resumed run sees the same data as an u
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -21,6 +24,7 @@ from salad_ray.pipeline.records import sample_from_row
 from salad_ray.train.mixture import SampleRef
 
 TAGS = ["step", "micro", "slot", "source"]
+T = TypeVar("T")
 
 
 def stream_rows(
@@ -83,3 +87,33 @@ def micro_steps(rows: Iterator[dict], start_step: int) -> Iterator[tuple[int, in
             continue
         group = list(group)
         yield step, micro, [sample_from_row(r) for r in group], [str(r["source"]) for r in group]
+
+
+class ReadAhead(Iterator[T], Generic[T]):
+    """``items`` read in a thread of their own, up to ``depth`` ahead of the consumer: a rank reads
+    and decodes its first micro-steps while it builds its model, and the next ones while it
+    computes. An error of the reader is raised to the consumer at the item it stopped on."""
+
+    _END = object()
+
+    def __init__(self, items: Iterator[T], depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        threading.Thread(target=self._read, args=(items,), name="read-ahead", daemon=True).start()
+
+    def _read(self, items: Iterator[T]) -> None:
+        try:
+            for item in items:
+                self._queue.put(item)
+        except BaseException as error:
+            self._queue.put(error)
+        else:
+            self._queue.put(self._END)
+
+    def __next__(self) -> T:
+        item = self._queue.get()
+        if item is self._END:
+            self._queue.put(item)  # every later call ends too
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item

@@ -243,7 +243,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from salad_ray.train.data import micro_steps
+    from salad_ray.train.data import ReadAhead, micro_steps
 
     run = RunConfig.model_validate(loop_config["run"])
     job = StageJob(**loop_config["job"])
@@ -255,6 +255,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     with contextlib.ExitStack() as stack:
         checkpoint_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+        # The stream is read from the restored step on while the model is built (its first batch
+        # otherwise cost each stage-II call 5-13 s of waiting), and kept a step ahead after that.
+        start = state.Position.read(checkpoint_dir).step if checkpoint_dir is not None else 0
+        rows = ray.train.get_dataset_shard("train").iter_rows()
+        stream = ReadAhead(micro_steps(rows, start), depth=2 * t.grad_accum)
         student = build_student(run, job, checkpoint_dir)
         model = wrap(student, t.strategy, device)
         optimizer = make_optimizer(student, run, job.lr_adapter, job.lr_llm)
@@ -269,7 +274,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     peak = matmul_peak(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     heldout = list(ShardStore(job.heldout).samples()) if job.heldout else []
-    stream = micro_steps(ray.train.get_dataset_shard("train").iter_rows(), position.step)
+    if position.step != start:
+        raise RuntimeError(f"rank {rank} restored step {position.step}, but its stream starts at {start}")
     window = Window()
     model.train()
     for step in range(position.step, job.until_step):
