@@ -24,24 +24,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result
 
 
-def plain_loop(config, stream_samples: list[list], steps: int) -> tuple[float, float]:
-    """(positions per second, model FLOPs per second) of the plain loop over steps 2..N."""
+def plain_loop(config, job, stream_samples: list[list], steps: int) -> tuple[float, float]:
+    """(positions per second, model FLOPs per second) of the plain loop over steps 2..N: the Ray
+    loop's student, optimizer and step function (salad_ray.train.loop), without Ray."""
     import torch
     import torch.distributed as dist
 
-    from salad_ray.model.student import SpeechLM
-    from salad_ray.train.loop import make_optimizer, train_step
+    from salad_ray.train.loop import build_student, make_optimizer, train_step
 
     dist.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
-    torch.manual_seed(config.train.seed)
-    student = SpeechLM.from_config(config.models)
-    optimizer = make_optimizer(student, config)
+    student = build_student(config, job, None)
+    optimizer = make_optimizer(student, config, job.lr_adapter, job.lr_llm)
+    generator = torch.Generator().manual_seed(config.train.seed)
     positions = flops = 0.0
     t0 = None
     for step in range(steps):
         if step == 1:
             t0 = time.perf_counter()  # step 0 warms up
-        sums = train_step(student, student, [stream_samples[step]], config, 1, torch.device("cpu"))
+        sums = train_step(
+            student, student, [stream_samples[step]], config, job, 1, torch.device("cpu"), generator
+        )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step >= 1:
@@ -52,15 +54,12 @@ def plain_loop(config, stream_samples: list[list], steps: int) -> tuple[float, f
     return positions / elapsed, flops / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=9)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=24)
-    args = parser.parse_args()
-
+def measure(precision: str, steps: int, batch: int, samples: int) -> dict:
+    """Both loops on the same batches under ``train.precision`` = ``precision``, in a local Ray
+    instance of their own: throughputs, their ratio and MFUs against this run's matmul peak."""
     import json
 
+    import pandas as pd
     import ray
     import torch
 
@@ -83,9 +82,10 @@ def main() -> None:
             "teacher.backend=transformers",
             "resources.train_workers=1",
             f"resources.cpus_per_train_worker={os.cpu_count() or 1}",
-            f"train.batch_size={args.batch}",
+            f"train.batch_size={batch}",
+            f"train.precision={precision}",
             f"train.log_every={log_every}",
-            f"train.checkpoint_every={args.steps}",
+            f"train.checkpoint_every={steps}",
             "train.eval_every=0",
         ],
     )
@@ -94,7 +94,7 @@ def main() -> None:
     )
     store = ShardStore(work / "natural")
     source = config.data.natural_standin
-    records = list(read_texts(source.text))[: args.samples]
+    records = list(read_texts(source.text))[:samples]
     print(
         run_texts(
             config,
@@ -107,21 +107,21 @@ def main() -> None:
 
     # The same stream both loops read: step s is samples [s * batch, (s + 1) * batch).
     stream = mixture_stream(
-        {"natural": pool_refs(store, "natural")}, {"natural": 1.0}, args.steps * args.batch, config.train.seed
+        {"natural": pool_refs(store, "natural")}, {"natural": 1.0}, steps * batch, config.train.seed
     )
-    rows = load_rows(__import__("pandas").DataFrame(stream_rows(stream, args.batch, 1))).to_dict("records")
-    batches = [samples for _, _, samples, _ in micro_steps(iter(rows), 0)]
+    rows = load_rows(pd.DataFrame(stream_rows(stream, batch, 1))).to_dict("records")
+    batches = [micro for _, _, micro, _ in micro_steps(iter(rows), 0)]
 
-    peak = matmul_peak(torch.device("cpu"), torch.float32)
-    plain_tps, plain_flops = plain_loop(config, batches, args.steps)
-
+    peak = matmul_peak(torch.device("cpu"), torch.bfloat16 if precision == "bf16" else torch.float32)
     job = StageJob(
         name="bench",
         stores={"natural": [str(store.root)]},
         weights={"natural": 1.0},
-        total_steps=args.steps,
-        until_step=args.steps,
+        total_steps=steps,
+        until_step=steps,
     )
+    plain_tps, plain_flops = plain_loop(config, job, batches, steps)
+
     train_stage(config, work / "train", job, log=MetricsLog(job.name, work / "metrics.jsonl"))
     windows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()][1:]
     ray_tps = sum(w["tokens_per_s"] for w in windows) / len(windows)
@@ -129,25 +129,26 @@ def main() -> None:
         windows
     )  # against this run's peak
     ray.shutdown()
+    return {
+        "matmul_peak_flops": peak,
+        "plain_tokens_per_s": plain_tps,
+        "ray_train_tokens_per_s": ray_tps,
+        "ray_over_plain": ray_tps / plain_tps,
+        "plain_mfu": plain_flops / peak,
+        "ray_train_mfu": ray_mfu,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=9)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=24)
+    args = parser.parse_args()
+    workload = {"preset": "local", "steps": args.steps, "batch": args.batch, "device": "cpu", "dtype": "fp32"}
     write_result(
         "train_throughput",
-        {
-            "workload": {
-                "preset": "local",
-                "steps": args.steps,
-                "batch": args.batch,
-                "device": "cpu",
-                "dtype": "fp32",
-            },
-            "results": {
-                "matmul_peak_flops": peak,
-                "plain_tokens_per_s": plain_tps,
-                "ray_train_tokens_per_s": ray_tps,
-                "ray_over_plain": ray_tps / plain_tps,
-                "plain_mfu": plain_flops / peak,
-                "ray_train_mfu": ray_mfu,
-            },
-        },
+        {"workload": workload, "results": measure("fp32", args.steps, args.batch, args.samples)},
     )
 
 
