@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import time
 from pathlib import Path
 
@@ -37,13 +36,6 @@ def write_result(name: str, payload: dict) -> Path:
     print(json.dumps(record, indent=2))
     print(f"-> {path}")
     return path
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(fn, repeats: int) -> list[float]:

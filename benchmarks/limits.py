@@ -40,7 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import free_port, timed, write_result
+from common import timed, write_result
+
+from salad_ray.testing.processes import free_port, wait_http
 
 CPUS = os.cpu_count() or 1
 STAGES = ("tts", "asr", "teacher", "train", "embed")
@@ -265,8 +267,6 @@ def teacher_limit(config, sequences: list[list[int]]) -> dict:
 def http_seconds(port: int, model: str, batches: list[list[list[int]]], k: int, server) -> float:
     """Seconds to score ``batches`` concurrently through `vllm serve`'s completions endpoint."""
     import urllib.request
-
-    from salad_ray.testing.processes import wait_http
 
     wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=600, proc=server)
 

@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import free_port, write_result
+from common import write_result
 from teacher_throughput import teacher_config, workload
+
+from salad_ray.testing.processes import free_port
 
 
 def main() -> None:

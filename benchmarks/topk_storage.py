@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from common import write_result
+from teacher_throughput import workload
 
 from salad_ray.pipeline.records import SHARD_SCHEMA
 
@@ -124,19 +125,13 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from salad_ray.assets import resolve
-    from salad_ray.config import TextSource, load_config
-    from salad_ray.corpus import read_texts
+    from salad_ray.config import load_config
     from salad_ray.teacher.backends import BackendSpec, build_backend
 
     config = load_config("local", overrides=["teacher.backend=transformers"])
     k = config.distill.top_k
     tokenizer = AutoTokenizer.from_pretrained(resolve(config.models.llm, "causal-lm"))
-    stream: list[int] = []
-    for record in read_texts(TextSource(kind="fortunes")):
-        stream += tokenizer.encode(" " + record.text, add_special_tokens=False)
-        if len(stream) >= args.sequences * args.tokens:
-            break
-    sequences = [stream[i * args.tokens : (i + 1) * args.tokens] for i in range(args.sequences)]
+    sequences = workload(tokenizer, args.sequences, args.tokens)
     backend = build_backend(BackendSpec.from_config(config))
     answers = [a for i in range(0, len(sequences), 8) for a in backend.topk(sequences[i : i + 8], k)]
     ids = [a.ids.astype(np.int32) for a in answers]
