@@ -146,22 +146,25 @@ def test_tts_then_asr_keeps_intelligible_speech_and_refuses_the_rest(planned):
     assert checked[4]["status"] == Reason.ASR and "31.0 s span is longer than Whisper" in checked[4]["detail"]
 
 
+def text_row(planned, n: int, token_ids: list[int], teacher_ids, teacher_logprobs) -> dict:
+    """A writable shard row ``id<n>``: the first planned text as one text span of ``token_ids``, no
+    audio, with the given teacher top-k."""
+    return dict(
+        planned[0],
+        sample_id=f"id{n}",
+        audio=[],
+        duration=0.0,
+        sample_rate=SAMPLE_RATE,
+        token_ids=token_ids,
+        spans=[{"start": 0, "end": len(token_ids), "speech": False}],
+        teacher_ids=teacher_ids,
+        teacher_logprobs=teacher_logprobs,
+    )
+
+
 def test_shard_store_commits_exactly_once_and_drops_orphans(tmp_path, planned):
     store = ShardStore(tmp_path)
-    rows = [
-        dict(
-            planned[0],
-            sample_id=f"id{n}",
-            audio=[],
-            duration=0.0,
-            sample_rate=SAMPLE_RATE,
-            teacher_ids=[[-1]],
-            teacher_logprobs=[[0.0]],
-        )
-        for n in range(3)
-    ]
-    for r in rows:
-        r["token_ids"], r["spans"] = [1], [{"start": 0, "end": 1, "speech": False}]
+    rows = [text_row(planned, n, [1], [[-1]], [[0.0]]) for n in range(3)]
     a = store.write(shard_table(rows[:2]), "shards")
     assert store.write(shard_table(rows[1::-1]), "shards") == a  # same ids, same file name
     orphan = store.write(shard_table(rows[2:]), "shards")  # written, never returned by a task
@@ -290,20 +293,7 @@ def test_a_store_with_shards_from_before_float16_log_probs_reads_as_one_table(tm
     from salad_ray.pipeline.records import SHARD_SCHEMA
 
     store = ShardStore(tmp_path)
-    rows = [
-        dict(
-            planned[0],
-            sample_id=f"id{n}",
-            audio=[],
-            duration=0.0,
-            sample_rate=SAMPLE_RATE,
-            token_ids=[1, 2],
-            spans=[{"start": 0, "end": 2, "speech": False}],
-            teacher_ids=[[-1], [7]],
-            teacher_logprobs=[[0.0], [-0.25]],
-        )
-        for n in range(2)
-    ]
+    rows = [text_row(planned, n, [1, 2], [[-1], [7]], [[0.0], [-0.25]]) for n in range(2)]
     new = store.write(shard_table(rows[:1]), "shards")
     old_schema = SHARD_SCHEMA.set(
         SHARD_SCHEMA.get_field_index("teacher_logprobs"),
