@@ -153,9 +153,10 @@ def tts_limit(config, planned) -> tuple[dict, object]:
 
     bare()  # warm the page cache
     (t_bare,) = timed(bare, 1)
-    batches = [planned.iloc[i : i + 4].reset_index(drop=True) for i in range(0, len(planned), 4)]
+    size = config.data.tts_batch_size
+    batches = [planned.iloc[i : i + size].reset_index(drop=True) for i in range(0, len(planned), size)]
     t_ours, wall, spoken = ray_data_seconds(
-        batches, TTSStage, (config.tts,), 4, pool_stage_options(config.resources.tts)
+        batches, TTSStage, (config.tts,), size, pool_stage_options(config.resources.tts)
     )
     assert (spoken["status"] == "ok").all(), spoken[spoken["status"] != "ok"]["status"].tolist()[:3]
     return pair("spans", len(spans), t_ours, {"espeak_ng_processes": t_bare}, wall), spoken

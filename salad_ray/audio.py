@@ -7,6 +7,7 @@ validated on the way in; a bad one raises :class:`AudioError` naming the input a
 from __future__ import annotations
 
 import io
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,18 +44,32 @@ def to_mono(wave: np.ndarray) -> np.ndarray:
     return wave.mean(axis=1) if wave.ndim == 2 else wave
 
 
+@lru_cache(maxsize=8)
+def _resampler(orig_rate: int, target_rate: int):
+    """torchaudio's windowed-sinc resampler for one rate pair, its kernel built once: building it
+    costs about ten times applying it to a few seconds of speech (22.05 -> 16 kHz)."""
+    import torchaudio.transforms as T
+
+    return T.Resample(orig_rate, target_rate)
+
+
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Band-limited (sinc) resampling of a mono signal, in float32 whatever autocast the caller
-    runs in (an encoder's bf16 forward resamples its input first)."""
+    runs in (an encoder's bf16 forward resamples its input first).
+
+    The input is zero-padded to whole seconds and the output cut back to ceil(n · target / orig)
+    samples, which is exactly the unpadded result (the resampler pads with zeros itself): oneDNN
+    plans its convolution once per input length, and planning costs about twice the convolution of
+    a few seconds of speech, so whole seconds keep the plans few and reused.
+    """
     if orig_rate == target_rate:
         return np.asarray(wave, dtype=np.float32)
-    import torchaudio.functional as AF
-
-    with torch.autocast("cpu", enabled=False):
-        out = AF.resample(
-            torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), orig_rate, target_rate
-        )
-    return out.numpy()
+    n = len(wave)
+    padded = np.zeros(-(-n // orig_rate) * orig_rate, dtype=np.float32)
+    padded[:n] = wave
+    with torch.autocast("cpu", enabled=False), torch.no_grad():
+        out = _resampler(orig_rate, target_rate)(torch.from_numpy(padded))
+    return out[: math.ceil(n * target_rate / orig_rate)].numpy()
 
 
 def read_audio(

@@ -51,6 +51,20 @@ def test_resample_identity_and_length():
     assert len(resample(wave, SAMPLE_RATE, 24_000)) == 24_000
 
 
+@pytest.mark.parametrize("orig,target", [(22_050, 16_000), (24_000, 16_000), (16_000, 24_000)])
+@pytest.mark.parametrize("samples", [1, 22_049, 22_050, 22_051, 70_001])
+def test_resample_padded_to_whole_seconds_is_torchaudios_resampling(orig, target, samples):
+    """The padding that keeps oneDNN's plans few changes neither the length nor the samples."""
+    import torch
+    import torchaudio.functional as AF
+
+    wave = np.random.default_rng(samples).standard_normal(samples).astype(np.float32) * 0.1
+    ours = resample(wave, orig, target)
+    plain = AF.resample(torch.from_numpy(wave), orig, target).numpy()
+    assert ours.shape == plain.shape
+    np.testing.assert_allclose(ours, plain, atol=1e-5)
+
+
 def test_resampling_inside_a_bf16_autocast_stays_float32():
     """An encoder forward in bf16 autocast (salad_ray.precision) resamples its input first."""
     import torch
