@@ -20,7 +20,6 @@ which round is :func:`salad_ray.rundir.student_for_round`'s.
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +29,7 @@ from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig
 from salad_ray.console import log
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
+from salad_ray.files import copy_dir
 from salad_ray.phases import Phase, run_graph
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pool import Pool
@@ -135,12 +135,8 @@ class Driver:
         result = train_stage(
             self.config, self.dirs.train, job, starts, metrics_log(self.config, self.dirs, job)
         )
-        target = self.dirs.student(milestone)
-        if not target.is_dir():
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(result.student, tmp)
-            tmp.replace(target)
+        if not (target := self.dirs.student(milestone)).is_dir():
+            copy_dir(result.student, target)
         return {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
 
     def train(self, phase: str, milestone: Milestone, arm: Arm | None = None, note: bool = True) -> None:
@@ -151,11 +147,8 @@ class Driver:
 
     def _speak_pool_texts(self, name: str, texts: pd.DataFrame, source: str, **options) -> PipelineReport:
         """Pool rows spoken in the run's voices into store ``name``, each with its cluster."""
-        voices = self.config.tts.voices
-        records = rounds.records(texts)
-        return self._synthesize(
-            name, records, voices=voices, source=source, clusters=texts["cluster"], **options
-        )
+        options.update(voices=self.config.tts.voices, source=source, clusters=texts["cluster"])
+        return self._synthesize(name, rounds.records(texts), **options)
 
     def speak_probes(self, r: int) -> None:
         probes = rounds.draw_probes(self.config, self.dirs, self.state.notes, Pool.load(self.dirs.pool), r)
@@ -173,18 +166,15 @@ class Driver:
         self.state.finish(rundir.scores_phase(r))
 
     def plan(self, arm: Arm, r: int) -> None:
-        plan = rounds.plan_arm_round(
-            self.config, self.dirs, self.state.notes, Pool.load(self.dirs.pool), arm, r
-        )
+        pool = Pool.load(self.dirs.pool)
+        plan = rounds.plan_arm_round(self.config, self.dirs, self.state.notes, pool, arm, r)
         plan.save(self.dirs.plan(arm, r))
         self.state.finish(arm.phase(r, "plan"))
 
     def synthesize(self, arm: Arm, r: int) -> None:
         chosen = rounds.chosen_texts(Pool.load(self.dirs.pool), RoundPlan.load(self.dirs.plan(arm, r)))
         report = self._speak_pool_texts(arm.store(r), chosen, "active")
-        seconds = float(
-            self.store(arm.store(r)).table(columns=["duration"]).column("duration").to_numpy().sum()
-        )
+        seconds = self.store(arm.store(r)).seconds()
         self.state.finish(
             arm.phase(r, "synthesis"),
             rounds={arm.name: {r: {"seconds": seconds, "texts": len(chosen)}}},

@@ -4,6 +4,7 @@ the previous version (or nothing) in place."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,3 +37,15 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def copy_dir(source: str | Path, path: str | Path) -> None:
+    """``source`` copied to a new directory ``path`` whole or not at all (into a hidden sibling first,
+    then renamed)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        shutil.copytree(source, tmp)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from salad_ray.files import atomic_path, write_bytes, write_text
+from salad_ray.files import atomic_path, copy_dir, write_bytes, write_text
 
 
 def test_a_finished_write_replaces_the_file_and_leaves_nothing_beside_it(tmp_path):
@@ -34,3 +34,15 @@ def test_the_temporary_matches_no_reader_pattern(tmp_path):
     with atomic_path(tmp_path / "000001.json") as tmp:
         tmp.write_text("{}")
         assert list(tmp_path.glob("*.json")) == []  # the shard store lists its commits by *.json
+
+
+def test_a_directory_is_copied_whole_or_not_at_all(tmp_path):
+    source = tmp_path / "checkpoint"
+    (source / "adapter").mkdir(parents=True)
+    (source / "adapter" / "weights.bin").write_bytes(b"w")
+    (source / "config.json").write_text("{}")
+    copy_dir(source, tmp_path / "student")
+    assert (tmp_path / "student" / "adapter" / "weights.bin").read_bytes() == b"w"
+    with pytest.raises(FileNotFoundError):  # a source that is gone leaves no half copy behind
+        copy_dir(tmp_path / "missing", tmp_path / "other")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "student"]

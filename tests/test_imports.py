@@ -53,3 +53,10 @@ def test_the_product_never_imports_the_test_helpers():
     assert {
         name for name, deps in product.items() if any(d.startswith("salad_ray.testing") for d in deps)
     } == set()
+
+
+def test_the_run_module_is_a_command_line_and_the_driver_stays_small():
+    """run.py parses the command line and hands over; the driver declares phases (issue 15's sizes)."""
+    run = ast.parse((PACKAGE / "run.py").read_text())
+    assert not [n.name for n in run.body if isinstance(n, ast.ClassDef)]
+    assert len((PACKAGE / "driver.py").read_text().splitlines()) < 300

@@ -116,6 +116,10 @@ class ShardStore:
         tables = [pq.read_table(f, columns=columns).cast(schema) for f in self.files(kind)]
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
+    def seconds(self) -> float:
+        """Seconds of speech in the committed samples."""
+        return float(self.table(columns=["duration"]).column("duration").to_numpy().sum())
+
     def samples(self) -> Iterator[Sample]:
         """Every committed sample, decoded."""
         for path in self.files("shards"):

@@ -164,13 +164,14 @@ def text_row(planned, n: int, token_ids: list[int], teacher_ids, teacher_logprob
 
 def test_shard_store_commits_exactly_once_and_drops_orphans(tmp_path, planned):
     store = ShardStore(tmp_path)
-    rows = [text_row(planned, n, [1], [[-1]], [[0.0]]) for n in range(3)]
+    rows = [text_row(planned, n, [1], [[-1]], [[0.0]]) | {"duration": 1.5 + n} for n in range(3)]
     a = store.write(shard_table(rows[:2]), "shards")
     assert store.write(shard_table(rows[1::-1]), "shards") == a  # same ids, same file name
     orphan = store.write(shard_table(rows[2:]), "shards")  # written, never returned by a task
     assert store.commit([("shards", a, "id0"), ("shards", a, "id1")]) == {"shards": 2, "quarantine": 0}
     assert not (store.dir("shards") / orphan).exists()
     assert store.done_ids() == {"id0", "id1"} and store.table().num_rows == 2
+    assert store.seconds() == 1.5 + 2.5  # the committed samples' speech, not the orphan's
     with pytest.raises(ValueError, match="committed twice"):
         store.commit([("shards", a, "id0")])
     assert not list(store.dir("shards").glob(".*.tmp"))  # no temporary files left behind
