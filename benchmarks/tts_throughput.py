@@ -40,7 +40,8 @@ def main() -> None:
     jobs = text_jobs(records, config, voices=config.tts.voices, source="bench")
     planner = PlanStage(config.models.llm, config.interleave, config.seed, 2, 400)
     planned = planner(jobs)
-    batches = [planned.iloc[i : i + 4].reset_index(drop=True) for i in range(0, len(planned), 4)]
+    size = config.data.tts_batch_size  # rows per call, as the preset's pipelines send them
+    batches = [planned.iloc[i : i + size].reset_index(drop=True) for i in range(0, len(planned), size)]
     spans = int(planned["speech_texts"].map(len).sum())
 
     ray.init(
@@ -54,7 +55,7 @@ def main() -> None:
             .map_batches(
                 TTSStage,
                 fn_constructor_args=(config.tts,),
-                batch_size=4,
+                batch_size=size,
                 batch_format="pandas",
                 compute=ActorPoolStrategy(size=actors),
                 num_cpus=1,

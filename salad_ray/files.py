@@ -40,10 +40,12 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def copy_dir(source: str | Path, path: str | Path) -> None:
-    """``source`` copied to a new directory ``path`` whole or not at all (into a hidden sibling first,
-    then renamed)."""
+    """``source`` copied to a new directory ``path`` whole or not at all: into the hidden sibling
+    ``.<name>.tmp`` first, then renamed. The temporary's name is fixed, so what a copy killed midway
+    left behind (a student is hundreds of MB) is removed by the next copy, not kept forever."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(source, tmp)
         os.replace(tmp, path)

@@ -41,8 +41,11 @@ def test_a_directory_is_copied_whole_or_not_at_all(tmp_path):
     (source / "adapter").mkdir(parents=True)
     (source / "adapter" / "weights.bin").write_bytes(b"w")
     (source / "config.json").write_text("{}")
+    (tmp_path / ".student.tmp" / "adapter").mkdir(parents=True)  # what a copy killed midway left
+    (tmp_path / ".student.tmp" / "adapter" / "half.bin").write_bytes(b"h")
     copy_dir(source, tmp_path / "student")
     assert (tmp_path / "student" / "adapter" / "weights.bin").read_bytes() == b"w"
+    assert not (tmp_path / "student" / "adapter" / "half.bin").exists()
     with pytest.raises(FileNotFoundError):  # a source that is gone leaves no half copy behind
         copy_dir(tmp_path / "missing", tmp_path / "other")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "student"]
