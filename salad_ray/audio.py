@@ -7,7 +7,6 @@ validated on the way in; a bad one raises :class:`AudioError` naming the input a
 from __future__ import annotations
 
 import io
-import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,7 +68,7 @@ def resample(wave: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -
     padded[:n] = wave
     with torch.autocast("cpu", enabled=False), torch.no_grad():
         out = _resampler(orig_rate, target_rate)(torch.from_numpy(padded))
-    return out[: math.ceil(n * target_rate / orig_rate)].numpy()
+    return out[: -(-n * target_rate // orig_rate)].numpy()  # ceil, in integers
 
 
 def read_audio(
