@@ -9,6 +9,7 @@
     <arm>/round-r/synthesis  the drawn texts spoken into the round's store
     active/round-r/half      the active arm trained half-way through round r: scores round r + 1
     <arm>/round-r/train      the arm's stage II trained to the end of round r
+    eval/speech              the benchmarks spoken and transcribed (beside the warm-up and stage I)
     eval, report             spoken benchmarks, controls and held-out gaps; the report
 
 Each phase is recorded in ``state.json`` when done and is safe to redo (pipelines skip committed
@@ -34,7 +35,7 @@ from salad_ray.phases import Phase, run_graph
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pool import Pool
 from salad_ray.resources import phase_asks
-from salad_ray.rundir import ACTIVE, HELDOUT, NATURAL, TEXT, Arm, Milestone, RunDir
+from salad_ray.rundir import ACTIVE, EVAL_SPEECH, HELDOUT, NATURAL, TEXT, Arm, Milestone, RunDir
 from salad_ray.runstate import RunState
 from salad_ray.selection import RoundPlan
 from salad_ray.status import Status
@@ -183,16 +184,27 @@ class Driver:
 
     # ------------------------------------------------------------------------------------ the end
 
-    def evaluate(self) -> None:
-        """The spoken benchmarks, the controls and the held-out gap of every student, in a Ray task."""
+    def _eval_task(self, fn, *args) -> None:
+        """``fn(*args)`` in a Ray task with the evaluation's resources."""
         import ray
 
-        from salad_ray.eval.suite import run_eval, run_students
         from salad_ray.resources import eval_task_options
 
-        task = ray.remote(run_eval).options(**eval_task_options(self.config))
+        ray.get(ray.remote(fn).options(**eval_task_options(self.config)).remote(*args))
+
+    def prepare_eval_speech(self) -> None:
+        """The benchmarks' speech and its transcripts, cached for the evaluation."""
+        from salad_ray.eval.suite import prepare_speech
+
+        self._eval_task(prepare_speech, self.config, self.dirs.eval)
+        self.state.finish(EVAL_SPEECH)
+
+    def evaluate(self) -> None:
+        """The spoken benchmarks, the controls and the held-out gap of every student."""
+        from salad_ray.eval.suite import run_eval, run_students
+
         students = run_students(self.config, self.dirs)
-        ray.get(task.remote(self.config, students, self.dirs.store(HELDOUT), self.dirs.eval))
+        self._eval_task(run_eval, self.config, students, self.dirs.store(HELDOUT), self.dirs.eval)
         self.state.finish("eval")
 
     def report(self) -> None:
@@ -230,43 +242,19 @@ class Driver:
         arms, last = rundir.run_arms(c), stages.stage2_rounds
         for r in range(1, last + 1):
             avoid = [ACTIVE.phase(r - 1, "plan")] if r > 1 else []  # probes avoid the active selections
-            add(
-                rundir.probes_phase(r),
-                partial(self.speak_probes, r),
-                ["pool", *avoid],
-                run.store(rundir.probes_store(r)),
-                "speech",
-                "probes, scores",
-            )
+            probes, scores, lane = rundir.probes_phase(r), rundir.scores_phase(r), "probes, scores"
+            speak, score = partial(self.speak_probes, r), partial(self.score_probes, r)
+            add(probes, speak, ["pool", *avoid], run.store(rundir.probes_store(r)), "speech", lane)
             scorer = "stage1" if r == 1 else ACTIVE.phase(r - 1, "half")  # rundir.student_for_round
-            add(
-                rundir.scores_phase(r),
-                partial(self.score_probes, r),
-                [rundir.probes_phase(r), scorer],
-                run.probe_scores(r),
-                "score",
-                "probes, scores",
-            )
+            add(scores, score, [probes, scorer], run.probe_scores(r), "score", lane)
             for arm in arms:
                 plan, synthesis = arm.phase(r, "plan"), arm.phase(r, "synthesis")
                 earlier = [arm.phase(r - 1, "plan")] if r > 1 else []
                 lane = f"{arm.name} arm"
-                add(
-                    plan,
-                    partial(self.plan, arm, r),
-                    [rundir.scores_phase(r), *earlier],
-                    run.plan(arm, r),
-                    lane=lane,
-                )
+                add(plan, partial(self.plan, arm, r), [scores, *earlier], run.plan(arm, r), lane=lane)
                 one_at_a_time = [arm.phase(r - 1, "synthesis")] if r > 1 else []  # an arm's rounds in turn
-                add(
-                    synthesis,
-                    partial(self.synthesize, arm, r),
-                    [plan, *one_at_a_time],
-                    run.store(arm.store(r)),
-                    "speech",
-                    lane,
-                )
+                work = partial(self.synthesize, arm, r)
+                add(synthesis, work, [plan, *one_at_a_time], run.store(arm.store(r)), "speech", lane)
                 previous = "stage1" if r == 1 else arm.phase(r - 1, "train")
                 if arm.name == ACTIVE.name and r < last:  # the student that scores round r + 1
                     train(
@@ -279,8 +267,9 @@ class Driver:
                     previous = arm.phase(r, "half")
                 train(arm.phase(r, "train"), rundir.round_end(arm, r, stages), [synthesis, previous], arm)
         trained = ["stage1", *[arm.phase(last, "train") for arm in arms]]
-        if c.eval.enabled:
-            add("eval", self.evaluate, trained, run.results, "eval", "eval, report")
+        if c.eval.enabled:  # the benchmarks spoken and transcribed beside the warm-up and stage I
+            add(EVAL_SPEECH, self.prepare_eval_speech, ["pool"], run.eval, "eval", "eval, report")
+            add("eval", self.evaluate, [*trained, EVAL_SPEECH], run.results, "eval", "eval, report")
         after = ["eval"] if c.eval.enabled else trained
         add("report", self.report, after, run.report, lane="eval, report", always=True)
         return phases

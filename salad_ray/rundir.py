@@ -14,7 +14,7 @@ typed values: an :class:`Arm`, a round number, a :class:`Milestone`. Other modul
                                 active-round-<r>-half (half-way through round r; scores round r+1)
       train/                    Ray Train storage, a folder per job: warmup, stage1, stage2-<arm>
       tracking/<tracker>/<job>/ the experiment tracker's files (train.tracker; none by default)
-      eval/                     results.json
+      eval/                     results.json; cache/ (the benchmarks' speech and transcripts)
       report/                   report.md and PNG plots
 """
 
@@ -29,6 +29,7 @@ from salad_ray.config import RunConfig, StagesConfig
 HELDOUT, NATURAL, TEXT = "heldout", "natural", "text"
 WARMUP_JOB, STAGE1_JOB = "warmup", "stage1"
 STAGE1_LABEL = "stage I"
+EVAL_SPEECH = "eval/speech"  # the phase that speaks and transcribes the benchmarks ahead of the evaluation
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,16 @@ def test_a_directory_is_copied_whole_or_not_at_all(tmp_path):
     with pytest.raises(FileNotFoundError):  # a source that is gone leaves no half copy behind
         copy_dir(tmp_path / "missing", tmp_path / "other")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "student"]
+
+
+def test_a_copied_directory_outlives_its_source_and_costs_no_bytes(tmp_path):
+    """Hard links on one filesystem: the copy shares the source's bytes, and deleting the source
+    (Ray Train dropping an old checkpoint) leaves the copy whole."""
+    source = tmp_path / "checkpoint"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(b"weights")
+    copy_dir(source, tmp_path / "student")
+    copied = tmp_path / "student" / "model.safetensors"
+    assert copied.stat().st_ino == (source / "model.safetensors").stat().st_ino
+    shutil.rmtree(source)
+    assert copied.read_bytes() == b"weights"

@@ -16,7 +16,7 @@ Systems and the modes they are scored in, on the same items and the same prompts
 
 Every distinct spoken piece is synthesized once (``eval.voice``) and transcribed once, in batches,
 and both are cached in the output's ``cache/`` (:mod:`salad_ray.eval.speech_cache`), so reruns and
-every system share them; the frozen encoder's features are computed once per evaluation. Students
+every system share them (a run fills the cache ahead, :func:`prepare_speech`, while it trains); the frozen encoder's features are computed once per evaluation. Students
 are also measured on the held-out spoken set: F and M per token, overall, per domain, and per sample
 (:func:`heldout_gap`), which the report's paired intervals resample.
 
@@ -329,6 +329,21 @@ def evaluate(
         "systems": systems,
         "wall_seconds": time.time() - t0,
     }
+
+
+def prepare_speech(config: RunConfig, out: Path) -> None:
+    """Speak and transcribe every benchmark's spoken pieces into ``out``'s cache, as
+    :func:`evaluate` would (same prompts, same cache keys). No student is needed for either, and the
+    cascade's ASR is the evaluation's slow part on a CPU: a run does this while its students train."""
+    from transformers import AutoTokenizer
+
+    from salad_ray.assets import resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(config.models.llm, "causal-lm"))
+    prompts = [p for ps in build_prompts(config, tokenizer, tokenizer.bos_token_id).values() for p in ps]
+    cache = SpeechCache(config, out / CACHE_DIR)
+    speak_prompts(config, prompts, cache)
+    transcribe_prompts(config, [p for p in prompts if p.audio is not None], cache)
 
 
 def run_eval(

@@ -83,3 +83,29 @@ def test_results_keep_per_item_correctness_per_sample_gap_and_controls(
     again = evaluate(smoke_config, {}, None, cache_dir=tmp_path / "cache")
     assert calls == []  # a second evaluation reads the cached transcripts
     assert again["systems"][CASCADE]["correct"] == result["systems"][CASCADE]["correct"]
+
+
+def test_speech_prepared_ahead_is_all_the_evaluation_needs(smoke_config, tmp_path, monkeypatch):
+    """prepare_speech (a run's eval/speech phase, beside training) speaks and transcribes every piece
+    the evaluation will hear: the evaluation that follows runs no TTS and no ASR."""
+    import salad_ray.tts
+    from salad_ray.asr import WhisperASR
+
+    calls = []
+    real = WhisperASR.transcribe
+    monkeypatch.setattr(
+        WhisperASR, "transcribe", lambda self, waves: calls.append(len(waves)) or real(self, waves)
+    )
+    suite.prepare_speech(smoke_config, tmp_path)
+    student = SpeechLM.from_config(smoke_config.models)
+    prompts = suite.build_prompts(smoke_config, student.tokenizer, student.bos_id)
+    assert sum(calls) == len({t for ps in prompts.values() for p in ps for t in p.spoken_texts()})
+
+    calls.clear()
+
+    def no_tts(*args, **kwargs):
+        raise AssertionError("the evaluation synthesized speech the prepared cache should hold")
+
+    monkeypatch.setattr(salad_ray.tts, "build_tts", no_tts)
+    result = evaluate(smoke_config, {}, None, cache_dir=tmp_path / suite.CACHE_DIR)
+    assert calls == [] and result["systems"][CASCADE]["accuracy"]["cascade"]
