@@ -136,13 +136,21 @@ def _chunks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
 
 class StageChain:
     """Pipeline stages applied in turn inside one actor; each subclass names its chain, which is
-    what Ray Data's progress shows."""
+    what Ray Data's progress shows. An actor that speaks is busy for its whole call: the TTS call
+    its batch carries (``TTS_CALL``, for the report's idle share) is widened from the TTS stage's
+    own start and end to the chain's, so that a fused actor's ASR check, teacher call and write do
+    not count as idle."""
 
     stages: list
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        start = time.time()
         for stage in self.stages:
             batch = stage(batch)
+        if TTS_CALL[0] in batch.columns:
+            spoke = batch[TTS_CALL[0]].notna()
+            batch.loc[spoke, TTS_CALL[0]] = start
+            batch.loc[spoke, TTS_CALL[1]] = time.time()
         return batch
 
 

@@ -1,5 +1,7 @@
 """The pipeline's stage classes and the shard store, called directly (no Ray)."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,7 @@ from salad_ray.accounting import Reason
 from salad_ray.audio import SAMPLE_RATE, encode_flac, read_audio
 from salad_ray.config import InterleaveConfig, ModelRef, TextSource, TTSConfig
 from salad_ray.corpus import screen_texts
-from salad_ray.pipeline.dataflow import JOB_COLUMNS, skipped_jobs, text_jobs
+from salad_ray.pipeline.dataflow import JOB_COLUMNS, StageChain, skipped_jobs, text_jobs
 from salad_ray.pipeline.records import DONE, OK, quarantine_table, refuse, shard_table
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pipeline.stages import ASRCheckStage, NaturalStage, PlanStage, ShardWriter, TTSStage
@@ -308,3 +310,26 @@ def test_a_store_with_shards_from_before_float16_log_probs_reads_as_one_table(tm
     assert table.column("teacher_logprobs").to_pylist() == [[[0.0], [-0.25]]] * 2
     assert store.table(columns=["sample_id", "teacher_logprobs"]).num_rows == 2
     assert [s.teacher_logprobs.dtype for s in store.samples()] == [np.float32, np.float32]
+
+
+def test_an_actor_that_speaks_and_checks_is_busy_for_its_whole_call(planned):
+    """A fused actor's chain (speech, then its ASR check) records its TTS call from the chain's start
+    to its end: the check is the actor's work, not time it sat idle (the report's idle share)."""
+
+    class SpeakAndCheck(StageChain):
+        def __init__(self):
+            self.stages = [
+                TTSStage(TTSConfig()),
+                ASRCheckStage(ModelRef(source="asset:whisper-tiny-ct2"), max_cer=0.3),
+            ]
+
+    chain = SpeakAndCheck()
+    batch = pd.DataFrame([planned[0], dict(planned[0], sample_id="s0b", voice="en-gb")])
+    before = time.time()
+    out = chain(batch)
+    after = time.time()
+    (start,), (end,) = out["tts_start"].dropna(), out["tts_end"].dropna()  # one call, on its first row
+    assert before <= start < end <= after
+    assert end - start >= (after - before) - 0.05
+    alone = chain.stages[0](batch)  # the TTS stage by itself records only its own part
+    assert alone["tts_end"].iloc[0] - alone["tts_start"].iloc[0] < end - start
