@@ -150,15 +150,17 @@ def move_to_storage(checkpoint, name: str):
     its files into the run's storage: on a local or mounted storage path each file is renamed where
     it is on the same filesystem (no bytes copied; a stage-II checkpoint is ~1.6 GB with AdamW's
     state) and copied where it is not; ranks that report files into one checkpoint merge them.
-    Storage behind a URI (``s3://``) is uploaded by Ray as usual."""
+    Storage behind a URI (``s3://``), or a local path this worker's node does not see (a cluster
+    without a shared filesystem), goes through Ray's own upload, which says what to fix."""
     import shutil
 
     import pyarrow.fs
     import ray.train
 
     storage = ray.train.get_context().get_storage()
-    if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-        return storage.persist_current_checkpoint(checkpoint, name)
+    local = isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem)
+    if not (local and Path(storage.experiment_fs_path).is_dir()):  # a URI, or a path this node lacks:
+        return storage.persist_current_checkpoint(checkpoint, name)  # Ray's upload (and its errors)
     target = Path(storage.build_checkpoint_path_from_name(name))
     for source in sorted(Path(checkpoint.path).rglob("*")):
         if source.is_file():
