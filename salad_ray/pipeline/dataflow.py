@@ -147,7 +147,8 @@ class StageChain:
         start = time.time()
         for stage in self.stages:
             batch = stage(batch)
-        if TTS_CALL[0] in batch.columns:
+        speaks = any(isinstance(stage, TTSStage) for stage in self.stages)
+        if speaks and TTS_CALL[0] in batch.columns:  # (a chain after the TTS actor keeps its times)
             spoke = batch[TTS_CALL[0]].notna()
             batch.loc[spoke, TTS_CALL[0]] = start
             batch.loc[spoke, TTS_CALL[1]] = time.time()

@@ -333,3 +333,11 @@ def test_an_actor_that_speaks_and_checks_is_busy_for_its_whole_call(planned):
     assert end - start >= (after - before) - 0.05
     alone = chain.stages[0](batch)  # the TTS stage by itself records only its own part
     assert alone["tts_end"].iloc[0] - alone["tts_start"].iloc[0] < end - start
+
+    class Check(StageChain):  # a chain downstream of the TTS actor (TeachAndWrite's place)
+        def __init__(self):
+            self.stages = [ASRCheckStage(ModelRef(source="asset:whisper-tiny-ct2"), max_cer=0.3)]
+
+    checked = Check()(alone.copy())  # it carries the TTS actor's call through, untouched
+    assert list(checked["tts_start"].dropna()) == list(alone["tts_start"].dropna())
+    assert list(checked["tts_end"].dropna()) == list(alone["tts_end"].dropna())
