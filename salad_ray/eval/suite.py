@@ -16,9 +16,10 @@ Systems and the modes they are scored in, on the same items and the same prompts
 
 Every distinct spoken piece is synthesized once (``eval.voice``) and transcribed once, in batches,
 and both are cached in the output's ``cache/`` (:mod:`salad_ray.eval.speech_cache`), so reruns and
-every system share them (a run fills the cache ahead, :func:`prepare_speech`, while it trains); the frozen encoder's features are computed once per evaluation. Students
-are also measured on the held-out spoken set: F and M per token, overall, per domain, and per sample
-(:func:`heldout_gap`), which the report's paired intervals resample.
+every system share them (a run fills the cache ahead, :func:`prepare_speech`, while it trains);
+the frozen encoder's features are computed once per evaluation. Students are also measured on the
+held-out spoken set: F and M per token, overall, per domain, and per sample (:func:`heldout_gap`),
+which the report's paired intervals resample.
 
 The result is a JSON-able dict (:func:`evaluate`), saved by :func:`run_eval` as ``results.json``;
 :mod:`salad_ray.eval.tables` turns it into the report's tables, intervals and plots. Beyond the
