@@ -581,6 +581,9 @@ class EvalConfig(Strict):
     shuffled_audio: bool = True
     # Also score each stage-II round's student (speech and held-out M only) for the learning curve.
     round_students: bool = False
+    # Held-out M after an arm's stage II over stage I's that the report's budget estimate aims at:
+    # how many stage-II steps, on the run's own fitted curve, would bring M there (salad_ray.eval.curve).
+    m_target: float = Field(0.7, gt=0, lt=1)
 
 
 # ------------------------------------------------------------------------------------- serving

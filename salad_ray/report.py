@@ -248,7 +248,7 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
 
         evaluated = json.loads(results.read_text())
         parts += eval_sections(evaluated, out)
-        parts += curve_section(evaluated, read_metrics(run.metrics), stage1_steps, out)
+        parts += curve_section(evaluated, read_metrics(run.metrics), stage1_steps, out, config.eval.m_target)
 
     parts += time_section(config, run, notes, out)
     pipelines = list(notes.pipelines.values())

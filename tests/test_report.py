@@ -271,6 +271,9 @@ def test_report_from_a_run_directory(tmp_path):
         and "| active round 1 | 5 |" in text
         and "| untrained student | 0 | 0.0 |" in text
     )
+    # the budget the M target would take on this run's fit: 0.4 after stage I, 0.3 at stage-II step 2
+    assert "### What reaching held-out M 0.7 × stage I's would take" in text
+    assert "| active | 2 | 0.750 | -76.3 % | - | 2 (0 more) |" in text
 
     better = results([m - 0.1 for m in UNIFORM_M])  # active lower on every sample
     run.results.write_text(json.dumps(better))

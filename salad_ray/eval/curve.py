@@ -12,10 +12,14 @@ Steps: stage I's steps, then each arm's stage-II steps after them. Minutes: wall
 training began when the records carry a ``time`` stamp; otherwise the training time of the steps
 themselves, summed window by window (a window's seconds = its samples / its samples_per_s), which
 leaves out start-up, checkpoints, evaluation and waiting for data.
+
+Where held-out M has not reached ``eval.m_target`` × stage I's, :func:`m_budgets` says how many
+stage-II steps the run's own curve would need (an extrapolation, stated as one in the report).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,12 +250,123 @@ def curve_table(results: dict, metrics: list[dict], stage1_steps: int) -> str | 
     return markdown_table(["student", "step", minutes, "spoken accuracy (%)", "held-out M"], rows)
 
 
-def curve_section(results: dict, metrics: list[dict], stage1_steps: int, out_dir: Path) -> list[str]:
-    """The report's learning-curve block: the plot and its table."""
+@dataclass(frozen=True)
+class MBudget:
+    """What an arm's stage II would need for held-out M to fall to ``target`` × stage I's M_I, on
+
+        M(s) = M_I exp(b s),    b = sum_s s ln(M_s / M_I) / sum_s s^2
+
+    the least-squares fit through stage I's value over the arm's held-out measurements M_s at
+    stage-II steps s (every ``train.eval_every`` steps and at the end of each training call)."""
+
+    arm: str
+    steps: int  # stage-II steps the arm trained
+    ratio: float  # its last held-out M over stage I's
+    rate: float  # b, per stage-II step
+    target: float
+    seconds_per_step: (
+        float | None
+    )  # wall-clock seconds per stage-II step of the arm, all it waited on included
+
+    @property
+    def steps_needed(self) -> float | None:
+        """Stage-II steps at which the fit reaches the target (None: M does not fall on the fit)."""
+        return math.log(self.target) / self.rate if self.rate < 0 else None
+
+
+def _last_m(records: list[dict]) -> tuple[int, float] | None:
+    measured = sorted((r["step"], r["heldout_m"]) for r in records if r.get("heldout_m") is not None)
+    return measured[-1] if measured else None
+
+
+def m_budgets(metrics: list[dict], target: float) -> list[MBudget]:
+    """Each stage-II arm's :class:`MBudget` (none without a held-out M after stage I)."""
+    stage1 = _last_m([r for r in metrics if r["stage"] == STAGE1_JOB])
+    if stage1 is None or stage1[1] <= 0:
+        return []
+    stage1_step, m1 = stage1
+    minutes, wall = minutes_axis(metrics)
+    budgets = []
+    for stage in sorted({r["stage"] for r in metrics if arm_of_job(r["stage"])}):
+        measured = sorted(
+            (r["step"], r["heldout_m"])
+            for r in metrics
+            if r["stage"] == stage and r.get("heldout_m") is not None and r["step"] > 0
+        )
+        if not measured:
+            continue
+        steps = np.array([s for s, _ in measured], dtype=float)
+        logs = np.log(np.array([m for _, m in measured]) / m1)
+        last_step, last_m = measured[-1]
+        pace = None
+        if wall and (STAGE1_JOB, stage1_step) in minutes:
+            pace = 60 * (minutes[(stage, last_step)] - minutes[(STAGE1_JOB, stage1_step)]) / last_step
+        budgets.append(
+            MBudget(
+                arm=arm_of_job(stage) or stage,
+                steps=last_step,
+                ratio=last_m / m1,
+                rate=float(steps @ logs / (steps @ steps)),
+                target=target,
+                seconds_per_step=pace,
+            )
+        )
+    return budgets
+
+
+def budget_section(budgets: list[MBudget]) -> list[str]:
+    """The report's block on what reaching the M target would take, one row per arm."""
+    if not budgets:
+        return []
+    target = budgets[0].target
+    rows = []
+    for b in budgets:
+        needed = b.steps_needed
+        if b.ratio <= target:
+            to_go = "reached"
+        elif needed is None:
+            to_go = "M did not fall on the fit: no estimate"
+        else:
+            more = needed - b.steps
+            minutes = (
+                ""
+                if b.seconds_per_step is None
+                else f", about {more * b.seconds_per_step / 60:.0f} more minutes"
+            )
+            to_go = f"{needed:.0f} ({more:.0f} more{minutes})"
+        pace = "-" if b.seconds_per_step is None else f"{b.seconds_per_step:.1f}"
+        change = 100 * (math.exp(10 * b.rate) - 1)
+        rows.append([b.arm, str(b.steps), f"{b.ratio:.3f}", f"{change:+.1f} %", pace, to_go])
+    return [
+        f"\n### What reaching held-out M {target:g} × stage I's would take\n",
+        f"Each arm's held-out M against stage I's, and the stage-II steps at which the fit "
+        f"M(s) = M_I exp(b s), through stage I's M_I and the arm's held-out measurements at stage-II "
+        f"steps s, reaches {target:g} M_I (`eval.m_target`). **An extrapolation from this run's own "
+        f"points, not a measurement.** Seconds per step: the arm's wall-clock stage II over its steps, "
+        f"with its pipelines and the other arm beside it.\n",
+        markdown_table(
+            [
+                "arm",
+                "stage-II steps",
+                "M / stage I",
+                "fitted change per 10 steps",
+                "seconds per step",
+                f"stage-II steps to {target:g}× on the fit",
+            ],
+            rows,
+        ),
+    ]
+
+
+def curve_section(
+    results: dict, metrics: list[dict], stage1_steps: int, out_dir: Path, m_target: float
+) -> list[str]:
+    """The report's learning-curve block: the plot, its table, and what the M target would take."""
     if not plot_learning_curve(results, metrics, stage1_steps, out_dir / "learning_curve.png"):
         return []
     return [
         "\n### Learning curve\n",
         "![spoken accuracy and held-out M against steps and minutes](learning_curve.png)\n",
         curve_table(results, metrics, stage1_steps) or "",
+        *budget_section(m_budgets(metrics, m_target)),
     ]
