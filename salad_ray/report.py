@@ -15,10 +15,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from salad_ray import timeline
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import RunConfig
+from salad_ray.eval.stats import Interval
 from salad_ray.eval.tables import markdown_table
 from salad_ray.rundir import STAGE1_JOB, STAGE1_LABEL, Arm, RunDir, arm_of_job, milestones, run_arms
 from salad_ray.runstate import GapNote, Notes, RunState
@@ -119,6 +121,27 @@ def _table(header: list[str], rows: list[list]) -> str:
     )
 
 
+def _probe_intervals(run: RunDir, plan: RoundPlan) -> list[Interval | None]:
+    """M per cluster with its interval over the round's probes (none where the scores are gone)."""
+    from salad_ray.scoring import m_intervals
+
+    scores = run.probe_scores(plan.round)
+    return m_intervals(pd.read_parquet(scores), len(plan.m)) if scores.is_file() else [None] * len(plan.m)
+
+
+def _interval_cell(interval: Interval | None) -> str:
+    return "-" if interval is None else f"[{interval.low:#.3g}, {interval.high:#.3g}]"
+
+
+def _overlapping_top(intervals: list[Interval | None]) -> int | None:
+    """How many other clusters' intervals reach the highest-M cluster's (None: no intervals)."""
+    known = [i for i in intervals if i is not None]
+    if len(known) < 2:
+        return None
+    top = max(known, key=lambda i: i.estimate)
+    return sum(i.high >= top.low for i in known if i is not top)
+
+
 def ordered_gaps(config: RunConfig, gaps: dict[str, GapNote]) -> list[tuple[str, GapNote]]:
     """The run's gap notes (by milestone label) in the milestones' reading order
     (salad_ray.rundir.milestones): the warm-up, stage I, then each arm's rounds."""
@@ -216,13 +239,18 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
         )
         parts.append(
             "\n## Active rounds\n\n![M per cluster](m_per_cluster.png)\n\n![selection share](selection_share.png)\n"
+            "\nM's interval: 95 % bootstrap over the cluster's probes of the round. Clusters whose "
+            "intervals overlap cannot be told apart by their probes; γ raises the estimates to its "
+            "power all the same.\n"
         )
         for arm, arm_plans in plans.items():
             for plan in arm_plans:
+                intervals = _probe_intervals(run, plan)
                 rows = [
                     [
                         c,
                         plan.m[c],
+                        _interval_cell(intervals[c]),
                         plan.kl[c] if plan.kl else float("nan"),
                         plan.cer[c],
                         "yes" if plan.kept[c] else "dropped",
@@ -237,9 +265,13 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
                     f"budget {plan.budget_seconds:g} s, "
                     f"{len(plan.selected)} texts selected, {used.seconds if used else float('nan'):.0f} s synthesized)\n"
                 )
-                parts.append(
-                    _table(["cluster", "M", "KL to teacher", "TTS CER", "kept", "p(c)", "share"], rows)
-                )
+                header = ["cluster", "M", "M, 95 % CI", "KL to teacher", "TTS CER", "kept", "p(c)", "share"]
+                parts.append(_table(header, rows))
+                if (overlap := _overlapping_top(intervals)) is not None:
+                    parts.append(
+                        f"\nClusters whose M interval overlaps the highest-M cluster's: {overlap} of "
+                        f"{sum(i is not None for i in intervals) - 1}.\n"
+                    )
 
     results = run.results
     if results.is_file():

@@ -7,7 +7,9 @@ probes' text targets that follow speech (T_s of :mod:`salad_ray.metrics`):
 
 so neither moves with how much text a probe's plan puts before its first speech span. Either can
 drive the selection (``selection.signal``, :mod:`salad_ray.selection`). A cluster with no probe
-left to score (all failed synthesis) gets M = KL = 0 and is not kept.
+left to score (all failed synthesis) gets M = KL = 0 and is not kept. How far M(c) can be told
+apart between clusters is its percentile-bootstrap interval over the cluster's probes
+(:func:`m_intervals`, :mod:`salad_ray.eval.stats`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 
 from salad_ray.batch import collate
 from salad_ray.config import RunConfig
+from salad_ray.eval.stats import Interval, ratio_interval
 from salad_ray.pipeline.records import sample_from_row
 from salad_ray.pipeline.shards import ShardStore
 
@@ -99,3 +102,13 @@ def per_cluster(scores: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, n
             d[int(c)] = group["d_sum"].sum() / count
         cer[int(c)] = group["cer"].mean()
     return m, cer, d
+
+
+def m_intervals(scores: pd.DataFrame, k: int) -> list[Interval | None]:
+    """M(c) per cluster with its 95 % bootstrap interval over the cluster's probes (resampled whole:
+    a probe's summed KL and its targets together); None where no probe has a target after speech."""
+    intervals: list[Interval | None] = [None] * k
+    for c, group in scores.groupby("cluster"):
+        if group["m_count"].sum() > 0:
+            intervals[int(c)] = ratio_interval(group["m_sum"].to_numpy(), group["m_count"].to_numpy())
+    return intervals

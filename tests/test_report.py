@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 
 from salad_ray import timeline
 from salad_ray.accounting import PipelineReport
@@ -222,13 +223,22 @@ def test_report_from_a_run_directory(tmp_path):
     for n, name in enumerate(["heldout", "pool", "warmup", "stage1", "active/round-1/train", "eval"]):
         phase = Phase(name, lambda: None, lane=name.split("/")[0], training=name in ("warmup", "stage1"))
         timeline.record(run.timeline, phase, 10.0 * n, 10.0 * n + 15)
+    # round 1's probe scores: cluster 1's two probes disagree, so its M interval is wide
+    probes = pd.DataFrame(
+        {"cluster": [0, 0, 1, 1, 2, 2], "m_sum": [0.1, 0.1, 0.2, 0.8, 0.9, 0.9], "m_count": [1] * 6}
+    )
+    run.probe_scores(1).parent.mkdir(parents=True, exist_ok=True)
+    probes.to_parquet(run.probe_scores(1))
     path = write_report(config, run, notes)
     text = path.read_text()
     assert "![timeline](timeline.png)" in text
     assert "Stage II's trainer waited for data 2.5 % of its training time" in text
     assert "The TTS actors sat idle 25.0 % of their time in the pool" in text and "heldout 25 %" in text
     assert "| stage II active | 0.02 | 0.3 |" in text
-    assert "| 2 | 0.9 | 1.1 | 0.5 | dropped | 0 | 0 |" in text  # M, KL; the high-CER cluster is dropped
+    # M, its interval over the probes, KL; the high-CER cluster is dropped
+    assert "| 2 | 0.9 | [0.900, 0.900] | 1.1 | 0.5 | dropped | 0 | 0 |" in text
+    assert "| 1 | 0.5 | [0.200, 0.800] |" in text
+    assert "Clusters whose M interval overlaps the highest-M cluster's: 0 of 2." in text
     assert "signal misalignment" in text
     assert "Active round 1" in text and "5 s synthesized" in text
     assert "| heldout | 6 | 4 | 1 (too short 1) | 1 (duplicate 1) | 2 |" in text

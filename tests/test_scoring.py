@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salad_ray.scoring import SCORE_COLUMNS, per_cluster
+from salad_ray.scoring import SCORE_COLUMNS, m_intervals, per_cluster
 
 
 def scores(rows: list[tuple]) -> pd.DataFrame:
@@ -52,3 +52,16 @@ def test_probe_order_does_not_change_the_scores():
     forward, backward = per_cluster(scores(rows), k=3), per_cluster(scores(rows[::-1]), k=3)
     for a, b in zip(forward, backward, strict=True):
         np.testing.assert_allclose(a, b)
+
+
+def test_m_intervals_resample_whole_probes_and_contain_the_estimate():
+    rows = [(0, 0.1, 2.0, 2, 0.0), (0, 0.1, 6.0, 2, 0.0), (1, 0.1, 3.0, 1, 0.0), (1, 0.1, 3.0, 3, 0.0)]
+    rows.append((2, 0.1, 0.0, 0, 0.0))  # probed, nothing after its speech: no interval
+    low_spread, high_spread, empty, unprobed = m_intervals(scores(rows), k=4)
+    m, _, _ = per_cluster(scores(rows), k=4)
+    assert low_spread.estimate == pytest.approx(m[0]) == pytest.approx(2.0)
+    # a resample draws either probe twice or both: M in {1.0, 2.0, 3.0} per target, never outside
+    assert 1.0 <= low_spread.low <= 2.0 <= low_spread.high <= 3.0 and low_spread.low < low_spread.high
+    # per-probe M 3.0 and 1.0 per target: resamples give 3.0, 1.5 or 1.0
+    assert high_spread.estimate == pytest.approx(1.5) and 1.0 <= high_spread.low < high_spread.high <= 3.0
+    assert empty is None and unprobed is None
