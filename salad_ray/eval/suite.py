@@ -35,6 +35,7 @@ accuracies, it keeps what the intervals need:
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -138,6 +139,23 @@ def transcribe_prompts(config: RunConfig, prompts: list[Prompt], cache: SpeechCa
     heard = cache.transcribe([t for p in prompts for t in p.spoken_texts()], config.eval.asr_batch_size)
     for prompt in prompts:
         prompt.transcripts = [SEGMENT_STOP.sub("", heard[t]).strip() for t in prompt.spoken_texts()]
+
+
+def voice_prompts(
+    config: RunConfig, prompts: dict[str, list[Prompt]], cache: SpeechCache, say: Callable[[str], None]
+) -> tuple[dict[str, list[Prompt]], dict[str, list[str]], dict[str, str]]:
+    """Speak every prompt's pieces, then transcribe them for the cascade (``say`` hears each step).
+
+    Returns the prompts whose speech could be made, by task; the items dropped, by task (an item
+    whose speech cannot be made leaves every system's benchmark, so all score the same items); and
+    why each unspeakable piece was."""
+    say(f"speak {sum(len(ps) for ps in prompts.values())} prompts")
+    unspeakable = speak_prompts(config, [p for ps in prompts.values() for p in ps], cache)
+    dropped = {task: [p.item.item_id for p in ps if p.audio is None] for task, ps in prompts.items()}
+    kept = {task: [p for p in ps if p.audio is not None] for task, ps in prompts.items()}
+    say("transcribe (cascade)")
+    transcribe_prompts(config, [p for ps in kept.values() for p in ps], cache)
+    return kept, dropped, unspeakable
 
 
 def shuffled_prompts(prompts: dict[str, list[Prompt]], seed: int) -> dict[str, list[Prompt]]:
@@ -252,19 +270,14 @@ def evaluate(
     torch.manual_seed(config.seed)  # the untrained student's adapter
     original = SpeechLM.from_config(config.models).to(device)  # untrained: its LLM is the original
     encoder = original.encoder = CachedEncoder(original.encoder)
-    prompts = build_prompts(config, original.tokenizer, original.bos_id)
-    flat = [p for task in prompts.values() for p in task]
     untrained = e.untrained and bool(specs)
-    steps = 4 + untrained + len(specs)
-    cache = SpeechCache(config, cache_dir)
-    progress(f"1/{steps} speak {len(flat)} prompts")
-    unspeakable = speak_prompts(config, flat, cache)
-    # An item whose speech cannot be made leaves every system's benchmark, so all score the same items.
-    dropped = {task: [p.item.item_id for p in ps if p.audio is None] for task, ps in prompts.items()}
-    prompts = {task: [p for p in ps if p.audio is not None] for task, ps in prompts.items()}
-    flat = [p for task in prompts.values() for p in task]
-    progress(f"2/{steps} transcribe (cascade)")
-    transcribe_prompts(config, flat, cache)
+    steps, step = 4 + untrained + len(specs), itertools.count(1)
+
+    def say(what: str) -> None:
+        progress(f"{next(step)}/{steps} {what}")
+
+    prompts = build_prompts(config, original.tokenizer, original.bos_id)
+    prompts, dropped, unspeakable = voice_prompts(config, prompts, SpeechCache(config, cache_dir), say)
     held = heldout_samples(heldout) if heldout is not None else []
     controls = e.shuffled_audio and any(s.role == "final" for s in specs.values())
     shuffled = shuffled_prompts(prompts, config.seed) if controls else {}
@@ -273,14 +286,14 @@ def evaluate(
         control_samples = shuffled_audio([s for s, _ in held], config.seed)
         held_control = list(zip(control_samples, [d for _, d in held], strict=True))
 
-    progress(f"3/{steps} {ORIGINAL}")
+    say(ORIGINAL)
     systems: dict[str, dict] = {
         ORIGINAL: {"kind": "original", **score_modes(original, prompts, ["text"], config)}
     }
-    progress(f"4/{steps} {CASCADE}")
+    say(CASCADE)
     systems[CASCADE] = {"kind": "cascade", **score_modes(original, prompts, ["cascade"], config)}
     if untrained:
-        progress(f"5/{steps} {UNTRAINED}")
+        say(UNTRAINED)
         systems[UNTRAINED] = {
             "kind": "student",
             "role": "untrained",
@@ -290,9 +303,8 @@ def evaluate(
             **({"heldout": heldout_gap(original, held, e.batch_size)} if held else {}),
         }
     del original
-    first = 5 + untrained
-    for n, (name, spec) in enumerate(tqdm(specs.items(), desc="evaluate students", unit="student"), first):
-        progress(f"{n}/{steps} {name}")
+    for name, spec in tqdm(specs.items(), desc="evaluate students", unit="student"):
+        say(name)
         student = SpeechLM.load(spec.path, device=device)
         _share_encoder(student, encoder, config)
         final = spec.role == "final"
@@ -341,10 +353,8 @@ def prepare_speech(config: RunConfig, out: Path) -> None:
     from salad_ray.assets import resolve
 
     tokenizer = AutoTokenizer.from_pretrained(resolve(config.models.llm, "causal-lm"))
-    prompts = [p for ps in build_prompts(config, tokenizer, tokenizer.bos_token_id).values() for p in ps]
-    cache = SpeechCache(config, out / CACHE_DIR)
-    speak_prompts(config, prompts, cache)
-    transcribe_prompts(config, [p for p in prompts if p.audio is not None], cache)
+    prompts = build_prompts(config, tokenizer, tokenizer.bos_token_id)
+    voice_prompts(config, prompts, SpeechCache(config, out / CACHE_DIR), say=lambda what: None)
 
 
 def run_eval(
