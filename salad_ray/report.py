@@ -133,13 +133,14 @@ def _interval_cell(interval: Interval | None) -> str:
     return "-" if interval is None else f"[{interval.low:#.3g}, {interval.high:#.3g}]"
 
 
-def _overlapping_top(intervals: list[Interval | None]) -> int | None:
-    """How many other clusters' intervals reach the highest-M cluster's (None: no intervals)."""
-    known = [i for i in intervals if i is not None]
+def _overlapping_top(intervals: list[Interval | None], kept: list[bool]) -> tuple[int, int] | None:
+    """Among the clusters the selection kept: how many others' M intervals reach the highest-M
+    one's, of how many others (None: fewer than two kept clusters with an interval)."""
+    known = [i for i, k in zip(intervals, kept, strict=True) if k and i is not None]
     if len(known) < 2:
         return None
     top = max(known, key=lambda i: i.estimate)
-    return sum(i.high >= top.low for i in known if i is not top)
+    return sum(i.high >= top.low for i in known if i is not top), len(known) - 1
 
 
 def ordered_gaps(config: RunConfig, gaps: dict[str, GapNote]) -> list[tuple[str, GapNote]]:
@@ -239,9 +240,11 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
         )
         parts.append(
             "\n## Active rounds\n\n![M per cluster](m_per_cluster.png)\n\n![selection share](selection_share.png)\n"
-            "\nM's interval: 95 % bootstrap over the cluster's probes of the round. Clusters whose "
-            "intervals overlap cannot be told apart by their probes; γ raises the estimates to its "
-            "power all the same.\n"
+            "\nM's interval: 95 % bootstrap over the cluster's probes of the round that have text "
+            "after speech (none below two such probes; a percentile bootstrap over a handful of probes "
+            "is, if anything, too narrow). Clusters whose intervals overlap cannot be told apart by "
+            "their probes; where M is the selection signal, γ raises the estimates to its power all "
+            "the same.\n"
         )
         for arm, arm_plans in plans.items():
             for plan in arm_plans:
@@ -267,20 +270,22 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
                 )
                 header = ["cluster", "M", "M, 95 % CI", "KL to teacher", "TTS CER", "kept", "p(c)", "share"]
                 parts.append(_table(header, rows))
-                if (overlap := _overlapping_top(intervals)) is not None:
+                if (overlap := _overlapping_top(intervals, plan.kept)) is not None:
                     parts.append(
-                        f"\nClusters whose M interval overlaps the highest-M cluster's: {overlap} of "
-                        f"{sum(i is not None for i in intervals) - 1}.\n"
+                        "\nKept clusters whose M interval overlaps the highest-M kept cluster's: "
+                        "{} of {}.\n".format(*overlap)
                     )
+
+    from salad_ray.eval.curve import budget_section, curve_section, m_budgets
 
     results = run.results
     if results.is_file():
-        from salad_ray.eval.curve import curve_section
         from salad_ray.eval.tables import eval_sections
 
         evaluated = json.loads(results.read_text())
         parts += eval_sections(evaluated, out)
-        parts += curve_section(evaluated, read_metrics(run.metrics), stage1_steps, out, config.eval.m_target)
+        parts += curve_section(evaluated, read_metrics(run.metrics), stage1_steps, out)
+    parts += budget_section(m_budgets(read_metrics(run.metrics), config.eval.m_target))
 
     parts += time_section(config, run, notes, out)
     pipelines = list(notes.pipelines.values())

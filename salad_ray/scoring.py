@@ -105,10 +105,11 @@ def per_cluster(scores: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, n
 
 
 def m_intervals(scores: pd.DataFrame, k: int) -> list[Interval | None]:
-    """M(c) per cluster with its 95 % bootstrap interval over the cluster's probes (resampled whole:
-    a probe's summed KL and its targets together); None where no probe has a target after speech."""
+    """M(c) per cluster with its 95 % bootstrap interval over the cluster's probes that have a text
+    target after speech (resampled whole: a probe's summed KL and its targets together). None where
+    fewer than two such probes exist: one probe gives no spread, not certainty."""
     intervals: list[Interval | None] = [None] * k
-    for c, group in scores.groupby("cluster"):
-        if group["m_count"].sum() > 0:
+    for c, group in scores[scores["m_count"] > 0].groupby("cluster"):
+        if len(group) >= 2:
             intervals[int(c)] = ratio_interval(group["m_sum"].to_numpy(), group["m_count"].to_numpy())
     return intervals

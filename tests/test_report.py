@@ -223,9 +223,10 @@ def test_report_from_a_run_directory(tmp_path):
     for n, name in enumerate(["heldout", "pool", "warmup", "stage1", "active/round-1/train", "eval"]):
         phase = Phase(name, lambda: None, lane=name.split("/")[0], training=name in ("warmup", "stage1"))
         timeline.record(run.timeline, phase, 10.0 * n, 10.0 * n + 15)
-    # round 1's probe scores: cluster 1's two probes disagree, so its M interval is wide
+    # round 1's probe scores: cluster 1's two probes disagree, so its M interval is wide; cluster 2
+    # has the highest M but is dropped, so the overlap is counted against cluster 1
     probes = pd.DataFrame(
-        {"cluster": [0, 0, 1, 1, 2, 2], "m_sum": [0.1, 0.1, 0.2, 0.8, 0.9, 0.9], "m_count": [1] * 6}
+        {"cluster": [0, 0, 1, 1, 2, 2], "m_sum": [0.1, 0.3, 0.2, 0.8, 0.9, 0.9], "m_count": [1] * 6}
     )
     run.probe_scores(1).parent.mkdir(parents=True, exist_ok=True)
     probes.to_parquet(run.probe_scores(1))
@@ -238,7 +239,8 @@ def test_report_from_a_run_directory(tmp_path):
     # M, its interval over the probes, KL; the high-CER cluster is dropped
     assert "| 2 | 0.9 | [0.900, 0.900] | 1.1 | 0.5 | dropped | 0 | 0 |" in text
     assert "| 1 | 0.5 | [0.200, 0.800] |" in text
-    assert "Clusters whose M interval overlaps the highest-M cluster's: 0 of 2." in text
+    assert "[0.100, 0.300]" in text
+    assert "Kept clusters whose M interval overlaps the highest-M kept cluster's: 1 of 1." in text
     assert "signal misalignment" in text
     assert "Active round 1" in text and "5 s synthesized" in text
     assert "| heldout | 6 | 4 | 1 (too short 1) | 1 (duplicate 1) | 2 |" in text
@@ -283,7 +285,7 @@ def test_report_from_a_run_directory(tmp_path):
     )
     # the budget the M target would take on this run's fit: 0.4 after stage I, 0.3 at stage-II step 2
     assert "### What reaching held-out M 0.7 × stage I's would take" in text
-    assert "| active | 2 | 0.750 | -76.3 % | - | 2 (0 more) |" in text
+    assert "| active | 2 | 0.750 | -76.3 % | - | 3 (1 more) |" in text
 
     better = results([m - 0.1 for m in UNIFORM_M])  # active lower on every sample
     run.results.write_text(json.dumps(better))

@@ -65,3 +65,12 @@ def test_m_intervals_resample_whole_probes_and_contain_the_estimate():
     # per-probe M 3.0 and 1.0 per target: resamples give 3.0, 1.5 or 1.0
     assert high_spread.estimate == pytest.approx(1.5) and 1.0 <= high_spread.low < high_spread.high <= 3.0
     assert empty is None and unprobed is None
+
+
+def test_m_intervals_leave_out_probes_without_targets_and_need_two():
+    # cluster 0: two probes with targets and two with none; the empty ones would drag resamples to 0
+    rows = [(0, 0.1, 2.0, 2, 0.0), (0, 0.1, 6.0, 2, 0.0), (0, 0.1, 0.0, 0, 0.0), (0, 0.1, 0.0, 0, 0.0)]
+    rows += [(1, 0.1, 3.0, 1, 0.0), (1, 0.1, 0.0, 0, 0.0)]  # one probe with targets: no spread to show
+    mixed, single = m_intervals(scores(rows), k=2)
+    assert mixed.estimate == pytest.approx(2.0) and mixed.low >= 1.0
+    assert single is None

@@ -269,9 +269,10 @@ class MBudget:
     )  # wall-clock seconds per stage-II step of the arm, all it waited on included
 
     @property
-    def steps_needed(self) -> float | None:
-        """Stage-II steps at which the fit reaches the target (None: M does not fall on the fit)."""
-        return math.log(self.target) / self.rate if self.rate < 0 else None
+    def steps_needed(self) -> int | None:
+        """The first whole stage-II step at which the fit reaches the target (None: M does not fall
+        on the fit)."""
+        return math.ceil(math.log(self.target) / self.rate) if self.rate < 0 else None
 
 
 def _last_m(records: list[dict]) -> tuple[int, float] | None:
@@ -288,10 +289,10 @@ def m_budgets(metrics: list[dict], target: float) -> list[MBudget]:
     minutes, wall = minutes_axis(metrics)
     budgets = []
     for stage in sorted({r["stage"] for r in metrics if arm_of_job(r["stage"])}):
-        measured = sorted(
+        measured = sorted(  # ln M needs M > 0: a KL of exactly 0 carries no rate
             (r["step"], r["heldout_m"])
             for r in metrics
-            if r["stage"] == stage and r.get("heldout_m") is not None and r["step"] > 0
+            if r["stage"] == stage and (r.get("heldout_m") or 0) > 0 and r["step"] > 0
         )
         if not measured:
             continue
@@ -303,7 +304,7 @@ def m_budgets(metrics: list[dict], target: float) -> list[MBudget]:
             pace = 60 * (minutes[(stage, last_step)] - minutes[(STAGE1_JOB, stage1_step)]) / last_step
         budgets.append(
             MBudget(
-                arm=arm_of_job(stage) or stage,
+                arm=arm_of_job(stage),
                 steps=last_step,
                 ratio=last_m / m1,
                 rate=float(steps @ logs / (steps @ steps)),
@@ -326,6 +327,8 @@ def budget_section(budgets: list[MBudget]) -> list[str]:
             to_go = "reached"
         elif needed is None:
             to_go = "M did not fall on the fit: no estimate"
+        elif needed <= b.steps:
+            to_go = f"{needed}: the fit is past the target, the last measurement is not"
         else:
             more = needed - b.steps
             minutes = (
@@ -333,7 +336,7 @@ def budget_section(budgets: list[MBudget]) -> list[str]:
                 if b.seconds_per_step is None
                 else f", about {more * b.seconds_per_step / 60:.0f} more minutes"
             )
-            to_go = f"{needed:.0f} ({more:.0f} more{minutes})"
+            to_go = f"{needed} ({more} more{minutes})"
         pace = "-" if b.seconds_per_step is None else f"{b.seconds_per_step:.1f}"
         change = 100 * (math.exp(10 * b.rate) - 1)
         rows.append([b.arm, str(b.steps), f"{b.ratio:.3f}", f"{change:+.1f} %", pace, to_go])
@@ -358,15 +361,12 @@ def budget_section(budgets: list[MBudget]) -> list[str]:
     ]
 
 
-def curve_section(
-    results: dict, metrics: list[dict], stage1_steps: int, out_dir: Path, m_target: float
-) -> list[str]:
-    """The report's learning-curve block: the plot, its table, and what the M target would take."""
+def curve_section(results: dict, metrics: list[dict], stage1_steps: int, out_dir: Path) -> list[str]:
+    """The report's learning-curve block: the plot and its table."""
     if not plot_learning_curve(results, metrics, stage1_steps, out_dir / "learning_curve.png"):
         return []
     return [
         "\n### Learning curve\n",
         "![spoken accuracy and held-out M against steps and minutes](learning_curve.png)\n",
         curve_table(results, metrics, stage1_steps) or "",
-        *budget_section(m_budgets(metrics, m_target)),
     ]

@@ -27,7 +27,7 @@ def test_an_exponential_fall_gives_its_rate_and_the_steps_to_the_target():
     assert budget.arm == "active" and budget.steps == 24
     assert budget.rate == pytest.approx(rate)
     assert budget.ratio == pytest.approx(math.exp(rate * 24))
-    assert budget.steps_needed == pytest.approx(math.log(0.7) / rate)  # 35.7 steps
+    assert budget.steps_needed == 36  # the fit crosses 0.7 at step 35.7
     # wall-clock seconds from stage I's last measurement to the arm's last, per stage-II step
     assert budget.seconds_per_step == pytest.approx((200.0 + 5.0 * 24 - 100.0) / 24)
     text = "\n".join(budget_section([budget]))
@@ -46,6 +46,21 @@ def test_a_rising_m_gives_no_estimate_and_a_reached_target_says_so():
     text = "\n".join(budget_section([active, uniform]))
     assert "| active | 8 | 0.600 |" in text and text.count("reached") == 1
     assert "M did not fall on the fit: no estimate" in text
+
+
+def test_a_fit_past_the_target_is_not_called_reached_and_a_zero_m_is_left_out():
+    metrics = [
+        _record("stage1", 10, 1.0, 100.0),
+        _record("stage2-active", 5, 0.0, 120.0),  # ln 0: no rate; left out of the fit
+        _record("stage2-active", 10, 0.5, 150.0),
+        _record("stage2-active", 20, 0.75, 200.0),
+    ]
+    (budget,) = m_budgets(metrics, target=0.7)
+    assert budget.rate == pytest.approx((10 * math.log(0.5) + 20 * math.log(0.75)) / 500)
+    assert budget.steps_needed == 15 and budget.ratio == pytest.approx(0.75)
+    text = "\n".join(budget_section([budget]))
+    assert "| 15: the fit is past the target, the last measurement is not |" in text
+    assert "reached" not in text
 
 
 def test_no_estimate_without_a_stage_one_measurement():
