@@ -193,7 +193,8 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
     """Write report/report.md and its plots from what the run directory holds."""
     out, stage1_steps = run.report, config.stages.stage1_steps
     out.mkdir(parents=True, exist_ok=True)
-    series = _series(read_metrics(run.metrics), stage1_steps)
+    metrics = read_metrics(run.metrics)
+    series = _series(metrics, stage1_steps)
     plans = read_plans(run, run_arms(config), config.stages.stage2_rounds)
     parts = [f"# salad-ray run report\n\nRun directory: `{run.root}`\n"]
 
@@ -246,9 +247,12 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
             "their probes; where M is the selection signal, γ raises the estimates to its power all "
             "the same.\n"
         )
+        by_round: dict[int, list[Interval | None]] = {}  # the arms share each round's probe scores
         for arm, arm_plans in plans.items():
             for plan in arm_plans:
-                intervals = _probe_intervals(run, plan)
+                if plan.round not in by_round:
+                    by_round[plan.round] = _probe_intervals(run, plan)
+                intervals = by_round[plan.round]
                 rows = [
                     [
                         c,
@@ -284,8 +288,8 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
 
         evaluated = json.loads(results.read_text())
         parts += eval_sections(evaluated, out)
-        parts += curve_section(evaluated, read_metrics(run.metrics), stage1_steps, out)
-    parts += budget_section(m_budgets(read_metrics(run.metrics), config.eval.m_target))
+        parts += curve_section(evaluated, metrics, stage1_steps, out)
+    parts += budget_section(m_budgets(metrics, config.eval.m_target))
 
     parts += time_section(config, run, notes, out)
     pipelines = list(notes.pipelines.values())

@@ -264,9 +264,8 @@ class MBudget:
     ratio: float  # its last held-out M over stage I's
     rate: float  # b, per stage-II step
     target: float
-    seconds_per_step: (
-        float | None
-    )  # wall-clock seconds per stage-II step of the arm, all it waited on included
+    # wall-clock seconds per stage-II step of the arm, all it waited on included
+    seconds_per_step: float | None
 
     @property
     def steps_needed(self) -> int | None:
