@@ -69,6 +69,13 @@ class GapSummary:
         return asdict(self)
 
 
+def per_token(sums, counts) -> float:
+    """The token-weighted mean of a set of samples: sum of their sums / sum of their counts (0 over
+    no positions). The one reduction of held-out F and M over samples (training, evaluation, report)."""
+    total = float(torch.as_tensor(counts, dtype=torch.float64).sum())
+    return float(torch.as_tensor(sums, dtype=torch.float64).sum()) / max(total, 1.0)
+
+
 def summarize(f_sums, f_counts, m_sums, m_counts) -> GapSummary:
     """Per-token and per-sample F and M from per-sample sums and counts (1-D sequences of equal length)."""
     f_sums, f_counts, m_sums, m_counts = (
@@ -79,8 +86,8 @@ def summarize(f_sums, f_counts, m_sums, m_counts) -> GapSummary:
         raise ValueError("no samples to summarise")
     return GapSummary(
         samples=n,
-        f_per_token=float(f_sums.sum() / f_counts.sum().clamp(min=1)),
-        m_per_token=float(m_sums.sum() / m_counts.sum().clamp(min=1)),
+        f_per_token=per_token(f_sums, f_counts),
+        m_per_token=per_token(m_sums, m_counts),
         f_per_sample=float(f_sums.mean()),
         m_per_sample=float(m_sums.mean()),
     )

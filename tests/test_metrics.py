@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from salad_ray.losses import SparseTargets
-from salad_ray.metrics import forgetting_rows, misalignment_rows, per_sample, summarize
+from salad_ray.metrics import forgetting_rows, misalignment_rows, per_sample, per_token, summarize
 
 
 def log(p):
@@ -44,3 +44,8 @@ def test_per_sample_and_summary_by_hand():
     assert summary.m_per_token == pytest.approx(3.0) and summary.m_per_sample == pytest.approx(3.0)
     with pytest.raises(ValueError):
         summarize([], [], [], [])
+
+
+def test_per_token_weights_samples_by_their_positions_and_is_zero_over_none():
+    assert per_token([6.0, 1.0], [3, 1]) == pytest.approx(7 / 4)
+    assert per_token([0.0], [0]) == 0.0

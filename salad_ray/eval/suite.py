@@ -56,6 +56,7 @@ from salad_ray.eval.items import Item, load_items, shots_for
 from salad_ray.eval.likelihood import Prompt, fit_prompt, predict, prompt_tokens, with_donor_context
 from salad_ray.eval.speech_cache import CachedEncoder, SpeechCache
 from salad_ray.files import write_text
+from salad_ray.metrics import per_token
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import samples_gap
 from salad_ray.pipeline.records import sample_from_row
@@ -226,7 +227,7 @@ def heldout_gap(student: SpeechLM, samples: list[tuple[Sample, str]], batch_size
         sums["all"] += values
 
     def fm(v: np.ndarray) -> dict[str, float]:
-        return {"f": v[0] / max(v[1], 1), "m": v[2] / max(v[3], 1), "targets": v[3]}
+        return {"f": per_token([v[0]], [v[1]]), "m": per_token([v[2]], [v[3]]), "targets": v[3]}
 
     return {
         **fm(sums.pop("all")),

@@ -34,6 +34,7 @@ from salad_ray.eval.stats import (
     ratio_interval,
 )
 from salad_ray.eval.suite import CASCADE, ORIGINAL
+from salad_ray.metrics import per_token
 from salad_ray.rundir import STAGE1_LABEL, end_of_stage2
 
 UNSEEN_ROW = "held-out domain (unseen)"
@@ -191,17 +192,12 @@ def paired_m_difference(a: dict, b: dict, domains: set[str] | None = None) -> tu
 
 
 def _unseen_fm(heldout: dict, domains: set[str]) -> tuple[float, float, Interval | None] | None:
+    """F and M per token over the held-out samples of ``domains``, M with its interval."""
     rows = _per_sample(heldout, domains)
-    if rows is not None and len(rows["ids"]):
-        f = rows["f_sum"].sum() / max(rows["f_targets"].sum(), 1)
-        m = rows["m_sum"].sum() / max(rows["m_targets"].sum(), 1)
-        return f, m, heldout_m_ci(heldout, domains)
-    parts = [heldout["domains"][d] for d in domains if d in heldout["domains"]]
-    if not parts:
+    if rows is None or not len(rows["ids"]):
         return None
-    targets = sum(p["targets"] for p in parts)
-    m = sum(p["m"] * p["targets"] for p in parts) / max(targets, 1)
-    return float(np.mean([p["f"] for p in parts])), m, None
+    f, m = per_token(rows["f_sum"], rows["f_targets"]), per_token(rows["m_sum"], rows["m_targets"])
+    return f, m, heldout_m_ci(heldout, domains)
 
 
 def heldout_table(results: dict) -> str | None:

@@ -30,6 +30,7 @@ from torch import nn
 from salad_ray.batch import Sample, collate
 from salad_ray.config import SOURCES, RunConfig
 from salad_ray.interleave import mixed_layout
+from salad_ray.metrics import per_token
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import (
     alignment_loss,
@@ -142,7 +143,7 @@ def evaluate(
     gap = samples_gap(model, samples[rank::world], batch_size, device, batches=n_batches)
     totals = [float(t.sum()) for t in (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts)]
     f_sum, f_count, m_sum, m_count = all_sum(totals, device)
-    return {"heldout_f": f_sum / max(f_count, 1), "heldout_m": m_sum / max(m_count, 1)}
+    return {"heldout_f": per_token([f_sum], [f_count]), "heldout_m": per_token([m_sum], [m_count])}
 
 
 def move_to_storage(checkpoint, name: str):
