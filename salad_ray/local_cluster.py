@@ -9,7 +9,7 @@ then retry the dead address for minutes instead of starting or finding a live on
 A cluster counts as live here when a raylet on this machine is attached to it (what Ray's own
 discovery reads from the process table: a head's raylet, or a worker node's). The address file is
 stale when it names no live cluster; :func:`forget_dead_cluster` removes it then, and only then.
-The driver (:func:`salad_ray.run.connect`) and the Serve application builders call it before they
+The driver (:func:`salad_ray.connect.connect`) and the Serve application builders call it before they
 connect; ``python -m salad_ray.local_cluster`` does it by hand before Ray's own CLI.
 """
 

@@ -16,77 +16,24 @@ The arms of stage II are ``active`` (the config's gamma) and, with ``selection.c
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from salad_ray import console, preflight
-from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
+from salad_ray import connect, console
+from salad_ray.config import ConfigError, add_config_arguments, load_config
 from salad_ray.console import log
 from salad_ray.preflight import PreflightFailed
 from salad_ray.resources import ClusterTooSmall
+from salad_ray.runconfig import run_config
 from salad_ray.rundir import RunDir, final_milestones
 from salad_ray.runstate import StateError
 
-# --------------------------------------------------------------------------------------------- cli
-
-
-def connect(config: RunConfig, address: str | None = None) -> None:
-    """Join a Ray cluster, or start a local instance; then check the cluster can run the whole loop.
-
-    ``address`` (or ``$RAY_ADDRESS``, which ``ray job submit`` sets for its entrypoint) names the
-    cluster; without one, a cluster running on this machine (``ray start``) is joined if there is
-    one, else a local instance is started. ``local`` always starts a local instance. First, Ray's
-    address file is removed if it names a cluster that is gone (:mod:`salad_ray.local_cluster`), so
-    neither this driver nor Ray's CLI after it retries a dead address.
-    """
-    import ray
-
-    from salad_ray.local_cluster import forget_dead_cluster, running_cluster
-    from salad_ray.resources import check_cluster, local_cpus
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if (dead := forget_dead_cluster()) is not None:
-        log.info("forgot the address of a Ray cluster that is gone (%s)", dead)
-    address = address or os.environ.get("RAY_ADDRESS") or running_cluster() or "local"
-    if not ray.is_initialized():
-        if address == "local":
-            cpus = local_cpus(config)
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-            log.info("started a local Ray instance (%s logical CPUs)", cpus)
-        else:
-            ray.init(address=address, log_to_driver=False)
-            log.info("connected to the Ray cluster at %s", ray.get_runtime_context().gcs_address)
-    check_cluster(config, ray.cluster_resources().get("CPU", 0))
-    if address == "local" and (problems := preflight.resource_problems(config, ray.cluster_resources())):
-        raise PreflightFailed(problems)  # a joined cluster may autoscale: check its layout (--check --layout)
-
 
 def check_only(args: argparse.Namespace) -> int:
-    """``--check``: the pre-flight alone (salad_ray.preflight), starting and writing nothing. The
-    resources are checked against ``--layout`` when given, else against the local instance the run
-    would start; a cluster it would join gets the CPU check only (it may autoscale: check its layout)."""
-    import ray
-    import torch
-
-    from salad_ray.local_cluster import running_cluster
-    from salad_ray.resources import check_cluster, local_cpus
-
+    """``--check``: the pre-flight alone (salad_ray.connect.check), starting and writing nothing."""
     config = load_config(args.preset, args.config, args.overrides)
-    if args.layout:
-        preflight.check(config, layout=Path(args.layout))
-    else:
-        address = args.address or os.environ.get("RAY_ADDRESS") or running_cluster() or "local"
-        if address == "local":
-            cluster = {"CPU": float(local_cpus(config)), "GPU": float(torch.cuda.device_count())}
-            check_cluster(config, cluster["CPU"])
-            preflight.check(config, cluster=cluster)
-        else:
-            if not ray.is_initialized():
-                ray.init(address=address, log_to_driver=False)
-            check_cluster(config, ray.cluster_resources().get("CPU", 0))
-            preflight.check(config)
+    connect.check(config, args.address, Path(args.layout) if args.layout else None)
     print(f"pre-flight: ok ({config.preset}): data sources, models, mixtures and resources", flush=True)
     return 0
 
@@ -110,28 +57,6 @@ def show_plan(args: argparse.Namespace, run: RunDir) -> int:
     print(f"run {run.root} ({config.preset}):")
     print(describe_graph(driver.graph(), lambda name: name in driver.state.done))
     return 0
-
-
-def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
-    saved = run_dir / "config.yaml"
-    given = args.preset or args.config or args.overrides
-    if saved.is_file():
-        if not args.resume:
-            raise ConfigError(
-                f"{run_dir} holds a run already: pass --resume to continue it, or choose another --run-dir"
-            )
-        config = load_config(file=saved)
-        if given and load_config(args.preset or config.preset, args.config, args.overrides) != config:
-            raise ConfigError(
-                f"{run_dir} was started with another configuration ({saved}); start a new --run-dir to change it"
-            )
-        preflight.check(config)
-        return config
-    config = load_config(args.preset, args.config, args.overrides)
-    preflight.check(config)  # before the run directory exists: a rejected config leaves nothing behind
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(config.to_yaml())
-    return config
 
 
 def parser() -> argparse.ArgumentParser:
@@ -178,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan:
         return show_plan(args, RunDir(run_dir))
     try:
-        config = resolve_config(args, run_dir)
+        config = run_config(
+            RunDir(run_dir),
+            preset=args.preset,
+            file=args.config,
+            overrides=args.overrides,
+            resume=args.resume,
+        )
     except (ConfigError, PreflightFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -188,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         driver = Driver(config, RunDir(run_dir))
-        connect(config, args.address)
+        connect.connect(config, args.address)
     except (StateError, ClusterTooSmall, PreflightFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

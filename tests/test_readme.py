@@ -380,3 +380,22 @@ def test_the_student_services_file_runs_as_written(smoke_job, tmp_path):
             assert answer.headers.get_content_type() == "text/html" and answer.read()
     finally:
         stop(proc, signal.SIGINT)
+
+
+def test_the_architecture_module_table_names_every_module_and_only_real_ones():
+    """Each module of salad_ray is in the README's module table, itself or by its folder (a row
+    ending in ``/``), and each path the table names exists."""
+    section = README.read_text().split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    named = {path for cell in first_cells for path in re.findall(r"`([^`]+)`", cell)}
+    for path in named:
+        assert list(ROOT.glob(path)), f"the module table names {path}, which does not exist"
+    folders = tuple(p for p in named if p.endswith("/"))
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "salad_ray").rglob("*.py"))
+        if p.name != "__init__.py"
+        and str(p.relative_to(ROOT)) not in named
+        and not str(p.relative_to(ROOT)).startswith(folders)
+    ]
+    assert missing == [], f"modules the README's module table leaves out: {missing}"

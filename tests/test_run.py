@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from salad_ray.config import ConfigError
 from salad_ray.driver import Driver
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.report import summary
-from salad_ray.run import main, parser, resolve_config
+from salad_ray.run import main
+from salad_ray.runconfig import run_config
 from salad_ray.rundir import RunDir
 from salad_ray.runstate import STATE_VERSION, RunState, StateError, read_state
 from salad_ray.testing.processes import free_port, stop
@@ -215,25 +215,6 @@ def test_ray_job_submit_runs_the_smoke_loop_end_to_end(smoke_job):
     assert "report:" in output and "uniform round 2:" in output  # the final summary
 
 
-def test_a_run_directory_keeps_its_configuration(tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    args = ["--preset=smoke", f"--run-dir={run_dir}"]
-    first = resolve_config(_parse(args), run_dir)
-    assert (run_dir / "config.yaml").is_file()
-    with pytest.raises(ConfigError, match="pass --resume"):
-        resolve_config(_parse(args), run_dir)
-    assert resolve_config(_parse([*args, "--resume"]), run_dir) == first
-    with pytest.raises(ConfigError, match="another configuration"):
-        resolve_config(_parse([*args, "--resume", "--set=selection.gamma=0"]), run_dir)
-    assert main(["--preset=smoke", f"--run-dir={tmp_path / 'other'}", "--set=train.lrr=1"]) == 2
-    assert "train.lrr: unknown key" in capsys.readouterr().err  # a bad key stops before anything starts
-
-
-def _parse(argv):
-
-    return parser().parse_args(argv)
-
-
 @pytest.mark.slow
 @pytest.mark.machine_wide  # smoke_job (the README's laptop job) ends with `ray stop`
 def test_eval_cli_agrees_with_the_run(smoke_job, tmp_path):
@@ -310,7 +291,7 @@ def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_sele
     chosen = {p: p.read_text() for p in plans}
     samples = synthesized(run_dir)
 
-    config = resolve_config(parser().parse_args(["--resume"]), run_dir)
+    config = run_config(RunDir(run_dir), resume=True)
     Driver(config, RunDir(run_dir)).run()
     after = json.loads((run_dir / "state.json").read_text())
     assert after.pop("version") == STATE_VERSION
