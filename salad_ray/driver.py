@@ -282,5 +282,9 @@ class Driver:
             ensure_teacher(self.config)
         with self.status:
             run_graph(
-                self.graph(), lambda name: name in self.state.done, self.status.started, self.status.ended
+                self.graph(),
+                lambda name: name in self.state.done,
+                self.status.started,
+                self.status.ended,
+                self.status.tick,
             )

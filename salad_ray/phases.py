@@ -54,12 +54,15 @@ def run_graph(
     is_done: Callable[[str], bool],
     on_start: Callable[[Phase], None] = lambda phase: None,
     on_end: Callable[[Phase, float, BaseException | None], None] = lambda phase, seconds, error: None,
+    on_tick: Callable[[], None] = lambda: None,
+    tick_seconds: float = 20.0,
 ) -> None:
     """Run every phase that is not done once all it needs is done, in parallel where the graph allows.
 
     ``on_start`` sees each phase that starts, ``on_end`` each that ends, with its wall seconds and
-    the exception it raised (None if it finished). After a failure no phase starts; the first
-    failure is raised once the running phases end (every one is seen by ``on_end``)."""
+    the exception it raised (None if it finished), and ``on_tick`` is called every ``tick_seconds``
+    while phases run (a status line). After a failure no phase starts; the first failure is raised
+    once the running phases end (every one is seen by ``on_end``)."""
     check_graph(phases)
     pending = [p for p in phases if p.always or not is_done(p.name)]
     running: dict[Future, tuple[Phase, float]] = {}
@@ -76,7 +79,9 @@ def run_graph(
                     stuck = {p.name: [n for n in p.needs if not is_done(n)] for p in pending}
                     failure = GraphError(f"phases that ran did not record themselves done: {stuck}")
                 break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            finished, _ = wait(running, timeout=tick_seconds, return_when=FIRST_COMPLETED)
+            if not finished:
+                on_tick()
             for future in finished:
                 phase, started = running.pop(future)
                 error = future.exception()

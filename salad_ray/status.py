@@ -1,15 +1,14 @@
 """The driver's one-line status: what runs, the trainers' steps, the pipelines' progress, the budget used.
 
-On a terminal the line is redrawn in place below the log records (salad_ray.console.live);
-elsewhere a background thread looks every ``every`` seconds and logs the line when it changed, or
-after ``quiet`` seconds without a change. Work that runs side by side (the data pipelines, the arms
-of stage II) shows in lanes of its own.
+On a terminal the line is redrawn in place below the log records (salad_ray.console.live, rich's
+own refresh); elsewhere the scheduler's tick (:func:`salad_ray.phases.run_graph`'s ``on_tick``)
+logs the line when it changed, or after ``quiet`` seconds without a change. Work that runs side by
+side (the data pipelines, the arms of stage II) shows in lanes of its own.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 
@@ -28,27 +27,31 @@ class Status:
         run: RunDir,
         state: RunState,
         pipelines: Callable[[], dict[str, tuple[int, int]]],
-        every: float = 20.0,
         quiet: float = 120.0,
     ):
         self.config, self.run, self.state, self.pipelines = config, run, state, pipelines
-        self.every, self.quiet = every, quiet
+        self.quiet = quiet
         self.lanes: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
         self._live = console.live(self.line)
+        self._logged, self._logged_at = "", 0.0
 
     def __enter__(self) -> Status:
         if self._live is not None:
             self._live.start()
-        else:
-            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         if self._live is not None:
             self._live.stop()
-        self._stop.set()
+
+    def tick(self) -> None:
+        """Off a terminal: log the line when it changed, or when ``quiet`` seconds passed without."""
+        if self._live is not None:
+            return
+        line = self.line()
+        if line != self._logged or time.time() - self._logged_at >= self.quiet:
+            log.info("%s", line)
+            self._logged, self._logged_at = line, time.time()
 
     def show(self, lane: str, text: str) -> None:
         self.lanes[lane] = text
@@ -104,11 +107,3 @@ class Status:
             f"{work} | trainer {self.trainer()} | pipelines {pipelines or '-'}"
             f" | budget used {self.budget_used()}"
         )
-
-    def _loop(self) -> None:
-        last, printed = "", 0.0
-        while not self._stop.wait(self.every):
-            line = self.line()
-            if line != last or time.time() - printed >= self.quiet:
-                log.info("%s", line)
-                last, printed = line, time.time()

@@ -56,6 +56,22 @@ def test_a_done_phase_is_not_run_again_but_an_always_phase_is():
     assert ran == ["report"]
 
 
+def test_the_scheduler_ticks_while_phases_run_and_not_after():
+    rec = Recorder()
+    release = threading.Event()
+    ticks: list[int] = []
+
+    def tick():
+        ticks.append(len(rec.done))
+        if len(ticks) == 3:
+            release.set()  # the slow phase ends after the third tick
+
+    run_graph(
+        [rec.phase("slow", work=lambda: release.wait(10))], rec.is_done, on_tick=tick, tick_seconds=0.05
+    )
+    assert ticks == [0, 0, 0] and rec.done == ["slow"]
+
+
 def test_a_failed_phase_stops_what_needs_it_and_is_raised_after_the_running_ones_end():
     rec = Recorder()
     started = threading.Event()

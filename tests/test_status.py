@@ -39,3 +39,19 @@ def test_the_trainer_shows_every_job_still_under_way_against_its_last_milestone(
         f.write(json.dumps({"stage": "stage2-active", "step": 4}) + "\n")
         f.write(json.dumps({"stage": "stage2-uniform", "step": 4}) + "\n")
     assert status.trainer() == "stage2-uniform 4/4"  # all done: the last to log
+
+
+def test_off_a_terminal_a_tick_logs_the_line_when_it_changed_or_after_a_quiet_spell(tmp_path, caplog):
+    config = load_config("smoke")
+    run = RunDir(tmp_path)
+    status = Status(config, run, RunState(run.state, config.stages.stage2_rounds), dict, quiet=3600)
+    assert status._live is None  # pytest captures the output: not a terminal
+    with caplog.at_level(logging.INFO, logger="salad_ray"):
+        status.tick()
+        status.tick()  # unchanged, and not quiet for long: not logged again
+        status.show("natural", "natural")
+        status.tick()
+        status.quiet = 0
+        status.tick()
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" |")[0] for line in lines] == ["starting", "natural", "natural"]
