@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from salad_ray import run
+from salad_ray.rundir import RunDir
 
 COMPARISON = ["--set=selection.compare_uniform=true", "--set=eval.enabled=true"]
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from salad_ray.eval.tables import arms_table
 
     run_dir = Path(args.run_dir or Path("runs") / (args.preset or "local")).resolve()
-    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    results = json.loads(RunDir(run_dir).results.read_text())
     print(f"\nactive against uniform selection ({run_dir}):\n\n{arms_table(results)}")
     return 0
 

@@ -22,7 +22,7 @@ from salad_ray.accounting import PipelineReport
 from salad_ray.config import RunConfig
 from salad_ray.eval.stats import Interval
 from salad_ray.eval.tables import markdown_table
-from salad_ray.rundir import STAGE1_JOB, STAGE1_LABEL, Arm, RunDir, arm_of_job, milestones, run_arms
+from salad_ray.rundir import ACTIVE, STAGE1_JOB, STAGE1_LABEL, Arm, RunDir, arm_of_job, milestones, run_arms
 from salad_ray.runstate import GapNote, Notes, RunState
 from salad_ray.selection import RoundPlan
 
@@ -226,7 +226,7 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
         )
 
     if plans:
-        active = plans.get("active") or next(iter(plans.values()))
+        active = plans.get(ACTIVE.name) or next(iter(plans.values()))
         plot_round_matrix(
             {f"round {p.round}": p.m for p in active},
             "M (nats / text target)",

@@ -179,6 +179,12 @@ def milestones(stages: StagesConfig, arms: list[Arm]) -> list[Milestone]:
     return out
 
 
+# The files of an evaluation's output folder (a run's eval/, or `python -m salad_ray.eval --out`).
+EVAL_RESULTS = "results.json"
+EVAL_PROGRESS = "progress.txt"  # the system being scored, for the driver's status line
+EVAL_CACHE = "cache"  # spoken pieces and transcripts
+
+
 @dataclass(frozen=True)
 class RunDir:
     """The paths of a run directory (module docstring)."""
@@ -232,7 +238,7 @@ class RunDir:
 
     @property
     def results(self) -> Path:
-        return self.eval / "results.json"
+        return self.eval / EVAL_RESULTS
 
     @property
     def report(self) -> Path:

@@ -95,10 +95,8 @@ class Status:
         return f"{sum(r.seconds for r in done):.0f}/{budget:.0f} s" if done else "-"
 
     def line(self) -> str:
-        from salad_ray.eval.suite import PROGRESS_FILE
-
         lanes = dict(self.lanes)
-        progress = self.run.eval / PROGRESS_FILE
+        progress = self.run.eval / rundir.EVAL_PROGRESS
         if "eval" in lanes and progress.is_file():
             lanes["eval"] = f"eval: {progress.read_text().strip()}"
         work = "; ".join(lanes.values()) or "starting"

@@ -28,7 +28,7 @@ import numpy as np
 from salad_ray.eval.stats import Interval
 from salad_ray.eval.suite import CASCADE, ORIGINAL
 from salad_ray.eval.tables import acc_cell, accuracy_ci, heldout_m_ci, markdown_table, nats_cell
-from salad_ray.rundir import STAGE1_JOB, arm_of_job
+from salad_ray.rundir import STAGE1_JOB, STAGE1_LABEL, arm_of_job
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def plot_learning_curve(results: dict, metrics: list[dict], stage1_steps: int, p
                     "-",
                     alpha=0.5,
                     color=f"C{n}",
-                    label=f"{arm or 'stage I'}: during training",
+                    label=f"{arm or STAGE1_LABEL}: during training",
                 )
     reference = results["systems"][ORIGINAL]["accuracy"]["text"]
     cascade = results["systems"].get(CASCADE, {}).get("accuracy", {}).get("cascade")

@@ -62,13 +62,18 @@ from salad_ray.objective import samples_gap
 from salad_ray.pipeline.records import sample_from_row
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.precision import autocast
-from salad_ray.rundir import RunDir, final_milestones, round_milestones
+from salad_ray.rundir import (
+    EVAL_CACHE,
+    EVAL_PROGRESS,
+    EVAL_RESULTS,
+    RunDir,
+    final_milestones,
+    round_milestones,
+)
 
 ORIGINAL = "original LLM"
 CASCADE = "cascade"
 UNTRAINED = "untrained student"
-PROGRESS_FILE = "progress.txt"  # the system being scored, for the driver's status line
-CACHE_DIR = "cache"  # spoken pieces and transcripts, under the output directory
 
 
 @dataclass(frozen=True)
@@ -355,7 +360,7 @@ def prepare_speech(config: RunConfig, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve(config.models.llm, "causal-lm"))
     prompts = build_prompts(config, tokenizer, tokenizer.bos_token_id)
-    voice_prompts(config, prompts, SpeechCache(config, out / CACHE_DIR), say=lambda what: None)
+    voice_prompts(config, prompts, SpeechCache(config, out / EVAL_CACHE), say=lambda what: None)
 
 
 def run_eval(
@@ -367,9 +372,9 @@ def run_eval(
         config,
         students,
         heldout,
-        lambda line: (out / PROGRESS_FILE).write_text(line),
-        cache_dir=out / CACHE_DIR,
+        lambda line: (out / EVAL_PROGRESS).write_text(line),
+        cache_dir=out / EVAL_CACHE,
     )
-    (out / PROGRESS_FILE).unlink(missing_ok=True)
-    write_text(out / "results.json", json.dumps(result, indent=2))
-    return out / "results.json"
+    (out / EVAL_PROGRESS).unlink(missing_ok=True)
+    write_text(out / EVAL_RESULTS, json.dumps(result, indent=2))
+    return out / EVAL_RESULTS

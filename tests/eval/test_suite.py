@@ -12,6 +12,7 @@ from salad_ray.eval import suite
 from salad_ray.eval.suite import CASCADE, ORIGINAL, UNTRAINED, StudentSpec, evaluate
 from salad_ray.measure import attach_teacher, heldout_samples
 from salad_ray.model.student import SpeechLM
+from salad_ray.rundir import EVAL_CACHE
 from salad_ray.teacher.backends import TransformersBackend
 
 
@@ -107,5 +108,5 @@ def test_speech_prepared_ahead_is_all_the_evaluation_needs(smoke_config, tmp_pat
         raise AssertionError("the evaluation synthesized speech the prepared cache should hold")
 
     monkeypatch.setattr(salad_ray.tts, "build_tts", no_tts)
-    result = evaluate(smoke_config, {}, None, cache_dir=tmp_path / suite.CACHE_DIR)
+    result = evaluate(smoke_config, {}, None, cache_dir=tmp_path / EVAL_CACHE)
     assert calls == [] and result["systems"][CASCADE]["accuracy"]["cascade"]
