@@ -23,7 +23,7 @@ from salad_ray.report import summary
 from salad_ray.run import main
 from salad_ray.runconfig import run_config
 from salad_ray.rundir import RunDir
-from salad_ray.runstate import STATE_VERSION, RunState, StateError, read_state
+from salad_ray.runstate import STATE_VERSION, RunState, read_state
 from salad_ray.testing.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,29 +314,6 @@ def test_a_run_written_before_the_state_was_versioned_resumes_with_the_same_sele
     assert status["eval"] == "to do" and status["heldout"] == "done "
     assert any(re.search(r"stage1 +needs warmup  ->  students/stage1", x) for x in plan_lines)
     assert any("asks 1+ train worker x CPU 1" in line for line in plan_lines)
-
-
-def test_a_state_from_before_version_1_gets_the_half_way_phases_its_train_phases_did(tmp_path):
-    path = tmp_path / "state.json"
-    old = ["stage1", "active/round-1/train", "uniform/round-1/train", "active/round-3/train"]
-    path.write_text(json.dumps({"done": old, "notes": {"probes": {"1": ["t"]}}}))
-    upgraded = read_state(path, rounds=3)  # round 3 is the last: it has no half-way call
-    assert upgraded.version == STATE_VERSION and upgraded.notes.probes == {1: ["t"]}
-    assert upgraded.done == [*old, "active/round-1/half"]
-    assert read_state(path).done == old  # read, not resumed: as it is
-
-
-def test_a_state_this_version_cannot_read_stops_with_what_to_do(tmp_path):
-    path = tmp_path / "state.json"
-    path.write_text(json.dumps({"version": STATE_VERSION + 1, "done": ["heldout"], "notes": {}}))
-    with pytest.raises(StateError, match="written by a newer salad-ray"):
-        RunState(path)
-    path.write_text(json.dumps({"done": ["heldout"], "notes": {"probes": {"one": ["t"]}}}))
-    with pytest.raises(StateError, match=r"notes\.probes\.one.*start a new --run-dir"):
-        RunState(path)
-    path.write_text('{"done": ["heldout"], "no')  # cut short
-    with pytest.raises(StateError, match="is not a run state"):
-        RunState(path)
 
 
 def test_the_summary_counts_every_record_of_each_pipeline(tmp_path, smoke_config):

@@ -1,0 +1,59 @@
+"""A run's milestones (salad_ray.rundir), without Ray: which student scores each round, and which
+students each arm's training calls save."""
+
+from __future__ import annotations
+
+import pytest
+
+from salad_ray.config import load_config
+from salad_ray.rundir import ACTIVE, UNIFORM, round_calls, student_for_round
+
+
+def stages(rounds: int, steps: int):
+    return load_config(
+        "smoke", overrides=[f"stages.stage2_rounds={rounds}", f"stages.stage2_steps_per_round={steps}"]
+    ).stages
+
+
+def saved(milestones) -> list[tuple[str, int, str]]:
+    return [(m.job, m.step, m.student) for m in milestones]
+
+
+def test_round_r_is_scored_by_the_active_half_way_student_of_round_r_minus_1():
+    assert saved(student_for_round(r, stages(3, 20)) for r in (1, 2, 3)) == [
+        ("stage1", 4, "stage1"),
+        ("stage2-active", 10, "active-round-1-half"),
+        ("stage2-active", 30, "active-round-2-half"),
+    ]
+
+
+def test_the_active_arm_saves_the_scoring_student_half_way_through_each_round_but_the_last():
+    three = stages(3, 20)
+    assert [saved(round_calls(ACTIVE, r, three)) for r in (1, 2, 3)] == [
+        [("stage2-active", 10, "active-round-1-half"), ("stage2-active", 20, "active-round-1")],
+        [("stage2-active", 30, "active-round-2-half"), ("stage2-active", 40, "active-round-2")],
+        [("stage2-active", 60, "active-round-3")],
+    ]
+    assert [saved(round_calls(UNIFORM, r, three)) for r in (1, 2, 3)] == [
+        [("stage2-uniform", 20 * r, f"uniform-round-{r}")] for r in (1, 2, 3)
+    ]
+    assert [m.label for m in round_calls(ACTIVE, 2, three)] == ["active round 2 half", "active round 2"]
+    assert [m.label for m in round_calls(ACTIVE, 3, three)] == ["stage II active"]
+
+
+@pytest.mark.parametrize("steps", [2, 3, 20, 2500])
+def test_the_scoring_student_of_a_round_exists_before_the_previous_round_ends(steps):
+    """For r >= 2, saved inside round r - 1: after training on its selection, before it ends (so
+    round r is prepared while round r - 1 trains on)."""
+    for r in range(2, 6):
+        scorer = student_for_round(r, stages(6, steps))
+        assert (scorer.job, scorer.round) == (ACTIVE.job, r - 1)
+        assert (r - 2) * steps < scorer.step < (r - 1) * steps
+
+
+def test_the_local_preset_runs_the_continuous_loop(local_config):
+    """At least three rounds, at least two of them scored by a stage-II student."""
+    stages = local_config.stages
+    assert stages.stage2_rounds >= 3
+    scored = [student_for_round(r, stages) for r in range(1, stages.stage2_rounds + 1)]
+    assert sum(m.job != "stage1" for m in scored) >= 2
