@@ -478,6 +478,8 @@ class StagesConfig(Strict):
     stage2_steps_per_round: int = Field(2_500, ge=0)
     # The LLM's peak rate in stage II; None: train.lr_llm (the paper uses one rate for both stages).
     stage2_lr_llm: float | None = Field(None, ge=0)
+    # Samples per worker and micro-step in stage II; None: train.batch_size.
+    stage2_batch_size: int | None = Field(None, ge=1)
     stage1_mix: dict[str, float] = Field(default_factory=lambda: {"natural": 2 / 3, "text": 1 / 3})
     stage2_mix: dict[str, float] = Field(
         default_factory=lambda: {"natural": 1 / 3, "active": 1 / 3, "text": 1 / 3}

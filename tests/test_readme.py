@@ -2,12 +2,11 @@
 
 Each command is one of:
 
-* **run**: a test below runs it exactly as written (the command text comes from README.md, so an
+* **run**: a test runs it exactly as written (the command text comes from README.md, so an
   edit there changes what runs);
 * **ci**: what `.ci/run` runs (``make test``: the suite cannot run itself);
 * **cluster**: it needs a Kubernetes cluster, a registry or GPUs (docker, kubectl, the paper
-  presets);
-* **pending**: not yet run by a test (:data:`PENDING`, issue 17).
+  presets).
 
 Where a command runs the `local` preset's whole loop or uses what it wrote (runs/local), the test
 runs it on the `smoke` preset's run instead and states the substitution (:func:`substitute`).
@@ -43,6 +42,7 @@ from salad_ray.testing.readme import (
     block_with,
     command_with,
     readme_commands,
+    substitute,
     words,
 )
 
@@ -50,8 +50,6 @@ ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENA
 REPO_DIRS = ("k8s/", "services/", "clusters/", "salad_ray/", "tools/", "benchmarks/", "tests/")
 CLUSTER_TOOLS = ("docker", "kubectl")
 CLUSTER_PRESETS = ("paper-3b", "paper-7b")
-# Commands not yet run by a test, by their first words (issue 17): still checked statically.
-PENDING = ("python -m salad_ray.run --preset local --run-dir runs/local",)
 
 
 def kind(command: str) -> str:
@@ -65,8 +63,6 @@ def kind(command: str) -> str:
         return "ci"
     if command in run_commands():
         return "run"
-    if line.startswith(PENDING):
-        return "pending"
     return "unaccounted"
 
 
@@ -145,6 +141,8 @@ def run_commands() -> frozenset[str]:
             *block_with("serve run services/teacher.yaml"),
             command_with("make run"),
             command_with("python -m salad_ray.run --run-dir runs/local --resume"),
+            # run, killed and resumed by tests/test_run.py (the same substitutions)
+            command_with("python -m salad_ray.run --preset local --run-dir runs/local"),
             command_with("serve run salad_ray.serve.deployment:build_app"),
             command_with("serve run services/student.yaml"),
             command_with("curl -sN 127.0.0.1:8000/v1/chat/completions"),
@@ -250,13 +248,6 @@ FINAL_STUDENT = {
 }
 
 
-def substitute(command: str, replacements: dict[str, str]) -> str:
-    for old, new in replacements.items():
-        assert old in command, f"the README command no longer names {old}: {command}"
-        command = command.replace(old, new)
-    return command
-
-
 def background(command: str, cwd: Path = ROOT) -> subprocess.Popen:
     return subprocess.Popen(
         ["bash", "-c", command],
@@ -286,6 +277,8 @@ def test_make_run_and_resume_continue_the_smoke_run(smoke_job):
         command_with("make run").replace("make run", "make run PRESET=smoke", 1),
         substitute(
             command_with("python -m salad_ray.run --run-dir runs/local --resume"),
+            # run, killed and resumed by tests/test_run.py (the same substitutions)
+            command_with("python -m salad_ray.run --preset local --run-dir runs/local"),
             {"runs/local": "runs/smoke"},
         ),
     ):

@@ -14,6 +14,16 @@ from salad_ray.train.jobs import stage_job
 from salad_ray.train.mixture import SampleRef
 
 
+def test_stage_two_reads_its_own_batch_size_when_one_is_set(local_config, tmp_path):
+    config = local_config.model_copy(
+        update={"stages": local_config.stages.model_copy(update={"stage2_batch_size": 16})}
+    )
+    job, _ = stage_job(config, RunDir(tmp_path), 1, ACTIVE)
+    assert job.batch_size == 16 and launcher.global_batch(config, job) == 16
+    stage1, _ = stage_job(config, RunDir(tmp_path), 1)
+    assert launcher.global_batch(config, stage1) == config.train.batch_size
+
+
 def test_gap_notes_read_in_milestone_order_whatever_order_they_were_noted_in():
     """The warm-up, stage I, then each arm round by round (the report and the summary)."""
     config = load_config("smoke", overrides=["stages.stage2_rounds=3"])
@@ -38,12 +48,8 @@ def test_each_training_call_extends_the_stream_and_round_r_reads_its_selection(
     round r's from step (r - 1)·S on; no call changes the steps an earlier one trained, and round r's
     steps read all of round r's selection (sizes below its expected number of active positions)."""
     mix = local_config.stages.stage2_mix
-    active = (
-        local_config.stages.stage2_steps_per_round
-        * launcher.global_batch(local_config)
-        * mix["active"]
-        / sum(mix.values())
-    )
+    stage2_batch = launcher.global_batch(local_config, stage_job(local_config, RunDir(tmp_path), 1, arm)[0])
+    active = local_config.stages.stage2_steps_per_round * stage2_batch * mix["active"] / sum(mix.values())
     sizes = {"natural": 30, "text": 30}
     sizes |= {arm.store(r): int(active * f) for r, f in ((1, 0.6), (2, 0.45), (3, 0.65))}
 
@@ -52,7 +58,7 @@ def test_each_training_call_extends_the_stream_and_round_r_reads_its_selection(
         return [SampleRef(source, f"{name}.parquet", row, f"{name}-{row}") for row in range(sizes[name])]
 
     monkeypatch.setattr(launcher, "pool_refs", pool_refs)
-    per_step = launcher.global_batch(local_config) * local_config.train.grad_accum
+    per_step = stage2_batch * local_config.train.grad_accum
     per_round = local_config.stages.stage2_steps_per_round * per_step
     trained: list[SampleRef] = []
     stages = local_config.stages

@@ -1,7 +1,7 @@
 """The active loop end to end (the smoke preset): the README's laptop section runs it uninterrupted
-by `ray job submit` on a `ray start --head` cluster (``smoke_job``, salad_ray/testing/readme.py), and a driver
-killed twice and resumed on another such cluster must end with the very samples, plans and step
-counts of that uninterrupted run."""
+by `ray job submit` on a `ray start --head` cluster (``smoke_job``, salad_ray/testing/readme.py), and
+the README's local run, killed twice and resumed each time by the README's resume line, must end
+with the very samples, plans and step counts of that uninterrupted run."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,8 @@ from salad_ray.run import main
 from salad_ray.runconfig import run_config
 from salad_ray.rundir import RunDir
 from salad_ray.runstate import STATE_VERSION, RunState, read_state
-from salad_ray.testing.processes import free_port, stop
+from salad_ray.testing.processes import stop
+from salad_ray.testing.readme import command_with, substitute
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,56 +34,6 @@ ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENA
 def synthesized(run_dir: Path) -> dict[str, set[str]]:
     """Every committed sample id (shards and quarantine) of every store of a run."""
     return {store.name: ShardStore(store).done_ids() for store in sorted((run_dir / "data").iterdir())}
-
-
-@pytest.fixture(scope="module")
-def serve_port():
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A `ray start --head` cluster on this machine: (dashboard URL, GCS address)."""
-    dashboard, gcs = free_port(), free_port()
-    head = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            f"--port={gcs}",
-            # every port of its own: another Ray instance on this machine (a test session's) holds
-            # the defaults, and a head whose job agent cannot bind accepts no jobs
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            f"--ray-client-server-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            "--num-cpus=10",  # above the smoke run's peak (salad_ray.capacity); the 2 cores are oversubscribed
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            "--disable-usage-stats",
-        ],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 120
-    while True:  # the job server answers once the dashboard is up
-        try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=5)
-            break
-        except OSError:
-            assert head.poll() is None, "ray start --head exited"
-            assert time.time() < deadline, "the Ray dashboard did not come up in 120 s"
-            time.sleep(2)
-    yield address, f"127.0.0.1:{gcs}"
-    # a head winds down for ~35 s after SIGTERM; every process of it lives in its session, so none
-    # outlives the SIGKILL that follows a short grace period
-    stop(head, timeout=5)
 
 
 def plan(run_dir: Path, arm: str, r: int) -> dict:
@@ -98,53 +48,58 @@ def wait_for_phase(proc: subprocess.Popen, run_dir: Path, phase: str, timeout: f
         time.sleep(0.5)
 
 
+# The README's active-loop block, as a user types it on a laptop (salad_ray.testing.readme): its
+# local run, with the substitutions the README tests state, and its resume line.
+LOCAL_RUN = command_with("python -m salad_ray.run --preset local --run-dir runs/local")
+RESUME = command_with("python -m salad_ray.run --run-dir runs/local --resume")
+
+
 @pytest.mark.slow
 @pytest.mark.machine_wide  # smoke_job (the README's laptop job) ends with `ray stop`
-def test_killed_and_resumed_driver_synthesizes_what_an_uninterrupted_run_does(
-    cluster, smoke_job, serve_port, tmp_path
-):
-    """A driver killed twice on a long-lived cluster (as when a job's driver dies), resumed each time;
-    it ends with the uninterrupted run's samples, plans and step counts."""
+def test_the_readme_local_run_killed_and_resumed_ends_as_the_uninterrupted_run(smoke_job, tmp_path):
+    """The README's local run (`--preset smoke` for `--preset local`, a temporary directory for
+    runs/local), each on a local Ray instance of its own: killed twice (the driver and its instance,
+    SIGKILL), continued each time by the README's resume line; it ends with the samples, plans and
+    step counts of the uninterrupted laptop job, and with its report."""
     run_dir = tmp_path / "run"
+    start = substitute(LOCAL_RUN, {"--preset local": "--preset smoke", "runs/local": str(run_dir)})
+    resume = substitute(RESUME, {"runs/local": str(run_dir)})
     log = (tmp_path / "driver.log").open("w")
-    cmd = [
-        sys.executable,
-        "-m",
-        "salad_ray.run",
-        "--preset=smoke",
-        f"--run-dir={run_dir}",
-        f"--set=teacher.http_port={serve_port}",
-        # Both kills land in the active arm, before the uniform arm starts; evaluation stores no samples.
-        # The reference runs both; this run is compared with its active loop.
-        "--set=selection.compare_uniform=false",
-        "--set=eval.enabled=false",
-        f"--address={cluster[1]}",
-        "--resume",
-    ]
 
-    def driver() -> subprocess.Popen:
-        return subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def driver(command: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            ["bash", "-e", "-c", command],
+            cwd=ROOT,
+            env=ENV,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     # killed while round 1's selected texts are being synthesized ...
-    proc = driver()
+    proc = driver(start)
     wait_for_phase(proc, run_dir, "active/round-1/plan")
     stop(proc, signal.SIGKILL)
     # ... and again while round 1 trains and round 2 is probed, side by side
-    proc = driver()
+    proc = driver(resume)
     wait_for_phase(proc, run_dir, "active/round-1/synthesis")
     time.sleep(3)
     stop(proc, signal.SIGKILL)
     assert "report" not in RunState(run_dir / "state.json").done
-    finished = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
+    finished = subprocess.run(
+        ["bash", "-e", "-c", resume], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900
+    )
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert "started a local Ray instance" in finished.stdout + finished.stderr
+    assert "wall time:" in finished.stdout and (run_dir / "report" / "report.md").is_file()
     assert smoke_job.succeeded, smoke_job.output[-3000:]
     reference = smoke_job.run_dir
-    active_loop = {k: v for k, v in synthesized(reference).items() if not k.startswith("uniform")}
-    assert synthesized(run_dir) == active_loop
+    assert synthesized(run_dir) == synthesized(reference)
     state = RunState(run_dir / "state.json")
-    assert state.notes.gap["stage II active"].step == 4
-    for r in (1, 2):
-        assert_same_decisions(plan(run_dir, "active", r), plan(reference, "active", r))
+    assert state.notes.gap["stage II active"].step == state.notes.gap["stage II uniform"].step == 4
+    for arm in ("active", "uniform"):
+        for r in (1, 2):
+            assert_same_decisions(plan(run_dir, arm, r), plan(reference, arm, r))
 
 
 def assert_same_decisions(ours: dict, theirs: dict) -> None:

@@ -70,6 +70,15 @@ def command_with(start: str) -> str:
     return command
 
 
+def substitute(command: str, replacements: dict[str, str]) -> str:
+    """``command`` with each of ``replacements`` made: the substitutions a test states (each must
+    be in the command, so a README edit that drops one fails the test instead of skipping it)."""
+    for old, new in replacements.items():
+        assert old in command, f"the README command no longer names {old}: {command}"
+        command = command.replace(old, new)
+    return command
+
+
 @dataclass(frozen=True)
 class FinishedJob:
     succeeded: bool  # the block exited 0 and Ray said the job succeeded

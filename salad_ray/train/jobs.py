@@ -59,6 +59,7 @@ def stage_job(
         until_step=until,
         init=str(run.student(stage1(stages))),
         lr_llm=stages.stage2_lr_llm,
+        batch_size=stages.stage2_batch_size,
         **common,
     )
     return job, {"active": [(r - 1) * per_round for r in range(1, rounds + 1)]}
