@@ -141,7 +141,7 @@ def run_commands() -> frozenset[str]:
             *block_with("serve run services/teacher.yaml"),
             command_with("make run"),
             command_with("python -m salad_ray.run --run-dir runs/local --resume"),
-            # run, killed and resumed by tests/test_run.py (the same substitutions)
+            # run, killed and resumed by tests/test_run.py (--preset smoke, a temporary run directory)
             command_with("python -m salad_ray.run --preset local --run-dir runs/local"),
             command_with("serve run salad_ray.serve.deployment:build_app"),
             command_with("serve run services/student.yaml"),
@@ -277,8 +277,6 @@ def test_make_run_and_resume_continue_the_smoke_run(smoke_job):
         command_with("make run").replace("make run", "make run PRESET=smoke", 1),
         substitute(
             command_with("python -m salad_ray.run --run-dir runs/local --resume"),
-            # run, killed and resumed by tests/test_run.py (the same substitutions)
-            command_with("python -m salad_ray.run --preset local --run-dir runs/local"),
             {"runs/local": "runs/smoke"},
         ),
     ):

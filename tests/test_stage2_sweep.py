@@ -1,0 +1,39 @@
+"""tools/stage2_sweep.py on the smoke run: stage II's batch and rate measured from its stage-I student."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.machine_wide  # smoke_job (the README's laptop job) ends with `ray stop`
+def test_the_sweep_trains_the_stage_one_student_and_measures_m_from_it(smoke_job, tmp_path):
+    assert smoke_job.succeeded, smoke_job.output[-3000:]
+    out = tmp_path / "sweep.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "stage2_sweep.py"),
+            f"--run-dir={smoke_job.run_dir}",
+            *["--batch=2", "--lr=1e-3", "--steps=2", "--eval-every=1", f"--out={out}"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["step"] for p in result["curve"]] == [0, 1, 2]
+    stage1 = json.loads((smoke_job.run_dir / "state.json").read_text())["notes"]["gap"]["stage I"]
+    assert result["curve"][0]["heldout_m"] == pytest.approx(stage1["heldout_m"], rel=1e-4)  # its start
+    assert result["curve"][2]["heldout_m"] != result["curve"][0]["heldout_m"]  # and it trained
+    assert result["m_over_stage1"] == pytest.approx(
+        result["curve"][2]["heldout_m"] / result["curve"][0]["heldout_m"]
+    )

@@ -1,0 +1,116 @@
+"""Stage II's batch size and rate, measured from a finished run's stage-I student, without Ray.
+
+Each setting trains the run's stage-I student on a stage-II stream of its own (the run's natural
+and text stores and the uniform arm's round stores, at ``stages.stage2_mix``; one process, the
+trainer's own step function, optimizer, clipping and WSD schedule over ``--steps``) and measures
+held-out F and M (fp32, the run's held-out store) every ``--eval-every`` steps. The ratio
+M / M(stage I) is what the `local` recipe's stage-II keys were chosen by (README, the recipe table).
+
+    python tools/stage2_sweep.py --run-dir runs/local --batch 16 --lr 2e-4 --steps 30 [--eval-every 15]
+
+Appends one JSON line per setting to ``--out`` (default <run-dir>/stage2_sweep.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from salad_ray.config import load_config
+from salad_ray.pipeline.shards import ShardStore
+from salad_ray.rundir import HELDOUT, NATURAL, TEXT, UNIFORM, RunDir, stage1
+from salad_ray.train.data import load_rows, micro_steps, stream_rows
+from salad_ray.train.loop import StageJob, build_student, evaluate, make_optimizer, train_step
+from salad_ray.train.mixture import mixture_stream, pool_refs
+from salad_ray.train.schedule import WSD
+
+
+def sweep(run: RunDir, batch: int, lr: float, steps: int, eval_every: int) -> dict:
+    config = load_config(file=run.config, overrides=[f"train.batch_size={batch}", f"train.lr_llm={lr}"])
+    stages = config.stages
+    refs = {
+        "natural": pool_refs(ShardStore(run.store(NATURAL)), "natural"),
+        "active": [
+            ref
+            for r in range(1, stages.stage2_rounds + 1)
+            for ref in pool_refs(ShardStore(run.store(UNIFORM.store(r))), "active")
+        ],
+        "text": pool_refs(ShardStore(run.store(TEXT)), "text"),
+    }
+    stream = mixture_stream(refs, stages.stage2_mix, steps * batch, config.train.seed)
+    rows = load_rows(pd.DataFrame(stream_rows(stream, batch, 1))).to_dict("records")
+    batches = [micro for _, _, micro, _ in micro_steps(iter(rows), 0)]
+    heldout = list(ShardStore(run.store(HELDOUT)).samples())
+    job = StageJob(
+        name="sweep",
+        stores={},
+        weights=stages.stage2_mix,
+        total_steps=steps,
+        until_step=steps,
+        init=str(run.student(stage1(stages))),
+    )
+    student = build_student(config, job, None)
+    optimizer = make_optimizer(student, config, job.lr_adapter, job.lr_llm)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WSD(steps, config.train.warmup_steps, config.train.decay_fraction)
+    )
+    generator = torch.Generator().manual_seed(config.train.seed)
+    device = torch.device("cpu")
+    curve = []
+
+    def measure(step: int) -> None:
+        student.eval()
+        curve.append({"step": step, **evaluate(student, heldout, config.eval.batch_size, 0, 1, device)})
+        student.train()
+        print(json.dumps(curve[-1]), flush=True)
+
+    measure(0)
+    trained = 0.0
+    for step in range(steps):
+        t0 = time.perf_counter()
+        train_step(student, student, [batches[step]], config, job, 1, device, generator)
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in student.parameters() if p.requires_grad], config.train.clip_norm
+        )
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        trained += time.perf_counter() - t0
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            measure(step + 1)
+    return {
+        "batch": batch,
+        "lr": lr,
+        "steps": steps,
+        "seconds_per_step": trained / steps,
+        "m_over_stage1": curve[-1]["heldout_m"] / curve[0]["heldout_m"],
+        "curve": curve,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", default="runs/local")
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--eval-every", type=int, default=16)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    run = RunDir(Path(args.run_dir).resolve())
+    dist.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
+    result = sweep(run, args.batch, args.lr, args.steps, args.eval_every)
+    with open(args.out or run.root / "stage2_sweep.jsonl", "a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "curve"}))
+
+
+if __name__ == "__main__":
+    main()
