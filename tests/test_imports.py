@@ -1,6 +1,6 @@
 """The package's import structure: no module imports one that imports it, directly or through others
-(at module level or lazily),
-only command lines import the run's command line, and the product never imports the test helpers."""
+(at module level or lazily), only command lines import the run's command line, and the product
+never imports the test helpers."""
 
 from __future__ import annotations
 

@@ -14,16 +14,6 @@ from salad_ray.train.jobs import stage_job
 from salad_ray.train.mixture import SampleRef
 
 
-def test_stage_two_reads_its_own_batch_size_when_one_is_set(local_config, tmp_path):
-    config = local_config.model_copy(
-        update={"stages": local_config.stages.model_copy(update={"stage2_batch_size": 16})}
-    )
-    job, _ = stage_job(config, RunDir(tmp_path), 1, ACTIVE)
-    assert job.batch_size == 16 and launcher.global_batch(config, job) == 16
-    stage1, _ = stage_job(config, RunDir(tmp_path), 1)
-    assert launcher.global_batch(config, stage1) == config.train.batch_size
-
-
 def test_gap_notes_read_in_milestone_order_whatever_order_they_were_noted_in():
     """The warm-up, stage I, then each arm round by round (the report and the summary)."""
     config = load_config("smoke", overrides=["stages.stage2_rounds=3"])

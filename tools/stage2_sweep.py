@@ -1,9 +1,10 @@
 """Stage II's batch size and rate, measured from a finished run's stage-I student, without Ray.
 
-Each setting trains the run's stage-I student on a stage-II stream of its own (the run's natural
-and text stores and the uniform arm's round stores, at ``stages.stage2_mix``; one process, the
-trainer's own step function, optimizer, clipping and WSD schedule over ``--steps``) and measures
-held-out F and M (fp32, the run's held-out store) every ``--eval-every`` steps. The ratio
+Each setting trains the run's stage-I student on a stage-II stream of its own: the run's natural and
+text stores and its uniform arm's round stores (the run must have compared the arms), mixed at
+``stages.stage2_mix``, in one process with the trainer's own step function, optimizer, clipping and
+WSD schedule over ``--steps``. Held-out F and M (fp32, the run's held-out store) are measured every
+``--eval-every`` steps. The ratio
 M / M(stage I) is what the `local` recipe's stage-II keys were chosen by (README, the recipe table).
 
     python tools/stage2_sweep.py --run-dir runs/local --batch 16 --lr 2e-4 --steps 30 [--eval-every 15]
@@ -105,8 +106,12 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     run = RunDir(Path(args.run_dir).resolve())
-    dist.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
-    result = sweep(run, args.batch, args.lr, args.steps, args.eval_every)
+    if not run.store(UNIFORM.store(1)).is_dir():
+        parser.error(f"{run.root} has no uniform arm's stores: run it with selection.compare_uniform: true")
+    with tempfile.TemporaryDirectory() as rendezvous:
+        dist.init_process_group("gloo", init_method=f"file://{rendezvous}/pg", rank=0, world_size=1)
+        result = sweep(run, args.batch, args.lr, args.steps, args.eval_every)
+        dist.destroy_process_group()
     with open(args.out or run.root / "stage2_sweep.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}))

@@ -129,3 +129,19 @@ def test_stage_two_trains_the_llm_at_its_own_rate(smoke_config: RunConfig, tmp_p
     }
     assert rates["stage1"]["llm"] == run.train.lr_llm
     assert rates["stage2-active"]["llm"] == 4e-4
+
+
+def test_stage_two_reads_its_own_batch_size(smoke_config: RunConfig, tmp_path):
+    """``stages.stage2_batch_size`` sizes stage II's steps; stage I keeps ``train.batch_size``."""
+    from salad_ray.rundir import ACTIVE, RunDir
+    from salad_ray.train.jobs import stage_job
+    from salad_ray.train.launcher import global_batch
+
+    stages = smoke_config.stages.model_copy(update={"stage2_batch_size": 12})
+    run = smoke_config.model_copy(update={"stages": stages})
+    stage1, _ = stage_job(run, RunDir(tmp_path), 1)
+    stage2, _ = stage_job(run, RunDir(tmp_path), 1, ACTIVE)
+    assert (stage1.batch_size, stage2.batch_size) == (None, 12)
+    workers = global_batch(run) // run.train.batch_size
+    assert global_batch(run, stage1) == run.train.batch_size * workers
+    assert global_batch(run, stage2) == 12 * workers
