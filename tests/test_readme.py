@@ -354,7 +354,8 @@ def test_the_chat_command_runs_with_the_smoke_runs_student(smoke_job, question):
 def test_the_student_services_file_runs_as_written(smoke_job, tmp_path):
     """`serve run services/student.yaml` as written, from a directory whose services/student.yaml is
     the repository's file and whose runs/local holds the smoke run's final student and config
-    (FINAL_STUDENT, as links: the substitution); it serves the API and the page."""
+    (FINAL_STUDENT, as links: the substitution); it serves the API, answers a chat request within
+    its token cap, and serves the page."""
     assert smoke_job.succeeded
     (tmp_path / "services").mkdir()
     (tmp_path / "services" / "student.yaml").symlink_to(ROOT / "services" / "student.yaml")
@@ -367,6 +368,18 @@ def test_the_student_services_file_runs_as_written(smoke_job, tmp_path):
         with urllib.request.urlopen("http://127.0.0.1:8000/v1/models", timeout=30) as answer:
             served = Path(FINAL_STUDENT["runs/local/students/active-round-3"]).name  # the link's target
             assert [m["id"] for m in json.load(answer)["data"]] == [served]
+        request = urllib.request.Request(
+            "http://127.0.0.1:8000/v1/chat/completions",
+            data=json.dumps(
+                {"model": served, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 4}
+            ).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            reply = json.load(answer)
+        assert (
+            reply["usage"]["completion_tokens"] <= 4 and reply["choices"][0]["message"]["content"] is not None
+        )
         with urllib.request.urlopen("http://127.0.0.1:8000/", timeout=30) as answer:
             assert answer.headers.get_content_type() == "text/html" and answer.read()
     finally:

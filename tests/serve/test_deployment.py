@@ -1,15 +1,12 @@
 """The served student for real: Ray Serve on a local instance, the official `openai` client, streamed
 and whole answers, audio that changes the answer, concurrent requests, bad requests, the
-configuration's say over the deployment, and `serve run services/student.yaml`."""
+configuration's say over the deployment (`serve run services/student.yaml` as the README writes it:
+tests/test_readme.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
-import subprocess
-import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +16,6 @@ import openai
 import pytest
 import torch
 import torchaudio.functional as AF
-import yaml
 
 from salad_ray.audio import read_audio
 from salad_ray.config import StudentServerConfig, load_config
@@ -29,7 +25,6 @@ from salad_ray.serve.deployment import build_app
 from salad_ray.serve.engine import StudentEngine
 from salad_ray.serve.prompt import Turn
 from salad_ray.testing.openai_audio import audio_part, encode
-from salad_ray.testing.processes import free_port, stop, wait_http
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,36 +201,6 @@ def test_bad_requests_get_400_naming_the_field_and_the_replica_keeps_serving(
     )
     status = serve.status().applications[config.student_server.app_name].deployments["Student"]
     assert status.status == "HEALTHY" and status.replica_states.get("RUNNING") == 1
-
-
-def test_serve_run_services_student_yaml(student_dir, tmp_path):
-    """`serve run services/student.yaml` serves a student alone, on 127.0.0.1 (here the test's)."""
-    spec = yaml.safe_load((ROOT / "services" / "student.yaml").read_text())
-    assert spec["http_options"]["host"] == "127.0.0.1"
-    app = spec["applications"][0]
-    assert app["import_path"] in serve_command(student_dir)
-    port = free_port()
-    spec["http_options"]["port"] = port
-    app["args"] = {"student": str(student_dir), "preset": "smoke"}
-    path = tmp_path / "student.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "serve"), "run", str(path)],
-        cwd=ROOT,
-        env={**os.environ, "RAY_ADDRESS": "local"},  # its own Ray instance, not the test session's
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=300, proc=proc)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
-        answer = ask(client, student_dir.name, "Hello!", max_tokens=4)
-        assert answer.usage.completion_tokens <= 4 and answer.choices[0].message.content is not None
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as page:
-            assert b"Talk to the student" in page.read()
-    finally:
-        stop(proc, signal.SIGINT)
 
 
 def test_the_same_engine_answers_in_process(reference, utterances, client, model):
