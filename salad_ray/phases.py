@@ -15,6 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from salad_ray.console import log
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -61,9 +63,13 @@ def run_graph(
 
     ``on_start`` sees each phase that starts, ``on_end`` each that ends, with its wall seconds and
     the exception it raised (None if it finished), and ``on_tick`` is called every ``tick_seconds``
-    while phases run (a status line). After a failure no phase starts; the first failure is raised
-    once the running phases end (every one is seen by ``on_end``)."""
+    while phases run (a status line: an exception it raises is logged, and the run goes on). After
+    a failure no phase starts; the first failure is raised once the running phases end (every one is
+    seen by ``on_end``)."""
+    if tick_seconds <= 0:
+        raise ValueError(f"tick_seconds must be > 0, got {tick_seconds}")
     check_graph(phases)
+    next_tick = time.monotonic() + tick_seconds
     pending = [p for p in phases if p.always or not is_done(p.name)]
     running: dict[Future, tuple[Phase, float]] = {}
     failure: BaseException | None = None
@@ -79,9 +85,15 @@ def run_graph(
                     stuck = {p.name: [n for n in p.needs if not is_done(n)] for p in pending}
                     failure = GraphError(f"phases that ran did not record themselves done: {stuck}")
                 break
-            finished, _ = wait(running, timeout=tick_seconds, return_when=FIRST_COMPLETED)
-            if not finished:
-                on_tick()
+            finished, _ = wait(
+                running, timeout=max(0.0, next_tick - time.monotonic()), return_when=FIRST_COMPLETED
+            )
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + tick_seconds
+                try:
+                    on_tick()
+                except Exception as e:  # a status line that cannot be drawn must not stop the run
+                    log.warning("status: %r", e)
             for future in finished:
                 phase, started = running.pop(future)
                 error = future.exception()

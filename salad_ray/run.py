@@ -99,12 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, ClusterTooSmall, PreflightFailed, ConnectionError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    run_dir = Path(args.run_dir or Path("runs") / (args.preset or "local")).resolve()
+    run = RunDir(Path(args.run_dir or Path("runs") / (args.preset or "local")).resolve())
     if args.plan:
-        return show_plan(args, RunDir(run_dir))
+        return show_plan(args, run)
     try:
         config = run_config(
-            RunDir(run_dir),
+            run,
             preset=args.preset,
             file=args.config,
             overrides=args.overrides,
@@ -114,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     console.setup()
-    log.info("run %s (preset %s)", run_dir, config.preset)
+    log.info("run %s (preset %s)", run.root, config.preset)
     from salad_ray.driver import Driver
 
     try:
-        driver = Driver(config, RunDir(run_dir))
+        driver = Driver(config, run)
         connect.connect(config, args.address)
     except (StateError, ClusterTooSmall, PreflightFailed) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ import pandas as pd
 from salad_ray.batch import collate
 from salad_ray.config import RunConfig
 from salad_ray.eval.stats import Interval, ratio_interval
+from salad_ray.metrics import per_token
 from salad_ray.pipeline.records import sample_from_row
 from salad_ray.pipeline.shards import ShardStore
 
@@ -96,10 +97,9 @@ def per_cluster(scores: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, n
     probes have no text target after speech, get M = KL = 0 (CER = inf without probes)."""
     m, cer, d = np.zeros(k), np.full(k, np.inf), np.zeros(k)
     for c, group in scores.groupby("cluster"):
-        count = group["m_count"].sum()
-        if count > 0:
-            m[int(c)] = group["m_sum"].sum() / count
-            d[int(c)] = group["d_sum"].sum() / count
+        if group["m_count"].sum() > 0:
+            m[int(c)] = per_token(group["m_sum"].to_numpy(), group["m_count"].to_numpy())
+            d[int(c)] = per_token(group["d_sum"].to_numpy(), group["m_count"].to_numpy())
         cer[int(c)] = group["cer"].mean()
     return m, cer, d
 

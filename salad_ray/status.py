@@ -74,11 +74,15 @@ class Status:
 
     def trainer(self) -> str:
         """The step of every training job still under way (else of the last one to log), against the
-        step of its last milestone."""
+        step of its last milestone. A line being appended as it is read (the controller's record of
+        Ray Train's reports) is not a step yet: it is left out."""
         last: dict[str, int] = {}
         if self.run.metrics.is_file():
             for line in self.run.metrics.read_text().splitlines():
-                record = json.loads(line)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
                 last[record["stage"]] = record["step"]
         if not last:
             return "-"

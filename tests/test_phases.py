@@ -76,6 +76,20 @@ def test_the_scheduler_ticks_while_phases_run_and_not_after():
     assert len(ticks) == after  # none once the graph is done
 
 
+def test_a_tick_that_fails_is_logged_and_the_run_goes_on(caplog):
+    rec = Recorder()
+    release = threading.Event()
+
+    def tick():
+        release.set()
+        raise OSError("status file gone")
+
+    run_graph(
+        [rec.phase("slow", work=lambda: release.wait(10))], rec.is_done, on_tick=tick, tick_seconds=0.05
+    )
+    assert rec.done == ["slow"] and "status file gone" in caplog.text
+
+
 def test_a_failed_phase_stops_what_needs_it_and_is_raised_after_the_running_ones_end():
     rec = Recorder()
     started = threading.Event()

@@ -40,6 +40,9 @@ def test_the_trainer_shows_every_job_still_under_way_against_its_last_milestone(
         f.write(json.dumps({"stage": "stage2-active", "step": 4}) + "\n")
         f.write(json.dumps({"stage": "stage2-uniform", "step": 4}) + "\n")
     assert status.trainer() == "stage2-uniform 4/4"  # all done: the last to log
+    with open(run.metrics, "a") as f:
+        f.write('{"stage": "stage2-act')  # a line the controller is still writing
+    assert status.trainer() == "stage2-uniform 4/4"
 
 
 def test_off_a_terminal_a_tick_logs_the_line_when_it_changed_or_after_a_quiet_spell(
