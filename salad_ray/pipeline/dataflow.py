@@ -194,7 +194,7 @@ def _teacher_and_write(ds, config: RunConfig, store: ShardStore):
 
 def _finish(ds, store: ShardStore, report: PipelineReport, t0: float) -> PipelineReport:
     """Commit what the run returned and count it into ``report``: written, quarantined by the
-    quarantine's ``kind`` column, skipped as already done, the teacher calls retried, and the TTS
+    quarantine's ``reason_kind`` column, skipped as already done, the teacher calls retried, and the TTS
     actors' busy and idle seconds."""
     manifest = ds.to_pandas()
     skipped = manifest[manifest["kind"] == "skipped"]
@@ -208,7 +208,11 @@ def _finish(ds, store: ShardStore, report: PipelineReport, t0: float) -> Pipelin
     report.written = int((committed["kind"] == "shards").sum())
     quarantined = committed[committed["kind"] == "quarantine"]["sample_id"]
     if len(quarantined):
-        kinds = store.table("quarantine", ["sample_id", "kind"]).to_pandas().set_index("sample_id")["kind"]
+        kinds = (
+            store.table("quarantine", ["sample_id", "reason_kind"])
+            .to_pandas()
+            .set_index("sample_id")["reason_kind"]
+        )
         for kind, n in kinds.loc[list(quarantined)].value_counts().items():
             report.count(Reason(kind), int(n))
     report.wall_seconds = time.time() - t0

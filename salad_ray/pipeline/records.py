@@ -44,7 +44,7 @@ source              string                        as in the shards
 origin              string                        where the record was read: file:line, file row n,
                                                   dataset [split] row n, fortune file #n, ...
 stage               string                        the stage that refused it (read, plan, tts, asr, ...)
-kind                string                        the :class:`~salad_ray.accounting.Reason` (counts use it)
+reason_kind         string                        the :class:`~salad_ray.accounting.Reason` (counts use it)
 reason              string                        the reason with its details
 text                string                        the text as read, whole (bytes that are not UTF-8
                                                   decoded with U+FFFD for reading)
@@ -98,6 +98,8 @@ SHARD_SCHEMA = pa.schema(
         ("teacher_logprobs", pa.list_(pa.list_(pa.float16()))),
     ]
 )
+# Quarantine columns under the names files written before a rename hold them by (read as today's).
+QUARANTINE_RENAMED = {"reason_kind": "kind"}
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("sample_id", pa.string()),
@@ -105,7 +107,7 @@ QUARANTINE_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("origin", pa.string()),
         ("stage", pa.string()),
-        ("kind", pa.string()),
+        ("reason_kind", pa.string()),
         ("reason", pa.string()),
         ("text", pa.string()),
         ("raw_bytes", pa.binary()),
@@ -195,7 +197,7 @@ def quarantine_table(rows: list[dict]) -> pa.Table:
             "source": strings("source"),
             "origin": strings("origin"),
             "stage": strings("stage"),
-            "kind": [f.reason.value for f in refusals],
+            "reason_kind": [f.reason.value for f in refusals],
             "reason": [f.message for f in refusals],
             "text": [text for text, _ in read],
             "raw_bytes": [raw for _, raw in read],

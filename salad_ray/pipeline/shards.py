@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from salad_ray.batch import Sample
 from salad_ray.files import write_bytes
-from salad_ray.pipeline.records import QUARANTINE_SCHEMA, SHARD_SCHEMA, sample_from_row
+from salad_ray.pipeline.records import QUARANTINE_RENAMED, QUARANTINE_SCHEMA, SHARD_SCHEMA, sample_from_row
 
 KINDS = ("shards", "quarantine")
 
@@ -112,8 +112,9 @@ class ShardStore:
         schema = SHARD_SCHEMA if kind == "shards" else QUARANTINE_SCHEMA
         if columns is not None:
             schema = pa.schema([schema.field(name) for name in columns])
+        renamed = QUARANTINE_RENAMED if kind == "quarantine" else {}
         # cast: shards written before teacher log-probs were stored as float16 read as today's
-        tables = [pq.read_table(f, columns=columns).cast(schema) for f in self.files(kind)]
+        tables = [_read(f, columns, renamed).cast(schema) for f in self.files(kind)]
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def seconds(self) -> float:
@@ -125,3 +126,14 @@ class ShardStore:
         for path in self.files("shards"):
             for row in pq.read_table(path).to_pylist():
                 yield sample_from_row(row)
+
+
+def _read(path: Path, columns: list[str] | None, renamed: dict[str, str]) -> pa.Table:
+    """A Parquet file's ``columns`` (all when None); a column today named ``new`` that the file holds
+    under its former name ``renamed[new]`` is read from that and given today's name."""
+    held = set(pq.read_schema(path).names)
+    old_names = {new: old for new, old in renamed.items() if new not in held and old in held}
+    wanted = None if columns is None else [old_names.get(c, c) for c in columns]
+    table = pq.read_table(path, columns=wanted)
+    today = {old: new for new, old in old_names.items()}
+    return table.rename_columns([today.get(n, n) for n in table.column_names])

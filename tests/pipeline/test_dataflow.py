@@ -157,7 +157,7 @@ def test_tts_pool_grows_under_backlog_and_a_killed_actor_loses_nothing(config, t
     assert max(seen) == 2, f"the pool never grew past {max(seen)} actors"
     assert report.inputs == len(jobs) == report.written + sum(report.quarantined.values())
     assert_exactly_once(store, jobs["sample_id"])
-    kinds = sorted(store.table("quarantine").column("kind").to_pylist())
+    kinds = sorted(store.table("quarantine").column("reason_kind").to_pylist())
     assert kinds == [Reason.EMPTY, Reason.NOT_UTF8]
 
 

@@ -78,10 +78,11 @@ def test_quarantine_keeps_the_record_as_read(planned):
     assert by_id["s2"]["text"] == "caf\ufffd au lait with bytes that are not UTF-8"
     assert by_id["s3"]["text"] == " ".join(["word"] * 31)  # whole, not cut
     assert (
-        by_id["s3"]["kind"] == "over-long text" and by_id["s3"]["reason"] == "over-long text: 31 words > 30"
+        by_id["s3"]["reason_kind"] == "over-long text"
+        and by_id["s3"]["reason"] == "over-long text: 31 words > 30"
     )
     assert by_id["s5"]["text"] == "{not json" and by_id["s5"]["origin"] == "t.jsonl:6"
-    assert by_id["s5"]["stage"] == "read" and by_id["s5"]["kind"] == Reason.UNPARSEABLE
+    assert by_id["s5"]["stage"] == "read" and by_id["s5"]["reason_kind"] == Reason.UNPARSEABLE
     assert by_id["late"]["text"] == GOOD and by_id["late"]["stage"] == "tts"
     assert by_id["late"]["reason"] == "synthesis failed: voice not found"
     assert not any(r["text"] == "nan" for r in table)
@@ -115,7 +116,7 @@ def test_text_pipeline_accounts_for_every_record_of_a_hostile_file(tmp_path, adv
             assert q["raw_bytes"] == value and q["text"] == value.decode("utf-8", "replace")
         else:
             assert q["text"] == value and q["raw_bytes"] is None
-        assert q["stage"] == "read" and q["reason"].startswith(q["kind"])
+        assert q["stage"] == "read" and q["reason"].startswith(q["reason_kind"])
 
 
 def test_text_only_plan_is_one_text_span_cut_at_the_context():
@@ -202,7 +203,7 @@ def test_writer_round_trips_samples(tmp_path, planned):
     assert np.abs(sample.teacher_logprobs[1] - [-0.3, -17.3]).max() <= 2**-6  # one step at |x| >= 16
     assert len(sample.audio) == 1 and len(sample.audio[0]) == 1600
     quarantine = store.table("quarantine").to_pylist()
-    assert quarantine[0]["kind"] == Reason.EMPTY and quarantine[0]["stage"] == "plan"
+    assert quarantine[0]["reason_kind"] == Reason.EMPTY and quarantine[0]["stage"] == "plan"
     assert quarantine[0]["text"] == "   \n\t " and quarantine[0]["origin"] == "t.jsonl:2"
 
 
