@@ -22,7 +22,17 @@ from salad_ray.accounting import PipelineReport
 from salad_ray.config import RunConfig
 from salad_ray.eval.stats import Interval
 from salad_ray.eval.tables import markdown_table
-from salad_ray.rundir import ACTIVE, STAGE1_JOB, STAGE1_LABEL, Arm, RunDir, arm_of_job, milestones, run_arms
+from salad_ray.rundir import (
+    ACTIVE,
+    STAGE1_JOB,
+    STAGE1_LABEL,
+    Arm,
+    RunDir,
+    arm_of_job,
+    in_arm_order,
+    milestones,
+    run_arms,
+)
 from salad_ray.runstate import GapNote, Notes, RunState
 from salad_ray.selection import RoundPlan
 
@@ -40,12 +50,12 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def read_plans(run: RunDir, arms: list[Arm], rounds: int) -> dict[str, list[RoundPlan]]:
-    """The plans made so far by each stage-II arm, by arm name, in round order."""
+    """The plans made so far by each stage-II arm (in the order given), by arm name, in round order."""
     plans = {
         arm.name: [
             RoundPlan.load(run.plan(arm, r)) for r in range(1, rounds + 1) if run.plan(arm, r).is_file()
         ]
-        for arm in sorted(arms, key=lambda a: a.name)
+        for arm in arms
     }
     return {arm: p for arm, p in plans.items() if p}
 
@@ -53,7 +63,7 @@ def read_plans(run: RunDir, arms: list[Arm], rounds: int) -> dict[str, list[Roun
 def _series(metrics: list[dict], stage1_steps: int) -> dict[str, list[tuple[int, dict]]]:
     """Per arm, its training records on one step axis: stage I, then that arm's stage II."""
     stage1 = [(m["step"], m) for m in metrics if m["stage"] == STAGE1_JOB]
-    arms = sorted({arm for m in metrics if (arm := arm_of_job(m["stage"]))})
+    arms = in_arm_order(arm_of_job(m["stage"]) for m in metrics)
     out = {}
     for arm in arms or [STAGE1_LABEL]:
         stage2 = [(m["step"] + stage1_steps, m) for m in metrics if arm_of_job(m["stage"]) == arm]
@@ -319,8 +329,8 @@ def summary(config: RunConfig, run: RunDir, state: RunState) -> str:
     for label, gap in gaps:
         f, m = (float("nan") if v is None else v for v in (gap.heldout_f, gap.heldout_m))
         lines.append(f"  after {label:{width}s}  held-out F = {f:.4f}  M = {m:.4f}")
-    for arm, rounds in sorted(notes.rounds.items()):
-        for r, info in sorted(rounds.items()):
+    for arm in in_arm_order(notes.rounds):
+        for r, info in sorted(notes.rounds[arm].items()):
             lines.append(f"  {arm} round {r}: {info.texts} texts, {info.seconds:.0f} s synthesized")
     for report in notes.pipelines.values():  # every record read: written, quarantined, skipped
         lines.append(f"  data {report.summary()}")

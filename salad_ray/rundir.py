@@ -69,6 +69,13 @@ def arm_of_job(job: str | None) -> str | None:
     return next((arm.name for arm in ARMS if arm.job == job), None)
 
 
+def in_arm_order(names) -> list[str]:
+    """The arm names among ``names`` (None and other names left out), in the arms' order: active,
+    then uniform."""
+    present = set(names)
+    return [arm.name for arm in ARMS if arm.name in present]
+
+
 def probes_store(r: int) -> str:
     return f"probes-{r}"
 

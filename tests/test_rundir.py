@@ -57,3 +57,10 @@ def test_the_local_preset_runs_the_continuous_loop(local_config):
     assert stages.stage2_rounds >= 3
     scored = [student_for_round(r, stages) for r in range(1, stages.stage2_rounds + 1)]
     assert sum(m.job != "stage1" for m in scored) >= 2
+
+
+def test_arm_names_come_in_the_arms_order_whatever_order_they_are_found_in():
+    from salad_ray.rundir import in_arm_order
+
+    assert in_arm_order(["uniform", None, "stage1", "active", "uniform"]) == ["active", "uniform"]
+    assert in_arm_order([]) == []

@@ -28,7 +28,7 @@ import numpy as np
 from salad_ray.eval.stats import Interval
 from salad_ray.eval.suite import CASCADE, ORIGINAL
 from salad_ray.eval.tables import acc_cell, accuracy_ci, heldout_m_ci, markdown_table, nats_cell
-from salad_ray.rundir import STAGE1_JOB, STAGE1_LABEL, arm_of_job
+from salad_ray.rundir import ARMS, STAGE1_JOB, STAGE1_LABEL, arm_of_job, in_arm_order
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def minutes_axis(metrics: list[dict]) -> tuple[dict[tuple[str, int], float], boo
     stage1 = _window_seconds([r for r in metrics if r["stage"] == STAGE1_JOB])
     offset = max(stage1.values(), default=0.0)
     out = {(STAGE1_JOB, step): s / 60 for step, s in stage1.items()}
-    for stage in sorted({r["stage"] for r in metrics} - {STAGE1_JOB}):
+    for stage in {r["stage"] for r in metrics} - {STAGE1_JOB}:  # each job's own offset: any order
         for step, s in _window_seconds([r for r in metrics if r["stage"] == stage]).items():
             out[(stage, step)] = (offset + s) / 60
     return out, False
@@ -133,7 +133,7 @@ def plot_learning_curve(results: dict, metrics: list[dict], stage1_steps: int, p
     import matplotlib.pyplot as plt
 
     minutes, wall = minutes_axis(metrics)
-    arms = sorted({p.arm for p in points if p.arm} | {a for r in metrics if (a := arm_of_job(r["stage"]))})
+    arms = in_arm_order([p.arm for p in points] + [arm_of_job(r["stage"]) for r in metrics])
     arms = arms or [None]
     tasks = list(results["tasks"])
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row")
@@ -287,7 +287,7 @@ def m_budgets(metrics: list[dict], target: float) -> list[MBudget]:
     stage1_step, m1 = stage1
     minutes, wall = minutes_axis(metrics)
     budgets = []
-    for stage in sorted({r["stage"] for r in metrics if arm_of_job(r["stage"])}):
+    for stage in [arm.job for arm in ARMS if any(r["stage"] == arm.job for r in metrics)]:
         measured = sorted(  # ln M needs M > 0: a KL of exactly 0 carries no rate
             (r["step"], r["heldout_m"])
             for r in metrics
