@@ -1,17 +1,12 @@
-"""Stage II's rounds, without Ray: which stores each training call of a round reads from which step,
-probes and plans drawn from finished work, and gap notes in milestone order."""
+"""Stage II's rounds (salad_ray.rounds), without Ray: probes and plans drawn from finished work, and
+gap notes in milestone order."""
 
 from __future__ import annotations
 
-import pytest
-
 from salad_ray.config import load_config
 from salad_ray.report import ordered_gaps
-from salad_ray.rundir import ACTIVE, UNIFORM, RunDir, round_calls
+from salad_ray.rundir import ACTIVE, RunDir
 from salad_ray.selection import RoundPlan
-from salad_ray.train import launcher
-from salad_ray.train.jobs import stage_job
-from salad_ray.train.mixture import SampleRef
 
 
 def test_gap_notes_read_in_milestone_order_whatever_order_they_were_noted_in():
@@ -28,44 +23,6 @@ def test_gap_notes_read_in_milestone_order_whatever_order_they_were_noted_in():
         "uniform round 1",
         "stage II uniform",
     ]
-
-
-@pytest.mark.parametrize("arm", [ACTIVE, UNIFORM])
-def test_each_training_call_extends_the_stream_and_round_r_reads_its_selection(
-    arm, local_config, tmp_path, monkeypatch
-):
-    """Every call of an arm (the local preset's rounds) reads the stores of the rounds it reaches,
-    round r's from step (r - 1)·S on; no call changes the steps an earlier one trained, and round r's
-    steps read all of round r's selection (sizes below its expected number of active positions)."""
-    mix = local_config.stages.stage2_mix
-    stage2_batch = launcher.global_batch(local_config, stage_job(local_config, RunDir(tmp_path), 1, arm)[0])
-    active = local_config.stages.stage2_steps_per_round * stage2_batch * mix["active"] / sum(mix.values())
-    sizes = {"natural": 30, "text": 30}
-    sizes |= {arm.store(r): int(active * f) for r, f in ((1, 0.6), (2, 0.45), (3, 0.65))}
-
-    def pool_refs(store, source: str) -> list[SampleRef]:
-        name = store.root.name
-        return [SampleRef(source, f"{name}.parquet", row, f"{name}-{row}") for row in range(sizes[name])]
-
-    monkeypatch.setattr(launcher, "pool_refs", pool_refs)
-    per_step = stage2_batch * local_config.train.grad_accum
-    per_round = local_config.stages.stage2_steps_per_round * per_step
-    trained: list[SampleRef] = []
-    stages = local_config.stages
-    rounds = [round_calls(arm, r, stages) for r in (1, 2, 3)]
-    assert [len(calls) for calls in rounds] == ([2, 2, 1] if arm == ACTIVE else [1, 1, 1])
-    for until in [call.step for calls in rounds for call in calls]:
-        job, starts = stage_job(local_config, RunDir(tmp_path), until, arm)
-        reached = -(-until // stages.stage2_steps_per_round)
-        assert job.stores["active"] == [str(tmp_path / "data" / arm.store(r)) for r in range(1, reached + 1)]
-        assert starts == {"active": [(r - 1) * stages.stage2_steps_per_round for r in range(1, reached + 1)]}
-        stream = launcher.stage_stream(local_config, job, starts)
-        assert stream[: len(trained)] == trained
-        trained = stream[: until * per_step]
-    for r in (1, 2, 3):
-        window = trained[(r - 1) * per_round : r * per_round]
-        reads = {ref.sample_id for ref in window if ref.source == "active"}
-        assert {f"{arm.store(r)}-{row}" for row in range(sizes[arm.store(r)])} <= reads
 
 
 # ------------------------------------------------------------------- planning a round (no Ray)
