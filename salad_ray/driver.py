@@ -35,7 +35,19 @@ from salad_ray.phases import Phase, run_graph
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pool import Pool
 from salad_ray.resources import phase_asks
-from salad_ray.rundir import ACTIVE, EVAL_SPEECH, HELDOUT, NATURAL, TEXT, Arm, Milestone, RunDir
+from salad_ray.rundir import (
+    ACTIVE,
+    EVAL,
+    EVAL_SPEECH,
+    HELDOUT,
+    NATURAL,
+    POOL,
+    REPORT,
+    TEXT,
+    Arm,
+    Milestone,
+    RunDir,
+)
 from salad_ray.runstate import RunState
 from salad_ray.selection import RoundPlan
 from salad_ray.status import Status
@@ -120,7 +132,7 @@ class Driver:
         exclude |= {item.item_id for b in benchmarks for item in load_items(b, self.config.seed)}
         pool = build_pool(self.config, self.dirs.pool, exclude)
         log.info("pool: %d texts in %d balanced clusters", len(pool.texts), pool.clusters)
-        self.state.finish("pool", pool={"texts": len(pool.texts), "clusters": pool.clusters})
+        self.state.finish(POOL, pool={"texts": len(pool.texts), "clusters": pool.clusters})
 
     # ----------------------------------------------------------------------------------- training
 
@@ -205,13 +217,13 @@ class Driver:
 
         students = run_students(self.config, self.dirs)
         self._eval_task(run_eval, self.config, students, self.dirs.store(HELDOUT), self.dirs.eval)
-        self.state.finish("eval")
+        self.state.finish(EVAL)
 
     def report(self) -> None:
         from salad_ray.report import write_report
 
         write_report(self.config, self.dirs, self.state.notes)
-        self.state.finish("report")
+        self.state.finish(REPORT)
 
     # -------------------------------------------------------------------------------------- graph
 
@@ -227,25 +239,26 @@ class Driver:
                 Phase(name, work, tuple(needs), where, asks, lane=lane, training=kind == "train", **kw)
             )
 
-        def train(name: str, milestone: Milestone, needs, arm: Arm | None = None, note: bool = True) -> None:
+        def train(milestone: Milestone, needs, arm: Arm | None = None, note: bool = True) -> None:
             lane = f"{arm.name} arm" if arm else "warm-up, stage I"
-            work = partial(self.train, name, milestone, arm, note)
-            add(name, work, needs, run.student(milestone), "train", lane)
+            work = partial(self.train, milestone.phase, milestone, arm, note)
+            add(milestone.phase, work, needs, run.student(milestone), "train", lane)
 
         add(HELDOUT, self.build_heldout, [], run.store(HELDOUT), "speech", "data")
         add(NATURAL, self.build_natural, [], run.store(NATURAL), "speech", "data")
         add(TEXT, self.build_text, [], run.store(TEXT), "text", "data")
-        add("pool", self.build_pool, [HELDOUT, NATURAL, TEXT], run.pool, "embed", "data")  # then the trainers
+        add(POOL, self.build_pool, [HELDOUT, NATURAL, TEXT], run.pool, "embed", "data")  # then the trainers
+        first = rundir.stage1(stages)
         if stages.warmup.steps:
-            train("warmup", rundir.warmup(stages), ["pool"])
-        train("stage1", rundir.stage1(stages), ["warmup" if stages.warmup.steps else "pool"])
+            train(rundir.warmup(stages), [POOL])
+        train(first, [rundir.warmup(stages).phase if stages.warmup.steps else POOL])
         arms, last = rundir.run_arms(c), stages.stage2_rounds
         for r in range(1, last + 1):
             avoid = [ACTIVE.phase(r - 1, "plan")] if r > 1 else []  # probes avoid the active selections
             probes, scores, lane = rundir.probes_phase(r), rundir.scores_phase(r), "probes, scores"
             speak, score = partial(self.speak_probes, r), partial(self.score_probes, r)
-            add(probes, speak, ["pool", *avoid], run.store(rundir.probes_store(r)), "speech", lane)
-            scorer = "stage1" if r == 1 else ACTIVE.phase(r - 1, "half")  # rundir.student_for_round
+            add(probes, speak, [POOL, *avoid], run.store(rundir.probes_store(r)), "speech", lane)
+            scorer = rundir.student_for_round(r, stages).phase
             add(scores, score, [probes, scorer], run.probe_scores(r), "score", lane)
             for arm in arms:
                 plan, synthesis = arm.phase(r, "plan"), arm.phase(r, "synthesis")
@@ -255,23 +268,17 @@ class Driver:
                 one_at_a_time = [arm.phase(r - 1, "synthesis")] if r > 1 else []  # an arm's rounds in turn
                 work = partial(self.synthesize, arm, r)
                 add(synthesis, work, [plan, *one_at_a_time], run.store(arm.store(r)), "speech", lane)
-                previous = "stage1" if r == 1 else arm.phase(r - 1, "train")
-                if arm.name == ACTIVE.name and r < last:  # the student that scores round r + 1
-                    train(
-                        arm.phase(r, "half"),
-                        rundir.half_way(r, stages),
-                        [synthesis, previous],
-                        arm,
-                        note=False,
-                    )
-                    previous = arm.phase(r, "half")
-                train(arm.phase(r, "train"), rundir.round_end(arm, r, stages), [synthesis, previous], arm)
-        trained = ["stage1", *[arm.phase(last, "train") for arm in arms]]
+                previous = first.phase if r == 1 else arm.phase(r - 1, "train")
+                end = rundir.round_end(arm, r, stages)
+                for call in rundir.round_calls(arm, r, stages):  # the active arm's half-way call first
+                    train(call, [synthesis, previous], arm, note=call == end)
+                    previous = call.phase
+        trained = [first.phase, *[arm.phase(last, "train") for arm in arms]]
         if c.eval.enabled:  # the benchmarks spoken and transcribed beside the warm-up and stage I
-            add(EVAL_SPEECH, self.prepare_eval_speech, ["pool"], run.eval, "eval", "eval, report")
-            add("eval", self.evaluate, [*trained, EVAL_SPEECH], run.results, "eval", "eval, report")
-        after = ["eval"] if c.eval.enabled else trained
-        add("report", self.report, after, run.report, lane="eval, report", always=True)
+            add(EVAL_SPEECH, self.prepare_eval_speech, [POOL], run.eval, "eval", "eval, report")
+            add(EVAL, self.evaluate, [*trained, EVAL_SPEECH], run.results, "eval", "eval, report")
+        after = [EVAL] if c.eval.enabled else trained
+        add(REPORT, self.report, after, run.report, lane="eval, report", always=True)
         return phases
 
     def run(self) -> None:

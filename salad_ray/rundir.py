@@ -30,6 +30,7 @@ HELDOUT, NATURAL, TEXT = "heldout", "natural", "text"
 WARMUP_JOB, STAGE1_JOB = "warmup", "stage1"
 STAGE1_LABEL = "stage I"
 EVAL_SPEECH = "eval/speech"  # the phase that speaks and transcribes the benchmarks ahead of the evaluation
+POOL, EVAL, REPORT = "pool", "eval", "report"  # the phases of the pool, the evaluation and the report
 
 
 @dataclass(frozen=True)
@@ -91,22 +92,23 @@ def scores_phase(r: int) -> str:
 @dataclass(frozen=True)
 class Milestone:
     """A student the run saves: its label in summaries and reports, the Ray Train job and step it is
-    saved at, and its folder under ``students/``."""
+    saved at, its folder under ``students/``, and the phase (in state.json) that saves it."""
 
     label: str
     job: str
     step: int
     student: str
+    phase: str
     arm: str | None = None  # None: shared by every arm
     round: int | None = None  # the stage-II round it ends (or is half-way through)
 
 
 def warmup(stages: StagesConfig) -> Milestone:
-    return Milestone("warm-up", WARMUP_JOB, stages.warmup.steps, "warmup")
+    return Milestone("warm-up", WARMUP_JOB, stages.warmup.steps, "warmup", WARMUP_JOB)
 
 
 def stage1(stages: StagesConfig) -> Milestone:
-    return Milestone(STAGE1_LABEL, STAGE1_JOB, stages.stage1_steps, "stage1")
+    return Milestone(STAGE1_LABEL, STAGE1_JOB, stages.stage1_steps, "stage1", STAGE1_JOB)
 
 
 def end_of_stage2(arm: Arm | str) -> str:
@@ -118,7 +120,7 @@ def round_end(arm: Arm, r: int, stages: StagesConfig) -> Milestone:
     """The arm's student after round r; after the last round it is the arm's end of stage II."""
     label = end_of_stage2(arm) if r == stages.stage2_rounds else f"{arm.name} round {r}"
     step = r * stages.stage2_steps_per_round
-    return Milestone(label, arm.job, step, f"{arm.name}-round-{r}", arm.name, r)
+    return Milestone(label, arm.job, step, f"{arm.name}-round-{r}", arm.phase(r, "train"), arm.name, r)
 
 
 def half_way(r: int, stages: StagesConfig) -> Milestone:
@@ -126,7 +128,13 @@ def half_way(r: int, stages: StagesConfig) -> Milestone:
     per_round = stages.stage2_steps_per_round
     step = (r - 1) * per_round + (per_round + 1) // 2
     return Milestone(
-        f"{ACTIVE.name} round {r} half", ACTIVE.job, step, f"{ACTIVE.name}-round-{r}-half", ACTIVE.name, r
+        f"{ACTIVE.name} round {r} half",
+        ACTIVE.job,
+        step,
+        f"{ACTIVE.name}-round-{r}-half",
+        ACTIVE.phase(r, "half"),
+        ACTIVE.name,
+        r,
     )
 
 

@@ -101,8 +101,8 @@ class Status:
     def line(self) -> str:
         lanes = dict(self.lanes)
         progress = self.run.eval / rundir.EVAL_PROGRESS
-        if "eval" in lanes and progress.is_file():
-            lanes["eval"] = f"eval: {progress.read_text().strip()}"
+        if rundir.EVAL in lanes and progress.is_file():
+            lanes[rundir.EVAL] = f"eval: {progress.read_text().strip()}"
         work = "; ".join(lanes.values()) or "starting"
         pipelines = ", ".join(f"{name} {done}/{total}" for name, (done, total) in self.pipelines().items())
         return (
