@@ -152,9 +152,9 @@ class Driver:
             copy_dir(result.student, target)
         return {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
 
-    def train(self, phase: str, milestone: Milestone, arm: Arm | None = None, note: bool = True) -> None:
+    def train(self, milestone: Milestone, arm: Arm | None = None, note: bool = True) -> None:
         gap = self._train(milestone, arm)
-        self.state.finish(phase, **({"gap": {milestone.label: gap}} if note else {}))
+        self.state.finish(milestone.phase, **({"gap": {milestone.label: gap}} if note else {}))
 
     # ------------------------------------------------------------------------------------- rounds
 
@@ -241,7 +241,7 @@ class Driver:
 
         def train(milestone: Milestone, needs, arm: Arm | None = None, note: bool = True) -> None:
             lane = f"{arm.name} arm" if arm else "warm-up, stage I"
-            work = partial(self.train, milestone.phase, milestone, arm, note)
+            work = partial(self.train, milestone, arm, note)
             add(milestone.phase, work, needs, run.student(milestone), "train", lane)
 
         add(HELDOUT, self.build_heldout, [], run.store(HELDOUT), "speech", "data")
