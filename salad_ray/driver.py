@@ -7,8 +7,8 @@
     round-r/scores           M(c), KL(c) and CER(c) of the probes, with the round's student
     <arm>/round-r/plan       p(c) ~ P(c) S(c)^gamma, texts drawn to the budget
     <arm>/round-r/synthesis  the drawn texts spoken into the round's store
-    active/round-r/half      the active arm trained half-way through round r: scores round r + 1
-    <arm>/round-r/train      the arm's stage II trained to the end of round r
+    <arm>/round-r/train      the arm's stage II trained to the end of round r (one Ray Train call)
+    active/round-r/half      the student that call saves half-way through round r: scores round r + 1
     eval/speech              the benchmarks spoken and transcribed (beside the warm-up and stage I)
     eval, report             spoken benchmarks, controls and held-out gaps; the report
 
@@ -21,6 +21,7 @@ which round is :func:`salad_ray.rundir.student_for_round`'s.
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +53,8 @@ from salad_ray.runstate import RunState
 from salad_ray.selection import RoundPlan
 from salad_ray.status import Status
 
+AWAIT_SECONDS = 1.0  # how often a phase waiting for a student that a running call saves looks for it
+
 
 class Driver:
     def __init__(self, config: RunConfig, run: RunDir):
@@ -59,6 +62,7 @@ class Driver:
         self.state = RunState(run.state, config.stages.stage2_rounds)
         self.status = Status(config, run, self.state, self.pipelines)
         self._pending: dict[str, tuple[ShardStore, int]] = {}  # store name -> (store, texts submitted)
+        self._ended: set[str] = set()  # training phases whose call returned or raised in this process
 
     def store(self, name: str) -> ShardStore:
         return ShardStore(self.dirs.store(name))
@@ -152,9 +156,26 @@ class Driver:
             copy_dir(result.student, target)
         return {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
 
-    def train(self, milestone: Milestone, arm: Arm | None = None, note: bool = True) -> None:
-        gap = self._train(milestone, arm)
-        self.state.finish(milestone.phase, **({"gap": {milestone.label: gap}} if note else {}))
+    def train(self, milestone: Milestone, arm: Arm | None = None) -> None:
+        try:
+            gap = self._train(milestone, arm)
+        finally:
+            self._ended.add(milestone.phase)
+        self.state.finish(milestone.phase, gap={milestone.label: gap})
+
+    def await_student(self, milestone: Milestone, call: Milestone) -> None:
+        """Wait for the student that the training call to ``call`` saves on its way (``milestone``,
+        salad_ray.rundir.round_exports), then record its phase done; fail if the call ends without it."""
+        target = self.dirs.student(milestone)
+        while not target.is_dir():
+            ended = call.phase in self._ended or call.phase in self.state.done
+            if ended and not target.is_dir():  # looked again: the call may have saved it just before it ended
+                raise RuntimeError(
+                    f"{call.phase} ended without saving the {milestone.label} student (step "
+                    f"{milestone.step}) to {target}"
+                )
+            time.sleep(AWAIT_SECONDS)
+        self.state.finish(milestone.phase)
 
     # ------------------------------------------------------------------------------------- rounds
 
@@ -239,9 +260,9 @@ class Driver:
                 Phase(name, work, tuple(needs), where, asks, lane=lane, training=kind == "train", **kw)
             )
 
-        def train(milestone: Milestone, needs, arm: Arm | None = None, note: bool = True) -> None:
+        def train(milestone: Milestone, needs, arm: Arm | None = None) -> None:
             lane = f"{arm.name} arm" if arm else "warm-up, stage I"
-            work = partial(self.train, milestone, arm, note)
+            work = partial(self.train, milestone, arm)
             add(milestone.phase, work, needs, run.student(milestone), "train", lane)
 
         add(HELDOUT, self.build_heldout, [], run.store(HELDOUT), "speech", "data")
@@ -270,9 +291,10 @@ class Driver:
                 add(synthesis, work, [plan, *one_at_a_time], run.store(arm.store(r)), "speech", lane)
                 previous = first.phase if r == 1 else arm.phase(r - 1, "train")
                 end = rundir.round_end(arm, r, stages)
-                for call in rundir.round_calls(arm, r, stages):  # the active arm's half-way call first
-                    train(call, [synthesis, previous], arm, note=call == end)
-                    previous = call.phase
+                train(end, [synthesis, previous], arm)
+                for export in rundir.round_exports(arm, r, stages):  # saved by that call on its way
+                    work = partial(self.await_student, export, end)
+                    add(export.phase, work, [synthesis, previous], run.student(export))  # drawn: the call
         trained = [first.phase, *[arm.phase(last, "train") for arm in arms]]
         if c.eval.enabled:  # the benchmarks spoken and transcribed beside the warm-up and stage I
             add(EVAL_SPEECH, self.prepare_eval_speech, [POOL], run.eval, "eval", "eval, report")

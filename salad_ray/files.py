@@ -39,22 +39,30 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def copy_dir(source: str | Path, path: str | Path) -> None:
-    """``source`` copied to a new directory ``path`` whole or not at all: into the hidden sibling
-    ``.<name>.tmp`` first, then renamed. The temporary's name is fixed, so what a copy killed midway
-    left behind (a student is hundreds of MB) is removed by the next copy, not kept forever.
-
-    Files are hard-linked where the filesystem allows and copied where it does not: a copy costs
-    no bytes, for sources whose files are never rewritten in place (a training checkpoint's are
-    written once; deleting the checkpoint later leaves the copy whole)."""
+@contextmanager
+def new_dir(path: str | Path) -> Iterator[Path]:
+    """A directory for the block to fill, which becomes ``path`` whole or not at all: it is the hidden
+    sibling ``.<name>.tmp`` until the block ends, then renamed. The temporary's name is fixed, so what
+    a writer killed midway left behind (a student is hundreds of MB) is removed by the next writer,
+    not kept forever."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        shutil.copytree(source, tmp, copy_function=_link_or_copy)
+        yield tmp
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def copy_dir(source: str | Path, path: str | Path) -> None:
+    """``source`` copied to a new directory ``path`` whole or not at all (:func:`new_dir`).
+
+    Files are hard-linked where the filesystem allows and copied where it does not: a copy costs
+    no bytes, for sources whose files are never rewritten in place (a training checkpoint's are
+    written once; deleting the checkpoint later leaves the copy whole)."""
+    with new_dir(path) as tmp:
+        shutil.copytree(source, tmp, copy_function=_link_or_copy)
 
 
 def _link_or_copy(source: str, target: str) -> None:

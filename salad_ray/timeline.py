@@ -5,7 +5,8 @@ The driver appends one line per finished phase to ``timeline.jsonl`` (salad_ray.
 run after the lines of the runs before it: its name, the lane its :class:`Phase` is drawn in (work
 that runs side by side gets lanes of its own; an arm's plan and synthesis share its lane with its
 training, in another colour), whether it trains, its start and end. The report draws them
-(``timeline.png``). The trainer's
+(``timeline.png``), all but phases with no lane: a wait for a student that a training call saves on
+its way, whose time is the call's. The trainer's
 wait is what rank 0 spent blocked on its data stream (salad_ray.train.loop's ``data_wait_s``):
 wait share = Σ data_wait_s / Σ seconds over the metrics windows of the stage-II jobs.
 """
@@ -36,6 +37,7 @@ def read(path: Path) -> list[dict]:
 
 def plot(records: list[dict], path: Path) -> bool:
     """One bar per phase, lanes top to bottom, minutes since the first phase started; False if empty."""
+    records = [r for r in records if r["lane"]]
     if not records:
         return False
     import matplotlib

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import pytest
 
+import salad_ray.driver
 from salad_ray.config import PRESETS, load_config
 from salad_ray.driver import Driver
 from salad_ray.phases import check_graph
-from salad_ray.rundir import ACTIVE, RunDir, probes_phase, scores_phase, student_for_round
+from salad_ray.rundir import (
+    ACTIVE,
+    RunDir,
+    half_way,
+    probes_phase,
+    round_end,
+    scores_phase,
+    student_for_round,
+)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -31,3 +40,22 @@ def test_each_round_is_scored_after_its_student_is_saved_and_probed_after_the_ac
         if r > 1:
             assert ACTIVE.phase(r - 1, "plan") in graph[probes_phase(r)].needs
     assert graph[probes_phase(1)].needs == ("pool",)  # beside the warm-up and stage I
+
+
+def test_a_half_way_phase_records_the_student_its_call_saved_and_fails_if_the_call_ended_without_it(
+    local_config, tmp_path, monkeypatch
+):
+    """The active arm's half-way student is saved by its round's training call on its way: the
+    phase that waits for it finishes once the folder is there, and fails (rather than wait for
+    ever) once the call has ended without it."""
+    monkeypatch.setattr(salad_ray.driver, "AWAIT_SECONDS", 0.01)
+    run, stages = RunDir(tmp_path), local_config.stages
+    driver = Driver(local_config, run)
+    half, call = half_way(1, stages), round_end(ACTIVE, 1, stages)
+    driver._ended.add(call.phase)
+    with pytest.raises(RuntimeError, match="active/round-1/train ended without saving"):
+        driver.await_student(half, call)
+    assert half.phase not in driver.state.done
+    run.student(half).mkdir(parents=True)
+    driver.await_student(half, call)
+    assert half.phase in driver.state.done

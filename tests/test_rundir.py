@@ -1,12 +1,12 @@
 """A run's milestones (salad_ray.rundir), without Ray: which student scores each round, and which
-students each arm's training calls save."""
+students each arm's training call of a round saves on its way."""
 
 from __future__ import annotations
 
 import pytest
 
 from salad_ray.config import load_config
-from salad_ray.rundir import ACTIVE, UNIFORM, round_calls, student_for_round
+from salad_ray.rundir import ACTIVE, UNIFORM, round_end, round_exports, student_for_round
 
 
 def stages(rounds: int, steps: int):
@@ -28,17 +28,20 @@ def test_round_r_is_scored_by_the_active_half_way_student_of_round_r_minus_1():
 
 
 def test_the_active_arm_saves_the_scoring_student_half_way_through_each_round_but_the_last():
+    """Each round is one call to its end; the active arm's call saves the half-way student on its
+    way, strictly inside the round (after its first step, before its last)."""
     three = stages(3, 20)
-    assert [saved(round_calls(ACTIVE, r, three)) for r in (1, 2, 3)] == [
-        [("stage2-active", 10, "active-round-1-half"), ("stage2-active", 20, "active-round-1")],
-        [("stage2-active", 30, "active-round-2-half"), ("stage2-active", 40, "active-round-2")],
-        [("stage2-active", 60, "active-round-3")],
+    assert [saved(round_exports(ACTIVE, r, three)) for r in (1, 2, 3)] == [
+        [("stage2-active", 10, "active-round-1-half")],
+        [("stage2-active", 30, "active-round-2-half")],
+        [],
     ]
-    assert [saved(round_calls(UNIFORM, r, three)) for r in (1, 2, 3)] == [
-        [("stage2-uniform", 20 * r, f"uniform-round-{r}")] for r in (1, 2, 3)
+    assert [round_exports(UNIFORM, r, three) for r in (1, 2, 3)] == [[], [], []]
+    assert [saved([round_end(arm, r, three)]) for arm in (ACTIVE, UNIFORM) for r in (1, 2, 3)] == [
+        [(arm.job, 20 * r, f"{arm.name}-round-{r}")] for arm in (ACTIVE, UNIFORM) for r in (1, 2, 3)
     ]
-    assert [m.label for m in round_calls(ACTIVE, 2, three)] == ["active round 2 half", "active round 2"]
-    assert [m.label for m in round_calls(ACTIVE, 3, three)] == ["stage II active"]
+    assert [m.label for m in round_exports(ACTIVE, 2, three)] == ["active round 2 half"]
+    assert round_end(ACTIVE, 3, three).label == "stage II active"
 
 
 @pytest.mark.parametrize("steps", [2, 3, 20, 2500])

@@ -10,6 +10,7 @@ consumes exactly the same G samples, so a resumed run sees the same data as an u
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,9 @@ from salad_ray.pipeline.records import sample_from_row
 from salad_ray.train.mixture import SampleRef
 
 TAGS = ["step", "micro", "slot", "source"]
+# Stream rows per Ray Data block. Ray Data cuts a list of rows into up to 200 blocks, one row each
+# for a stage-II call's 160, and runs a filter task per block: ~9 s more before a call's first step.
+ROWS_PER_BLOCK = 1024
 T = TypeVar("T")
 
 
@@ -45,6 +49,13 @@ def stream_rows(
         for p, ref in enumerate(stream)
         if p // per_step >= start_step
     ]
+
+
+def stream_dataset(rows: list[dict]):
+    """The stream rows (:func:`stream_rows`) as a Ray Data dataset of blocks of ``ROWS_PER_BLOCK`` rows."""
+    import ray
+
+    return ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / ROWS_PER_BLOCK)))
 
 
 def load_rows(refs: pd.DataFrame) -> pd.DataFrame:

@@ -2,13 +2,14 @@
 
 A stage-II job up to step ``until`` reads round r's store (r = 1 .. ⌈until/S⌉, S steps per round)
 from the round's first step, (r - 1)·S (salad_ray.train.mixture): each call of an arm extends the
-stream of the calls before it.
+stream of the calls before it. It saves the students of its rounds' exports (the active arm's
+half-way students, salad_ray.rundir.round_exports) at their steps.
 """
 
 from __future__ import annotations
 
 from salad_ray.config import RunConfig
-from salad_ray.rundir import HELDOUT, NATURAL, TEXT, Arm, RunDir, stage1, warmup
+from salad_ray.rundir import HELDOUT, NATURAL, TEXT, Arm, RunDir, round_exports, stage1, warmup
 from salad_ray.train.loop import StageJob
 from salad_ray.train.reporting import MetricsLog
 
@@ -51,6 +52,7 @@ def stage_job(
     per_round = stages.stage2_steps_per_round
     rounds = -(-until // per_round)
     stores["active"] = [str(run.store(arm.store(r))) for r in range(1, rounds + 1)]
+    exports = [m for r in range(1, rounds + 1) for m in round_exports(arm, r, stages)]
     job = StageJob(
         name=arm.job,
         stores=stores,
@@ -60,6 +62,7 @@ def stage_job(
         init=str(run.student(stage1(stages))),
         lr_llm=stages.stage2_lr_llm,
         batch_size=stages.stage2_batch_size,
+        exports={str(run.student(m)): m.step for m in exports},
         **common,
     )
     return job, {"active": [(r - 1) * per_round for r in range(1, rounds + 1)]}

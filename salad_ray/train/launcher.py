@@ -85,12 +85,11 @@ def train_stage(
     """Train ``job`` up to its ``until_step`` on :func:`stage_stream` (``starts``: the step from
     which each store of a source is read; by default every store from step 0); ``log`` records
     every report (salad_ray.train.reporting)."""
-    import ray
     from ray.train import CheckpointConfig, FailureConfig
     from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchTrainer
 
-    from salad_ray.train.data import SlicedDataConfig, stream_rows
+    from salad_ray.train.data import SlicedDataConfig, stream_dataset, stream_rows
 
     if not 0 < job.until_step <= job.total_steps:
         raise ValueError(f"{job.name}: until_step {job.until_step} must be in 1 .. {job.total_steps}")
@@ -113,7 +112,7 @@ def train_stage(
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.num_to_keep),
             callbacks=[log] if log is not None else None,
         ),
-        datasets={"train": ray.data.from_items(rows)},
+        datasets={"train": stream_dataset(rows)},
         dataset_config=SlicedDataConfig(),
     )
     result = trainer.fit()

@@ -9,9 +9,11 @@ One step:
 3. forward and backward each micro-batch (DDP syncs gradients on the last one only); DDP and FSDP
    average gradients over ranks, so each rank's loss is multiplied by the world size to make the
    average a sum;
-4. clip, step AdamW and the WSD schedule; report metrics every ``log_every`` steps; checkpoint every
-   ``checkpoint_every`` steps and at ``until_step``; measure F and M on the held-out set every
-   ``eval_every`` steps and at the end (in fp32, ``eval.batch_size`` samples per forward).
+4. clip, step AdamW and the WSD schedule; save the student to each of the job's ``exports`` at its
+   step (a milestone on the way: the active arm's half-way student); report metrics every
+   ``log_every`` steps; checkpoint every ``checkpoint_every`` steps and at ``until_step``; measure
+   F and M on the held-out set every ``eval_every`` steps and at the end (in fp32,
+   ``eval.batch_size`` samples per forward).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -61,6 +63,7 @@ class StageJob:
     lr_llm: float | None = None  # the LLM's peak rate, when not train.lr_llm
     batch_size: int | None = None  # samples per worker and micro-step, when not train.batch_size
     heldout: str | None = None  # a shard store of held-out samples for F and M
+    exports: dict[str, int] = field(default_factory=dict)  # student directory -> the step it is saved at
 
 
 def build_student(run: RunConfig, job: StageJob, checkpoint_dir: Path | None) -> SpeechLM:
@@ -329,6 +332,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         position.tokens += int(step_sums["positions"])
         for src, n in zip(SOURCES, per_source, strict=True):
             position.seen[src] = position.seen.get(src, 0) + int(n)
+        for directory in [d for d, at in job.exports.items() if at == position.step]:
+            exporting = time.perf_counter()
+            state.export_student(Path(directory), model=model, student=student, rank=rank)
+            window.start += time.perf_counter() - exporting  # not timed, as reporting is not
 
         last = position.step == job.until_step
         log_now = position.step % t.log_every == 0 or last

@@ -70,6 +70,22 @@ def save(
     torch.save({"cpu": torch.get_rng_state()}, directory / f"rng-rank{rank}.pt")
 
 
+def export_student(directory: Path, *, model: nn.Module, student: SpeechLM, rank: int) -> None:
+    """The student's weights as they are now, saved as a student in ``directory`` whole or not at all
+    (salad_ray.files.new_dir): a milestone on a call's way to its last step. Every rank calls this
+    (gathering a sharded state is collective); rank 0 writes, unless ``directory`` exists already: a
+    resumed call retrains the same steps to the same weights, and a student once saved is not
+    rewritten under a reader."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    from salad_ray.files import new_dir
+
+    model_state = get_model_state_dict(model, options=_options())
+    if rank == 0 and not directory.is_dir():
+        with new_dir(directory) as tmp:
+            student.save(tmp, state_dict=model_state)
+
+
 def restore(directory: Path, *, model: nn.Module, optimizer, scheduler, rank: int) -> Position:
     """Load optimizer, scheduler, RNG and data position (the weights were loaded with the student)."""
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict

@@ -1,11 +1,11 @@
 """A run's training jobs (salad_ray.train.jobs), without Ray: each stage-II call extends its arm's
-stream, and round r reads its own selection."""
+stream, round r reads its own selection, and the active arm's calls save the half-way students."""
 
 from __future__ import annotations
 
 import pytest
 
-from salad_ray.rundir import ACTIVE, UNIFORM, RunDir, round_calls
+from salad_ray.rundir import ACTIVE, UNIFORM, RunDir, half_way
 from salad_ray.train import launcher
 from salad_ray.train.jobs import stage_job
 from salad_ray.train.mixture import SampleRef
@@ -33,11 +33,11 @@ def test_each_training_call_extends_the_stream_and_round_r_reads_its_selection(
     per_round = local_config.stages.stage2_steps_per_round * per_step
     trained: list[SampleRef] = []
     stages = local_config.stages
-    rounds = [round_calls(arm, r, stages) for r in (1, 2, 3)]
-    assert [len(calls) for calls in rounds] == ([2, 2, 1] if arm == ACTIVE else [1, 1, 1])
-    for until in [call.step for calls in rounds for call in calls]:
+    for reached in (1, 2, 3):  # one call per round
+        until = reached * stages.stage2_steps_per_round
         job, starts = stage_job(local_config, RunDir(tmp_path), until, arm)
-        reached = -(-until // stages.stage2_steps_per_round)
+        halves = [half_way(r, stages) for r in range(1, reached + 1) if r < 3] if arm == ACTIVE else []
+        assert job.exports == {str(RunDir(tmp_path).student(m)): m.step for m in halves}
         assert job.stores["active"] == [str(tmp_path / "data" / arm.store(r)) for r in range(1, reached + 1)]
         assert starts == {"active": [(r - 1) * stages.stage2_steps_per_round for r in range(1, reached + 1)]}
         stream = launcher.stage_stream(local_config, job, starts)
