@@ -21,7 +21,6 @@ which round is :func:`salad_ray.rundir.student_for_round`'s.
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -32,10 +31,10 @@ from salad_ray.config import ConfigError, RunConfig
 from salad_ray.console import log
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
 from salad_ray.files import copy_dir
-from salad_ray.phases import Phase, run_graph
+from salad_ray.phases import Phase, run_graph, wait_for
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.pool import Pool
-from salad_ray.resources import phase_asks
+from salad_ray.resources import phase_asks, run_eval_task
 from salad_ray.rundir import (
     ACTIVE,
     EVAL,
@@ -52,8 +51,6 @@ from salad_ray.rundir import (
 from salad_ray.runstate import RunState
 from salad_ray.selection import RoundPlan
 from salad_ray.status import Status
-
-AWAIT_SECONDS = 1.0  # how often a phase waiting for a student that a running call saves looks for it
 
 
 class Driver:
@@ -140,41 +137,32 @@ class Driver:
 
     # ----------------------------------------------------------------------------------- training
 
-    def _train(self, milestone: Milestone, arm: Arm | None = None) -> dict:
-        """Train to the milestone's step (the warm-up, stage I or an arm's stage II), save its student."""
-        from salad_ray.train.jobs import metrics_log, stage_job, warmup_job
+    def train(self, milestone: Milestone, arm: Arm | None = None) -> None:
+        """Train to the milestone's step (the warm-up, stage I or an arm's stage II), save its student
+        and record its held-out gap."""
+        from salad_ray.train.jobs import metrics_log, milestone_job
         from salad_ray.train.launcher import train_stage
 
-        if milestone == rundir.warmup(self.config.stages):
-            job, starts = warmup_job(self.config, self.dirs), {}
-        else:
-            job, starts = stage_job(self.config, self.dirs, milestone.step, arm)
-        result = train_stage(
-            self.config, self.dirs.train, job, starts, metrics_log(self.config, self.dirs, job)
-        )
-        if not (target := self.dirs.student(milestone)).is_dir():
-            copy_dir(result.student, target)
-        return {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
-
-    def train(self, milestone: Milestone, arm: Arm | None = None) -> None:
+        job, starts = milestone_job(self.config, self.dirs, milestone, arm)
         try:
-            gap = self._train(milestone, arm)
+            result = train_stage(
+                self.config, self.dirs.train, job, starts, metrics_log(self.config, self.dirs, job)
+            )
         finally:
             self._ended.add(milestone.phase)
+        if not (target := self.dirs.student(milestone)).is_dir():
+            copy_dir(result.student, target)
+        gap = {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
         self.state.finish(milestone.phase, gap={milestone.label: gap})
 
     def await_student(self, milestone: Milestone, call: Milestone) -> None:
         """Wait for the student that the training call to ``call`` saves on its way (``milestone``,
         salad_ray.rundir.round_exports), then record its phase done; fail if the call ends without it."""
-        target = self.dirs.student(milestone)
-        while not target.is_dir():
-            ended = call.phase in self._ended or call.phase in self.state.done
-            if ended and not target.is_dir():  # looked again: the call may have saved it just before it ended
-                raise RuntimeError(
-                    f"{call.phase} ended without saving the {milestone.label} student (step "
-                    f"{milestone.step}) to {target}"
-                )
-            time.sleep(AWAIT_SECONDS)
+        wait_for(
+            self.dirs.student(milestone),
+            lambda: call.phase in self._ended or call.phase in self.state.done,
+            f"{call.phase} ended without saving the {milestone.label} student (step {milestone.step})",
+        )
         self.state.finish(milestone.phase)
 
     # ------------------------------------------------------------------------------------- rounds
@@ -217,19 +205,11 @@ class Driver:
 
     # ------------------------------------------------------------------------------------ the end
 
-    def _eval_task(self, fn, *args) -> None:
-        """``fn(*args)`` in a Ray task with the evaluation's resources."""
-        import ray
-
-        from salad_ray.resources import eval_task_options
-
-        ray.get(ray.remote(fn).options(**eval_task_options(self.config)).remote(*args))
-
     def prepare_eval_speech(self) -> None:
         """The benchmarks' speech and its transcripts, cached for the evaluation."""
         from salad_ray.eval.suite import prepare_speech
 
-        self._eval_task(prepare_speech, self.config, self.dirs.eval)
+        run_eval_task(self.config, prepare_speech, self.config, self.dirs.eval)
         self.state.finish(EVAL_SPEECH)
 
     def evaluate(self) -> None:
@@ -237,7 +217,7 @@ class Driver:
         from salad_ray.eval.suite import run_eval, run_students
 
         students = run_students(self.config, self.dirs)
-        self._eval_task(run_eval, self.config, students, self.dirs.store(HELDOUT), self.dirs.eval)
+        run_eval_task(self.config, run_eval, self.config, students, self.dirs.store(HELDOUT), self.dirs.eval)
         self.state.finish(EVAL)
 
     def report(self) -> None:

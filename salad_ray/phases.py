@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 
 from salad_ray.console import log
 
@@ -103,6 +104,18 @@ def run_graph(
                 on_end(phase, time.time() - started, error)
     if failure is not None:
         raise failure
+
+
+POLL_SECONDS = 1.0  # how often :func:`wait_for` looks
+
+
+def wait_for(path: Path, ended: Callable[[], bool], failure: str) -> None:
+    """Return once ``path`` exists: a phase whose product another phase's work makes on its way. Once
+    ``ended()`` (that work has stopped) and ``path`` still does not exist, raise ``failure``."""
+    while not path.exists():
+        if ended() and not path.exists():  # looked again: it may have been made just before the end
+            raise RuntimeError(f"{failure}: {path} does not exist")
+        time.sleep(POLL_SECONDS)
 
 
 def describe_graph(phases: list[Phase], is_done: Callable[[str], bool]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,13 @@ def eval_task_options(config: RunConfig) -> dict[str, Any]:
     """Ray task options of the evaluation (one task scoring every system in turn)."""
     r = config.resources
     return {"num_cpus": r.cpus_per_eval_task, "num_gpus": r.gpus_per_eval_task}
+
+
+def run_eval_task(config: RunConfig, fn: Callable, *args) -> Any:
+    """``fn(*args)`` in a Ray task with the evaluation's resources (:func:`eval_task_options`)."""
+    import ray
+
+    return ray.get(ray.remote(fn).options(**eval_task_options(config)).remote(*args))
 
 
 def light_stage_options(config: RunConfig, max_actors: int = 2) -> dict[str, Any]:

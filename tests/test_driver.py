@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import salad_ray.driver
+import salad_ray.phases
 from salad_ray.config import PRESETS, load_config
 from salad_ray.driver import Driver
 from salad_ray.phases import check_graph
@@ -48,7 +48,7 @@ def test_a_half_way_phase_records_the_student_its_call_saved_and_fails_if_the_ca
     """The active arm's half-way student is saved by its round's training call on its way: the
     phase that waits for it finishes once the folder is there, and fails (rather than wait for
     ever) once the call has ended without it."""
-    monkeypatch.setattr(salad_ray.driver, "AWAIT_SECONDS", 0.01)
+    monkeypatch.setattr(salad_ray.phases, "POLL_SECONDS", 0.01)
     run, stages = RunDir(tmp_path), local_config.stages
     driver = Driver(local_config, run)
     half, call = half_way(1, stages), round_end(ACTIVE, 1, stages)

@@ -9,7 +9,7 @@ half-way students, salad_ray.rundir.round_exports) at their steps.
 from __future__ import annotations
 
 from salad_ray.config import RunConfig
-from salad_ray.rundir import HELDOUT, NATURAL, TEXT, Arm, RunDir, round_exports, stage1, warmup
+from salad_ray.rundir import HELDOUT, NATURAL, TEXT, Arm, Milestone, RunDir, round_exports, stage1, warmup
 from salad_ray.train.loop import StageJob
 from salad_ray.train.reporting import MetricsLog
 
@@ -66,6 +66,16 @@ def stage_job(
         **common,
     )
     return job, {"active": [(r - 1) * per_round for r in range(1, rounds + 1)]}
+
+
+def milestone_job(
+    config: RunConfig, run: RunDir, milestone: Milestone, arm: Arm | None = None
+) -> tuple[StageJob, dict[str, list[int]]]:
+    """The job that trains to ``milestone`` (the warm-up, stage I or an arm's round end) and the step
+    from which each store of a source is read."""
+    if milestone == warmup(config.stages):
+        return warmup_job(config, run), {}
+    return stage_job(config, run, milestone.step, arm)
 
 
 def metrics_log(config: RunConfig, run: RunDir, job: StageJob) -> MetricsLog:
