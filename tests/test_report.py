@@ -269,6 +269,9 @@ def test_report_from_a_run_directory(tmp_path):
     assert "| law | 0.0100 / 1.5000 | 0.0100 / 0.5000 |" in text  # untrained, stage I
     assert "| held-out domain (unseen) | 0.0100 / 1.5000 [1.5000, 1.5000] | 0.0100 / 0.5000 [" in text
     assert "held-out domain (unseen): medicine (data.heldout_only)" in text
+    # the gap after stage II against after stage I: paired over the same items (A_I - A_arm)
+    assert "### The gap after stage II against after stage I" in text
+    assert "Gap after stage II active minus gap after stage I: -10.0 [" in text
     # active against uniform: paired, and claimed only when the interval excludes 0
     assert "**No measurable difference** between active and uniform on held-out M" in text
     assert "Active beats uniform" not in text

@@ -305,6 +305,33 @@ def _claim(diff: Interval, better: str, worse: str, what: str, unit: str, n: str
     )
 
 
+def gap_change(results: dict) -> str | None:
+    """Whether stage II closed the gap: for each stage-II arm, its gap minus stage I's, i.e.
+    (A_text - A_arm) - (A_text - A_I) = A_I - A_arm (the original LLM's text accuracy A_text is the
+    same for both), a paired difference over the same items, in points; "smaller" is claimed only
+    when its 95 % interval is below 0."""
+    systems, tasks = results["systems"], list(results["tasks"])
+    stage1 = _correct(systems[STAGE1_LABEL], "speech", tasks) if STAGE1_LABEL in systems else None
+    if stage1 is None:
+        return None
+    lines = []
+    for arm in (ACTIVE, UNIFORM):
+        correct = _correct(systems[arm], "speech", tasks) if arm in systems else None
+        if correct is None:
+            continue
+        d = paired_accuracy_difference(stage1, correct)
+        verdict = (
+            "the interval includes 0: this run does not show a change"
+            if not d.excludes(0)
+            else ("smaller after stage II" if d.high < 0 else "larger after stage II")
+        )
+        lines.append(
+            f"Gap after {arm} minus gap after {STAGE1_LABEL}: {_points(d)} points over the same "
+            f"{sum(len(x) for x in correct)} items; {verdict}."
+        )
+    return "\n\n".join(lines) + f"\n\n{ci_note()} Paired: both students on the same items." if lines else None
+
+
 def active_vs_uniform(results: dict) -> str | None:
     """The paper's comparison in words: held-out M of the two stage-II arms as a paired difference
     over the same held-out samples, claimed only when its 95 % interval excludes 0 (also on the
@@ -409,6 +436,9 @@ def plot_accuracy_vs_gap(results: dict, path: Path) -> bool:
 def eval_sections(results: dict, out_dir: Path) -> list[str]:
     """Markdown blocks for the run report (plots written next to it)."""
     parts = ["\n## Evaluation: the text-speech gap\n", gap_table(results)]
+    closed = gap_change(results)
+    if closed:
+        parts += ["\n### The gap after stage II against after stage I\n", closed]
     comparison = active_vs_uniform(results)
     if comparison:
         parts += ["\n### Active against uniform selection\n", comparison]
