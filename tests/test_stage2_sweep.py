@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 @pytest.mark.machine_wide  # smoke_job (the README's laptop job) ends with `ray stop`
-def test_the_sweep_trains_the_stage_one_student_and_measures_m_from_it(smoke_job, tmp_path):
+def test_the_sweep_trains_the_stage_one_student_and_measures_m_and_accuracy_from_it(smoke_job, tmp_path):
     assert smoke_job.succeeded, smoke_job.output[-3000:]
     out = tmp_path / "sweep.jsonl"
     done = subprocess.run(
@@ -22,7 +22,7 @@ def test_the_sweep_trains_the_stage_one_student_and_measures_m_from_it(smoke_job
             sys.executable,
             str(ROOT / "tools" / "stage2_sweep.py"),
             f"--run-dir={smoke_job.run_dir}",
-            *["--batch=2", "--lr=1e-3", "--steps=2", "--eval-every=1", f"--out={out}"],
+            *["--batch=2", "--lr=1e-3", "--steps=2", "--eval-every=1", "--accuracy", f"--out={out}"],
         ],
         capture_output=True,
         text=True,
@@ -37,3 +37,8 @@ def test_the_sweep_trains_the_stage_one_student_and_measures_m_from_it(smoke_job
     assert result["m_over_stage1"] == pytest.approx(
         result["curve"][2]["heldout_m"] / result["curve"][0]["heldout_m"]
     )
+    results = json.loads((smoke_job.run_dir / "eval" / "results.json").read_text())
+    assert result["spoken_accuracy"]["stage1"] == pytest.approx(
+        results["systems"]["stage I"]["accuracy"]["speech"]
+    )  # scored as the run's evaluation scores it
+    assert set(result["spoken_accuracy"]["end"]) == set(results["tasks"])

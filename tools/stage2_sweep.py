@@ -6,8 +6,11 @@ text stores and its uniform arm's round stores (the run must have compared the a
 WSD schedule over ``--steps``. Held-out F and M (fp32, the run's held-out store) are measured every
 ``--eval-every`` steps. The ratio
 M / M(stage I) is what the `local` recipe's stage-II keys were chosen by (README, the recipe table).
+With ``--accuracy``, the spoken cloze accuracy of the run's benchmarks is measured too, at step 0
+and at the end, as the run's evaluation scores it (its speech cache: nothing is spoken again).
 
-    python tools/stage2_sweep.py --run-dir runs/local --batch 16 --lr 2e-4 --steps 30 [--eval-every 15]
+    python tools/stage2_sweep.py --run-dir runs/local --batch 16 --lr 2e-4 --steps 30 [--eval-every 15] [--accuracy]
+        [--set train.lr_adapter=1e-4 ...]
 
 Appends one JSON line per setting to ``--out`` (default <run-dir>/stage2_sweep.jsonl).
 """
@@ -26,15 +29,41 @@ import torch.distributed as dist
 
 from salad_ray.config import load_config
 from salad_ray.pipeline.shards import ShardStore
-from salad_ray.rundir import HELDOUT, NATURAL, TEXT, UNIFORM, RunDir, stage1
+from salad_ray.rundir import EVAL_CACHE, HELDOUT, NATURAL, TEXT, UNIFORM, RunDir, stage1
 from salad_ray.train.data import load_rows, micro_steps, stream_rows
 from salad_ray.train.loop import StageJob, build_student, evaluate, make_optimizer, train_step
 from salad_ray.train.mixture import mixture_stream, pool_refs
 from salad_ray.train.schedule import WSD
 
 
-def sweep(run: RunDir, batch: int, lr: float, steps: int, eval_every: int) -> dict:
-    config = load_config(file=run.config, overrides=[f"train.batch_size={batch}", f"train.lr_llm={lr}"])
+def spoken_accuracy(run: RunDir, config, student) -> dict:
+    """The student's spoken accuracy on each of the run's benchmarks, with the evaluation's prompts,
+    speech cache and scoring (salad_ray.eval.suite)."""
+    from salad_ray.eval.speech_cache import SpeechCache
+    from salad_ray.eval.suite import build_prompts, score_modes, voice_prompts
+
+    prompts = build_prompts(config, student.tokenizer, student.bos_id)
+    prompts, _, _ = voice_prompts(config, prompts, SpeechCache(config, run.eval / EVAL_CACHE), lambda _: None)
+    student.eval()
+    accuracy = score_modes(student, prompts, ["speech"], config)["accuracy"]["speech"]
+    student.train()
+    return accuracy
+
+
+def sweep(
+    run: RunDir,
+    batch: int,
+    lr: float,
+    steps: int,
+    eval_every: int,
+    accuracy: bool = False,
+    overrides: tuple[str, ...] = (),
+) -> dict:
+    """One setting from the run's stage-I student (module docstring); ``overrides``: more ``--set``
+    values on the run's config (e.g. ``train.lr_adapter=1e-4``)."""
+    config = load_config(
+        file=run.config, overrides=[*overrides, f"train.batch_size={batch}", f"train.lr_llm={lr}"]
+    )
     stages = config.stages
     refs = {
         "natural": pool_refs(ShardStore(run.store(NATURAL)), "natural"),
@@ -73,6 +102,7 @@ def sweep(run: RunDir, batch: int, lr: float, steps: int, eval_every: int) -> di
         print(json.dumps(curve[-1]), flush=True)
 
     measure(0)
+    spoken = [spoken_accuracy(run, config, student)] if accuracy else []
     trained = 0.0
     for step in range(steps):
         t0 = time.perf_counter()
@@ -86,13 +116,17 @@ def sweep(run: RunDir, batch: int, lr: float, steps: int, eval_every: int) -> di
         trained += time.perf_counter() - t0
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             measure(step + 1)
+    if accuracy:
+        spoken.append(spoken_accuracy(run, config, student))
     return {
         "batch": batch,
         "lr": lr,
+        "overrides": list(overrides),
         "steps": steps,
         "seconds_per_step": trained / steps,
         "m_over_stage1": curve[-1]["heldout_m"] / curve[0]["heldout_m"],
         "curve": curve,
+        **({"spoken_accuracy": {"stage1": spoken[0], "end": spoken[1]}} if accuracy else {}),
     }
 
 
@@ -103,6 +137,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--eval-every", type=int, default=16)
+    parser.add_argument(
+        "--accuracy", action="store_true", help="also the spoken cloze accuracy, start and end"
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     run = RunDir(Path(args.run_dir).resolve())
@@ -110,7 +148,7 @@ def main() -> None:
         parser.error(f"{run.root} has no uniform arm's stores: run it with selection.compare_uniform: true")
     with tempfile.TemporaryDirectory() as rendezvous:
         dist.init_process_group("gloo", init_method=f"file://{rendezvous}/pg", rank=0, world_size=1)
-        result = sweep(run, args.batch, args.lr, args.steps, args.eval_every)
+        result = sweep(run, args.batch, args.lr, args.steps, args.eval_every, args.accuracy, tuple(args.set))
         dist.destroy_process_group()
     with open(args.out or run.root / "stage2_sweep.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
