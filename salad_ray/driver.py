@@ -10,6 +10,7 @@
     <arm>/round-r/train      the arm's stage II trained to the end of round r (one Ray Train call)
     active/round-r/half      the student that call saves half-way through round r: scores round r + 1
     eval/speech              the benchmarks spoken and transcribed (beside the warm-up and stage I)
+    eval/baselines           the original LLM, the cascade and the untrained student scored (beside stage I)
     eval, report             spoken benchmarks, controls and held-out gaps; the report
 
 Each phase is recorded in ``state.json`` when done and is safe to redo (pipelines skip committed
@@ -30,6 +31,7 @@ from salad_ray.accounting import PipelineReport
 from salad_ray.config import ConfigError, RunConfig
 from salad_ray.console import log
 from salad_ray.corpus import Rejected, TextRecord, heldout_records, screen_texts
+from salad_ray.eval.suite import prepare_speech, run_baselines, run_eval, run_students
 from salad_ray.files import copy_dir
 from salad_ray.phases import Phase, run_graph, wait_for
 from salad_ray.pipeline.shards import ShardStore
@@ -38,6 +40,7 @@ from salad_ray.resources import phase_asks, run_eval_task
 from salad_ray.rundir import (
     ACTIVE,
     EVAL,
+    EVAL_BASELINES_PHASE,
     EVAL_SPEECH,
     HELDOUT,
     NATURAL,
@@ -205,20 +208,11 @@ class Driver:
 
     # ------------------------------------------------------------------------------------ the end
 
-    def prepare_eval_speech(self) -> None:
-        """The benchmarks' speech and its transcripts, cached for the evaluation."""
-        from salad_ray.eval.suite import prepare_speech
-
-        run_eval_task(self.config, prepare_speech, self.config, self.dirs.eval)
-        self.state.finish(EVAL_SPEECH)
-
-    def evaluate(self) -> None:
-        """The spoken benchmarks, the controls and the held-out gap of every student."""
-        from salad_ray.eval.suite import run_eval, run_students
-
-        students = run_students(self.config, self.dirs)
-        run_eval_task(self.config, run_eval, self.config, students, self.dirs.store(HELDOUT), self.dirs.eval)
-        self.state.finish(EVAL)
+    def _evaluation(self, phase: str, step, *args) -> None:
+        """``step(config, *args)``, a step of the evaluation (salad_ray.eval.suite), in a Ray task with
+        the evaluation's resources; then ``phase`` is done."""
+        run_eval_task(self.config, step, self.config, *args)
+        self.state.finish(phase)
 
     def report(self) -> None:
         from salad_ray.report import write_report
@@ -276,9 +270,15 @@ class Driver:
                     work = partial(self.await_student, export, end)
                     add(export.phase, work, [synthesis, previous], run.student(export))  # drawn: the call
         trained = [first.phase, *[arm.phase(last, "train") for arm in arms]]
-        if c.eval.enabled:  # the benchmarks spoken and transcribed beside the warm-up and stage I
-            add(EVAL_SPEECH, self.prepare_eval_speech, [POOL], run.eval, "eval", "eval, report")
-            add(EVAL, self.evaluate, [*trained, EVAL_SPEECH], run.results, "eval", "eval, report")
+        if c.eval.enabled:  # speech and the systems needing no trained student: beside the trainers
+            evaluation, held, lane = self._evaluation, run.store(HELDOUT), "eval, report"
+            work = partial(evaluation, EVAL_SPEECH, prepare_speech, run.eval)
+            add(EVAL_SPEECH, work, [POOL], run.eval, "eval", lane)
+            before_stage1 = rundir.warmup(stages).phase if stages.warmup.steps else POOL  # beside stage I
+            work = partial(evaluation, EVAL_BASELINES_PHASE, run_baselines, held, run.eval)
+            add(EVAL_BASELINES_PHASE, work, [EVAL_SPEECH, before_stage1], run.baselines, "eval", lane)
+            work = partial(evaluation, EVAL, run_eval, run_students(c, run), held, run.eval)
+            add(EVAL, work, [*trained, EVAL_BASELINES_PHASE], run.results, "eval", lane)
         after = [EVAL] if c.eval.enabled else trained
         add(REPORT, self.report, after, run.report, lane="eval, report", always=True)
         return phases

@@ -14,7 +14,8 @@ typed values: an :class:`Arm`, a round number, a :class:`Milestone`. Other modul
                                 active-round-<r>-half (half-way through round r; scores round r+1)
       train/                    Ray Train storage, a folder per job: warmup, stage1, stage2-<arm>
       tracking/<tracker>/<job>/ the experiment tracker's files (train.tracker; none by default)
-      eval/                     results.json; cache/ (the benchmarks' speech and transcripts)
+      eval/                     results.json; baselines.json (the systems needing no trained student);
+                                cache/ (the benchmarks' speech and transcripts)
       report/                   report.md and PNG plots
 """
 
@@ -30,6 +31,7 @@ HELDOUT, NATURAL, TEXT = "heldout", "natural", "text"
 WARMUP_JOB, STAGE1_JOB = "warmup", "stage1"
 STAGE1_LABEL = "stage I"
 EVAL_SPEECH = "eval/speech"  # the phase that speaks and transcribes the benchmarks ahead of the evaluation
+EVAL_BASELINES_PHASE = "eval/baselines"  # the phase that scores the systems needing no trained student
 POOL, EVAL, REPORT = "pool", "eval", "report"  # the phases of the pool, the evaluation and the report
 
 
@@ -195,6 +197,7 @@ def milestones(stages: StagesConfig, arms: list[Arm]) -> list[Milestone]:
 
 # The files of an evaluation's output folder (a run's eval/, or `python -m salad_ray.eval --out`).
 EVAL_RESULTS = "results.json"
+EVAL_BASELINES = "baselines.json"  # the original LLM, the cascade and the untrained student, scored early
 EVAL_PROGRESS = "progress.txt"  # the system being scored, for the driver's status line
 EVAL_CACHE = "cache"  # spoken pieces and transcripts
 
@@ -253,6 +256,10 @@ class RunDir:
     @property
     def results(self) -> Path:
         return self.eval / EVAL_RESULTS
+
+    @property
+    def baselines(self) -> Path:
+        return self.eval / EVAL_BASELINES
 
     @property
     def report(self) -> Path:

@@ -21,7 +21,8 @@ the frozen encoder's features are computed once per evaluation. Students are als
 held-out spoken set: F and M per token, overall, per domain, and per sample (:func:`heldout_gap`),
 which the report's paired intervals resample.
 
-The result is a JSON-able dict (:func:`evaluate`), saved by :func:`run_eval` as ``results.json``;
+The result is a JSON-able dict (:func:`evaluate`), saved by :func:`run_eval` as ``results.json``
+(a run scores the systems that need no trained student earlier, :func:`run_baselines`);
 :mod:`salad_ray.eval.tables` turns it into the report's tables, intervals and plots. Beyond the
 accuracies, it keeps what the intervals need:
 
@@ -63,6 +64,7 @@ from salad_ray.pipeline.records import sample_from_row
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.precision import autocast
 from salad_ray.rundir import (
+    EVAL_BASELINES,
     EVAL_CACHE,
     EVAL_PROGRESS,
     EVAL_RESULTS,
@@ -259,45 +261,58 @@ def _share_encoder(student: SpeechLM, encoder: CachedEncoder, config: RunConfig)
     student.encoder = encoder if same else CachedEncoder(student.encoder)
 
 
-def evaluate(
+@dataclass
+class Bench:
+    """What every system is scored on, prepared once per process: the voiced prompts by task, the
+    items dropped as unspeakable, the held-out samples, and the shuffled-audio controls of both."""
+
+    prompts: dict[str, list[Prompt]]
+    dropped: dict[str, list[str]]
+    unspeakable: dict[str, str]
+    held: list[tuple[Sample, str]]
+    shuffled: dict[str, list[Prompt]]
+    held_control: list[tuple[Sample, str]]
+
+
+def prepare_bench(
     config: RunConfig,
-    students: Mapping[str, Path | StudentSpec],
-    heldout: Path | None = None,
-    progress: Callable[[str], None] = lambda _: None,
-    cache_dir: Path | None = None,
-) -> dict:
-    """Evaluate the original LLM, the cascade, the untrained student (when there are students) and
-    every student (module docstring); ``progress`` hears what is being done; spoken pieces and
-    transcripts are cached in ``cache_dir`` (None: in memory)."""
-    t0 = time.time()
-    e = config.eval
-    specs = {n: s if isinstance(s, StudentSpec) else StudentSpec(Path(s)) for n, s in students.items()}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(config.seed)  # the untrained student's adapter
-    original = SpeechLM.from_config(config.models).to(device)  # untrained: its LLM is the original
-    encoder = original.encoder = CachedEncoder(original.encoder)
-    untrained = e.untrained and bool(specs)
-    steps, step = 4 + untrained + len(specs), itertools.count(1)
-
-    def say(what: str) -> None:
-        progress(f"{next(step)}/{steps} {what}")
-
-    prompts = build_prompts(config, original.tokenizer, original.bos_id)
-    prompts, dropped, unspeakable = voice_prompts(config, prompts, SpeechCache(config, cache_dir), say)
+    tokenizer,
+    bos_id: int | None,
+    heldout: Path | None,
+    cache: SpeechCache,
+    say,
+    controls: bool,
+) -> Bench:
+    """The benchmarks' prompts voiced from ``cache``, the held-out samples, and (``controls``) their
+    shuffled-audio versions."""
+    prompts = build_prompts(config, tokenizer, bos_id)
+    prompts, dropped, unspeakable = voice_prompts(config, prompts, cache, say)
     held = heldout_samples(heldout) if heldout is not None else []
-    controls = e.shuffled_audio and any(s.role == "final" for s in specs.values())
     shuffled = shuffled_prompts(prompts, config.seed) if controls else {}
     held_control: list[tuple[Sample, str]] = []
     if controls and sum(bool(s.audio) for s, _ in held) >= 2:
         control_samples = shuffled_audio([s for s, _ in held], config.seed)
         held_control = list(zip(control_samples, [d for _, d in held], strict=True))
+    return Bench(prompts, dropped, unspeakable, held, shuffled, held_control)
 
+
+def _original(config: RunConfig, device: str) -> SpeechLM:
+    """The original LLM as a student before training (its adapter seeded by ``seed``: the untrained
+    student), with a cached encoder the students of the same evaluation share."""
+    torch.manual_seed(config.seed)
+    original = SpeechLM.from_config(config.models).to(device)
+    original.encoder = CachedEncoder(original.encoder)
+    return original
+
+
+def score_baselines(config: RunConfig, original: SpeechLM, bench: Bench, untrained: bool, say) -> dict:
+    """The systems that need no trained student: the original LLM on text, the cascade and
+    (``untrained``) the untrained student on speech and the held-out set."""
+    systems: dict[str, dict] = {}
     say(ORIGINAL)
-    systems: dict[str, dict] = {
-        ORIGINAL: {"kind": "original", **score_modes(original, prompts, ["text"], config)}
-    }
+    systems[ORIGINAL] = {"kind": "original", **score_modes(original, bench.prompts, ["text"], config)}
     say(CASCADE)
-    systems[CASCADE] = {"kind": "cascade", **score_modes(original, prompts, ["cascade"], config)}
+    systems[CASCADE] = {"kind": "cascade", **score_modes(original, bench.prompts, ["cascade"], config)}
     if untrained:
         say(UNTRAINED)
         systems[UNTRAINED] = {
@@ -305,41 +320,83 @@ def evaluate(
             "role": "untrained",
             "stage": None,
             "step": 0,
-            **score_modes(original, prompts, ["speech"], config),
-            **({"heldout": heldout_gap(original, held, e.batch_size)} if held else {}),
+            **score_modes(original, bench.prompts, ["speech"], config),
+            **({"heldout": heldout_gap(original, bench.held, config.eval.batch_size)} if bench.held else {}),
         }
+    return systems
+
+
+def score_student(config: RunConfig, spec: StudentSpec, bench: Bench, encoder: CachedEncoder, device) -> dict:
+    """One student: speech (and, when final, text and the shuffled-audio controls) on the
+    benchmarks, and the held-out gap."""
+    student = SpeechLM.load(spec.path, device=device)
+    _share_encoder(student, encoder, config)
+    final = spec.role == "final"
+    system = {
+        "kind": "student",
+        "role": spec.role,
+        "path": str(spec.path),
+        "stage": spec.stage,
+        "step": spec.step,
+        **score_modes(student, bench.prompts, ["speech", "text"] if final else ["speech"], config),
+    }
+    batch = config.eval.batch_size
+    if bench.held:
+        system["heldout"] = heldout_gap(student, bench.held, batch)
+    if final and bench.shuffled:
+        system["shuffled"] = score_modes(student, bench.shuffled, ["speech"], config)
+        if bench.held_control:
+            system["shuffled"]["heldout"] = _shuffled_heldout(student, bench.held, bench.held_control, batch)
+    return system
+
+
+def evaluate(
+    config: RunConfig,
+    students: Mapping[str, Path | StudentSpec],
+    heldout: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+    cache_dir: Path | None = None,
+    baselines: dict[str, dict] | None = None,
+) -> dict:
+    """Evaluate the original LLM, the cascade, the untrained student (when there are students) and
+    every student (module docstring); ``progress`` hears what is being done; spoken pieces and
+    transcripts are cached in ``cache_dir`` (None: in memory). ``baselines``: the systems of
+    :func:`score_baselines` scored already (a run's ``eval/baselines`` phase), not scored again."""
+    t0 = time.time()
+    e = config.eval
+    specs = {n: s if isinstance(s, StudentSpec) else StudentSpec(Path(s)) for n, s in students.items()}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    original = _original(config, device)
+    untrained = e.untrained and bool(specs)
+    steps = 2 + (0 if baselines is not None else 2 + untrained) + len(specs)
+    step = itertools.count(1)
+
+    def say(what: str) -> None:
+        progress(f"{next(step)}/{steps} {what}")
+
+    controls = e.shuffled_audio and any(s.role == "final" for s in specs.values())
+    cache = SpeechCache(config, cache_dir)
+    bench = prepare_bench(config, original.tokenizer, original.bos_id, heldout, cache, say, controls)
+    systems = (
+        dict(baselines) if baselines is not None else score_baselines(config, original, bench, untrained, say)
+    )
+    encoder = original.encoder
     del original
     for name, spec in tqdm(specs.items(), desc="evaluate students", unit="student"):
         say(name)
-        student = SpeechLM.load(spec.path, device=device)
-        _share_encoder(student, encoder, config)
-        final = spec.role == "final"
-        system = {
-            "kind": "student",
-            "role": spec.role,
-            "path": str(spec.path),
-            "stage": spec.stage,
-            "step": spec.step,
-            **score_modes(student, prompts, ["speech", "text"] if final else ["speech"], config),
-        }
-        if held:
-            system["heldout"] = heldout_gap(student, held, e.batch_size)
-        if final and shuffled:
-            system["shuffled"] = score_modes(student, shuffled, ["speech"], config)
-            if held_control:
-                system["shuffled"]["heldout"] = _shuffled_heldout(student, held, held_control, e.batch_size)
-        systems[name] = system
-        del student
+        systems[name] = score_student(config, spec, bench, encoder, device)
     return {
-        "tasks": {task: len(task_prompts) for task, task_prompts in prompts.items()},
-        "items": {task: [p.item.item_id for p in task_prompts] for task, task_prompts in prompts.items()},
+        "tasks": {task: len(task_prompts) for task, task_prompts in bench.prompts.items()},
+        "items": {
+            task: [p.item.item_id for p in task_prompts] for task, task_prompts in bench.prompts.items()
+        },
         "unspoken": {
-            "items": {task: ids for task, ids in dropped.items() if ids},
-            "reasons": sorted(set(unspeakable.values())),
+            "items": {task: ids for task, ids in bench.dropped.items() if ids},
+            "reasons": sorted(set(bench.unspeakable.values())),
         },
         "chance": {
             task: float(np.mean([1 / len(p.item.options) for p in task_prompts]))
-            for task, task_prompts in prompts.items()
+            for task, task_prompts in bench.prompts.items()
         },
         "shots": e.shots,
         "voice": e.voice or config.tts.voices[0],
@@ -363,17 +420,34 @@ def prepare_speech(config: RunConfig, out: Path) -> None:
     voice_prompts(config, prompts, SpeechCache(config, out / EVAL_CACHE), say=lambda what: None)
 
 
+def run_baselines(config: RunConfig, heldout: Path | None, out: Path) -> Path:
+    """Score the systems that need no trained student (:func:`score_baselines`, the untrained student
+    when ``eval.untrained``) and write them to ``out/baselines.json`` atomically; returns its path.
+    A run does this beside stage I, whose one trainer leaves part of a laptop's cores idle."""
+    out.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    original = _original(config, device)
+    cache = SpeechCache(config, out / EVAL_CACHE)
+    bench = prepare_bench(config, original.tokenizer, original.bos_id, heldout, cache, lambda _: None, False)
+    systems = score_baselines(config, original, bench, config.eval.untrained, lambda _: None)
+    write_text(out / EVAL_BASELINES, json.dumps(systems, indent=2))
+    return out / EVAL_BASELINES
+
+
 def run_eval(
     config: RunConfig, students: Mapping[str, Path | StudentSpec], heldout: Path | None, out: Path
 ) -> Path:
-    """Evaluate and write ``out/results.json`` atomically (speech cached in ``out/cache``); returns its path."""
+    """Evaluate and write ``out/results.json`` atomically (speech cached in ``out/cache``; the
+    systems of ``out/baselines.json`` taken as scored when it is there); returns its path."""
     out.mkdir(parents=True, exist_ok=True)
+    baselines = out / EVAL_BASELINES
     result = evaluate(
         config,
         students,
         heldout,
         lambda line: (out / EVAL_PROGRESS).write_text(line),
         cache_dir=out / EVAL_CACHE,
+        baselines=json.loads(baselines.read_text()) if baselines.is_file() else None,
     )
     (out / EVAL_PROGRESS).unlink(missing_ok=True)
     write_text(out / EVAL_RESULTS, json.dumps(result, indent=2))

@@ -86,6 +86,28 @@ def test_results_keep_per_item_correctness_per_sample_gap_and_controls(
     assert again["systems"][CASCADE]["correct"] == result["systems"][CASCADE]["correct"]
 
 
+def test_baselines_scored_ahead_leave_the_results_as_one_evaluation_writes_them(
+    smoke_config, saved_student, held, tmp_path, monkeypatch
+):
+    """A run scores the original LLM, the cascade and the untrained student beside stage I
+    (run_baselines, the eval/baselines phase); the evaluation that follows takes them as scored and
+    writes the same results.json as one evaluation of everything."""
+    import json
+
+    monkeypatch.setattr(suite, "heldout_samples", lambda _: held)
+    students = {"stage I": StudentSpec(saved_student, stage="stage1", step=4)}
+    whole = json.loads(
+        suite.run_eval(smoke_config, students, tmp_path / "held", tmp_path / "whole").read_text()
+    )
+    ahead = suite.run_baselines(smoke_config, tmp_path / "held", tmp_path / "split")
+    assert list(json.loads(ahead.read_text())) == [ORIGINAL, CASCADE, UNTRAINED]
+    split = json.loads(
+        suite.run_eval(smoke_config, students, tmp_path / "held", tmp_path / "split").read_text()
+    )
+    assert whole.pop("wall_seconds") > 0 and split.pop("wall_seconds") > 0
+    assert split == whole
+
+
 def test_speech_prepared_ahead_is_all_the_evaluation_needs(smoke_config, tmp_path, monkeypatch):
     """prepare_speech (a run's eval/speech phase, beside training) speaks and transcribes every piece
     the evaluation will hear: the evaluation that follows runs no TTS and no ASR."""
