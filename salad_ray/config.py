@@ -430,6 +430,10 @@ class TrainConfig(Strict):
     # warm-up left it; the warm-up has its own rate (stages.warmup.lr).
     lr_adapter: float = Field(1e-3, ge=0)
     lr_llm: float = Field(5e-5, ge=0)
+    # lambda in L = L_distill + lambda * L_ctc in stages I and II: the warm-up's CTC alignment
+    # (salad_ray.objective.alignment_loss) on the step's own speech spans keeps the adapter spelling
+    # the words it hears while distillation trains it (a departure; 0: distillation alone, the paper).
+    ctc_weight: float = Field(0.0, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(500, ge=0)
     decay_fraction: float = Field(0.2, ge=0, le=1)
@@ -447,6 +451,15 @@ class TrainConfig(Strict):
     # (salad_ray.train.reporting): none, or TensorBoard event files.
     tracker: Literal["none", "tensorboard"] = "none"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _ctc_trains_the_adapter(self) -> TrainConfig:
+        if self.ctc_weight > 0 and self.lr_adapter == 0:
+            raise ValueError(
+                f"ctc_weight {self.ctc_weight} trains the adapter, which lr_adapter 0 freezes: "
+                "give the adapter a rate, or set ctc_weight to 0"
+            )
+        return self
 
 
 class WarmupConfig(Strict):

@@ -31,7 +31,7 @@ from salad_ray.config import load_config
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.rundir import EVAL_CACHE, HELDOUT, NATURAL, TEXT, UNIFORM, RunDir, stage1
 from salad_ray.train.data import load_rows, micro_steps, stream_rows
-from salad_ray.train.loop import StageJob, build_student, evaluate, make_optimizer, train_step
+from salad_ray.train.loop import StageJob, build_student, evaluate, make_optimizer, train_step, wrap
 from salad_ray.train.mixture import mixture_stream, pool_refs
 from salad_ray.train.schedule import WSD
 
@@ -78,6 +78,7 @@ def sweep(
     rows = load_rows(pd.DataFrame(stream_rows(stream, batch, 1))).to_dict("records")
     batches = [micro for _, _, micro, _ in micro_steps(iter(rows), 0)]
     heldout = list(ShardStore(run.store(HELDOUT)).samples())
+    device = torch.device("cpu")
     job = StageJob(
         name="sweep",
         stores={},
@@ -87,12 +88,12 @@ def sweep(
         init=str(run.student(stage1(stages))),
     )
     student = build_student(config, job, None)
+    model = wrap(student, "ddp", device)  # as the trainer runs it (one process)
     optimizer = make_optimizer(student, config, job.lr_adapter, job.lr_llm)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WSD(steps, config.train.warmup_steps, config.train.decay_fraction)
     )
     generator = torch.Generator().manual_seed(config.train.seed)
-    device = torch.device("cpu")
     curve = []
 
     def measure(step: int) -> None:
@@ -106,7 +107,7 @@ def sweep(
     trained = 0.0
     for step in range(steps):
         t0 = time.perf_counter()
-        train_step(student, student, [batches[step]], config, job, 1, device, generator)
+        train_step(model, student, [batches[step]], config, job, 1, device, generator)
         torch.nn.utils.clip_grad_norm_(
             [p for p in student.parameters() if p.requires_grad], config.train.clip_norm
         )

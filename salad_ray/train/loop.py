@@ -32,6 +32,7 @@ from torch import nn
 from salad_ray.batch import Sample, collate
 from salad_ray.config import SOURCES, RunConfig
 from salad_ray.interleave import mixed_layout
+from salad_ray.losses import LossParts
 from salad_ray.metrics import per_token
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import (
@@ -178,7 +179,7 @@ class Window:
     """Global sums over the steps of one metrics window, when it started, and how long rank 0 waited
     for the data stream in it."""
 
-    KEYS = ("loss", "dist", "nll", "flops", "positions", "samples")
+    KEYS = ("loss", "dist", "nll", "ctc", "flops", "positions", "samples")
 
     def __init__(self):
         self.start, self.steps, self.waited = time.perf_counter(), 0, 0.0
@@ -196,6 +197,7 @@ class Window:
             "loss": s["loss"] / steps,
             "loss_dist": s["dist"] / steps,
             "loss_nll": s["nll"] / steps,
+            "loss_ctc": s["ctc"] / steps,
             "tokens_per_s": s["positions"] / elapsed,
             "samples_per_s": s["samples"] / elapsed,
             "mfu": s["flops"] / (elapsed * peak * world),
@@ -217,51 +219,67 @@ def train_step(
 ) -> dict[str, float]:
     """Forward and backward of one step's micro-batches (this rank's share); the optimiser is not stepped.
 
-    The objective is the stage's: distillation (Eq. 4) or the alignment warm-up, each divided by
-    its global target count (text targets of c, or spoken tokens). ``generator`` draws the
-    warm-up's negative classes. Returns this rank's contribution to the step's global sums.
+    The objective is the stage's: distillation (Eq. 4), plus ``train.ctc_weight`` times the CTC
+    alignment of the step's speech spans, or the alignment warm-up alone; each term divided by its
+    global target count (text targets of c, or spoken tokens). ``generator`` draws the alignment's
+    negative classes. Returns this rank's contribution to the step's global sums.
     """
     t = run.train
     align = job.objective == "alignment"
-    count = count_speech_tokens if align else (lambda s: count_targets(s, student.frames))
-    (normalizer,) = all_sum([sum(count(s) for samples in micro for s in samples)], device)
-    loss = dist_part = nll_part = 0.0
-    for i, samples in enumerate(micro):
-        # DDP all-reduces on the last micro-batch only; FSDP reduce-scatters every backward.
-        sync = i == len(micro) - 1 or t.strategy == "fsdp"
-        with contextlib.nullcontext() if sync else model.no_sync(), autocast(run.train.precision, device):
-            if align:
-                parts, _ = alignment_loss(
-                    model,
-                    student,
-                    samples,
-                    negatives=run.stages.warmup.negatives,
-                    generator=generator,
-                    normalizer=max(normalizer, 1.0),
-                    device=device,
-                )
-            else:
-                parts, _ = distillation_loss(
-                    model,
-                    collate(samples).to(device),
-                    alpha=run.distill.alpha,
-                    temperature=run.distill.temperature,
-                    normalizer=max(normalizer, 1.0),
-                )
-            (parts.total * world).backward()
-        loss, dist_part, nll_part = (
-            loss + float(parts.total),
-            dist_part + float(parts.dist),
-            nll_part + float(parts.nll),
-        )
+    ctc_weight = 0.0 if align else t.ctc_weight
     flat = [s for samples in micro for s in samples]
+    text_targets = 0 if align else sum(count_targets(s, student.frames) for s in flat)
+    spoken = sum(count_speech_tokens(s) for s in flat) if align or ctc_weight else 0
+    text_targets, spoken = all_sum([text_targets, spoken], device)
+
+    def alignment(samples: list[Sample]) -> LossParts:
+        parts, _ = alignment_loss(
+            model,
+            student,
+            samples,
+            negatives=run.stages.warmup.negatives,
+            generator=generator,
+            normalizer=max(spoken, 1.0),
+            device=device,
+        )
+        return parts
+
+    def distillation(samples: list[Sample]) -> LossParts:
+        parts, _ = distillation_loss(
+            model,
+            collate(samples).to(device),
+            alpha=run.distill.alpha,
+            temperature=run.distill.temperature,
+            normalizer=max(text_targets, 1.0),
+        )
+        return parts
+
+    # Each term is one forward with its own backward (DDP expects one backward per forward). The CTC
+    # term comes first: its backward leaves the LLM without gradients, which DDP accepts only
+    # outside the synchronising backward, and the step's last backward, distillation's, uses them all.
+    terms = (
+        [(alignment, 1.0)] if align else [(alignment, ctc_weight)] * bool(ctc_weight) + [(distillation, 1.0)]
+    )
+    sums = dict.fromkeys(("loss", "dist", "nll", "ctc"), 0.0)
+    for i, samples in enumerate(micro):
+        for j, (objective, weight) in enumerate(terms):
+            # DDP all-reduces on the last backward of the step only; FSDP reduce-scatters every backward.
+            sync = (i == len(micro) - 1 and j == len(terms) - 1) or t.strategy == "fsdp"
+            with contextlib.nullcontext() if sync else model.no_sync(), autocast(t.precision, device):
+                parts = objective(samples)
+                (weight * parts.total * world).backward()
+            total = float(parts.total.detach())
+            sums["loss"] += weight * total
+            if objective is alignment:
+                sums["ctc"] += total
+            else:
+                sums["dist"] += float(parts.dist.detach())
+                sums["nll"] += float(parts.nll.detach())
     llm_lengths, adapter_lengths = mixed_lengths(student, flat)
     if align:  # the LLM does not run in the warm-up: its positions are the adapter's frames
         llm_lengths = []
     return {
-        "loss": loss,
-        "dist": dist_part,
-        "nll": nll_part,
+        **sums,
         "flops": step_flops(student, llm_lengths, adapter_lengths),
         "positions": float(sum(llm_lengths or adapter_lengths)),
         "samples": float(len(flat)),

@@ -145,3 +145,51 @@ def test_stage_two_reads_its_own_batch_size(smoke_config: RunConfig, tmp_path):
     workers = global_batch(run) // run.train.batch_size
     assert global_batch(run, stage1) == run.train.batch_size * workers
     assert global_batch(run, stage2) == 12 * workers
+
+
+def test_a_ctc_term_in_distillation_trains_the_adapter_by_both_objectives(
+    smoke_config: RunConfig, espeak, tmp_path
+):
+    """``train.ctc_weight`` adds the alignment CTC of the step's speech spans to distillation: one DDP
+    step (its own backward per term, the synchronising one last) reports both parts, the LLM gets
+    distillation's gradients, and the adapter's gradient is distillation's plus lambda times CTC's."""
+    import torch.distributed as dist
+
+    from salad_ray.train.loop import train_step, wrap
+    from tests.model.test_hears_audio import add_teacher, word_samples
+
+    def step(ctc_weight: float) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        train = smoke_config.train.model_copy(update={"lr_adapter": 1e-3, "ctc_weight": ctc_weight})
+        run = smoke_config.model_copy(update={"train": train})
+        job = StageJob(name="stage1", stores={}, weights={"natural": 1.0}, total_steps=1, until_step=1)
+        torch.manual_seed(0)
+        student = build_student(run, job, None)
+        samples = word_samples(student, espeak)
+        add_teacher(student, samples, run.distill.top_k)
+        model = wrap(student, "ddp", torch.device("cpu"))
+        sums = train_step(
+            model, student, [samples], run, job, 1, torch.device("cpu"), torch.Generator().manual_seed(0)
+        )
+        return sums, {n: p.grad.clone() for n, p in student.named_parameters() if p.requires_grad}
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        plain, plain_grads = step(0.0)
+        both, both_grads = step(2.0)
+    finally:
+        dist.destroy_process_group()
+    assert plain["ctc"] == 0.0 and both["ctc"] > 0
+    assert both["dist"] == pytest.approx(plain["dist"], rel=1e-5)
+    assert both["loss"] == pytest.approx(both["dist"] + 2.0 * both["ctc"], rel=1e-5)
+    llm = [n for n in plain_grads if n.startswith("llm.")]
+    adapter = [n for n in plain_grads if n.startswith("adapter.")]
+    assert llm and adapter
+    assert all(torch.allclose(both_grads[n], plain_grads[n], atol=1e-6) for n in llm)  # CTC skips the LLM
+    assert any(not torch.allclose(both_grads[n], plain_grads[n], atol=1e-6) for n in adapter)
+
+
+def test_a_ctc_term_needs_a_trainable_adapter(smoke_config: RunConfig):
+    from salad_ray.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="lr_adapter 0 freezes"):
+        load_config("smoke", overrides=["train.lr_adapter=0", "train.ctc_weight=1"])
