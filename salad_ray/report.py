@@ -290,7 +290,7 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
                         "{} of {}.\n".format(*overlap)
                     )
 
-    from salad_ray.eval.curve import budget_section, curve_section, m_budgets
+    from salad_ray.eval.curve import budget_section, curve_section, gap_budget_section, gap_budgets, m_budgets
 
     results = run.results
     if results.is_file():
@@ -299,6 +299,7 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
         evaluated = json.loads(results.read_text())
         parts += eval_sections(evaluated, out)
         parts += curve_section(evaluated, metrics, stage1_steps, out)
+        parts += gap_budget_section(gap_budgets(evaluated, metrics))
     parts += budget_section(m_budgets(metrics, config.eval.m_target))
 
     parts += time_section(config, run, notes, out)

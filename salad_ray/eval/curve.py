@@ -14,7 +14,8 @@ themselves, summed window by window (a window's seconds = its samples / its samp
 leaves out start-up, checkpoints, evaluation and waiting for data.
 
 Where held-out M has not reached ``eval.m_target`` × stage I's, :func:`m_budgets` says how many
-stage-II steps the run's own curve would need (an extrapolation, stated as one in the report).
+stage-II steps the run's own curve would need, and :func:`gap_budgets` how many a gap after stage II
+shown smaller than stage I's would need (extrapolations, stated as such in the report).
 """
 
 from __future__ import annotations
@@ -25,9 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from salad_ray.eval.stats import Interval
+from salad_ray.eval.stats import Interval, paired_accuracy_difference
 from salad_ray.eval.suite import CASCADE, ORIGINAL
-from salad_ray.eval.tables import acc_cell, accuracy_ci, heldout_m_ci, markdown_table, nats_cell
+from salad_ray.eval.tables import (
+    ACTIVE,
+    UNIFORM,
+    acc_cell,
+    accuracy_ci,
+    correct_vectors,
+    heldout_m_ci,
+    markdown_table,
+    nats_cell,
+)
 from salad_ray.rundir import ARMS, STAGE1_JOB, STAGE1_LABEL, arm_of_job, in_arm_order
 
 
@@ -284,8 +294,7 @@ def m_budgets(metrics: list[dict], target: float) -> list[MBudget]:
     stage1 = _last_m([r for r in metrics if r["stage"] == STAGE1_JOB])
     if stage1 is None or stage1[1] <= 0:
         return []
-    stage1_step, m1 = stage1
-    minutes, wall = minutes_axis(metrics)
+    m1 = stage1[1]
     budgets = []
     for stage in [arm.job for arm in ARMS if any(r["stage"] == arm.job for r in metrics)]:
         measured = sorted(  # ln M needs M > 0: a KL of exactly 0 carries no rate
@@ -298,9 +307,6 @@ def m_budgets(metrics: list[dict], target: float) -> list[MBudget]:
         steps = np.array([s for s, _ in measured], dtype=float)
         logs = np.log(np.array([m for _, m in measured]) / m1)
         last_step, last_m = measured[-1]
-        pace = None
-        if wall and (STAGE1_JOB, stage1_step) in minutes:
-            pace = 60 * (minutes[(stage, last_step)] - minutes[(STAGE1_JOB, stage1_step)]) / last_step
         budgets.append(
             MBudget(
                 arm=arm_of_job(stage),
@@ -308,10 +314,20 @@ def m_budgets(metrics: list[dict], target: float) -> list[MBudget]:
                 ratio=last_m / m1,
                 rate=float(steps @ logs / (steps @ steps)),
                 target=target,
-                seconds_per_step=pace,
+                seconds_per_step=stage2_pace(metrics, stage, last_step),
             )
         )
     return budgets
+
+
+def stage2_pace(metrics: list[dict], stage: str, step: int) -> float | None:
+    """Wall-clock seconds per stage-II step of a stage-II job from the end of stage I to its ``step``
+    (its pipelines and the other arm beside it included); None without wall-clock records."""
+    stage1 = _last_m([r for r in metrics if r["stage"] == STAGE1_JOB])
+    minutes, wall = minutes_axis(metrics)
+    if not (wall and stage1 and step > 0 and (STAGE1_JOB, stage1[0]) in minutes and (stage, step) in minutes):
+        return None
+    return 60 * (minutes[(stage, step)] - minutes[(STAGE1_JOB, stage1[0])]) / step
 
 
 def budget_section(budgets: list[MBudget]) -> list[str]:
@@ -368,4 +384,102 @@ def curve_section(results: dict, metrics: list[dict], stage1_steps: int, out_dir
         "\n### Learning curve\n",
         "![spoken accuracy and held-out M against steps and minutes](learning_curve.png)\n",
         curve_table(results, metrics, stage1_steps) or "",
+    ]
+
+
+@dataclass(frozen=True)
+class GapBudget:
+    """What a gap after an arm's stage II shown smaller than stage I's would take, on the straight line
+    through the paired change in spoken accuracy:
+
+        d(s) = A_arm(s) - A_I = r s,    r = d(S) / S,
+
+    d(S) the paired difference over the same items after the arm's S stage-II steps (points), with its
+    95 % interval [d_lo, d_hi] and half-width h = (d_hi - d_lo) / 2. Were h to stay as d grew, the
+    interval would clear 0 at d = h, at s = h / r stage-II steps. The gap is A_text - A, so a rise in
+    spoken accuracy is the same fall in the gap."""
+
+    arm: str
+    steps: int  # S
+    change: Interval  # d(S), as fractions of items
+    seconds_per_step: float | None
+
+    @property
+    def half_width(self) -> float:
+        return (self.change.high - self.change.low) / 2
+
+    def steps_needed(self, change: float) -> int | None:
+        """Stage-II steps to a shown smaller gap if ``change`` is d(S) (None: it does not rise)."""
+        return math.ceil(self.half_width * self.steps / change) if change > 0 else None
+
+
+def gap_budgets(results: dict, metrics: list[dict]) -> list[GapBudget]:
+    """Each evaluated stage-II arm's :class:`GapBudget` against the stage-I student."""
+    systems, tasks = results["systems"], list(results["tasks"])
+    stage1 = correct_vectors(systems.get(STAGE1_LABEL), "speech", tasks)
+    budgets = []
+    for arm in (ACTIVE, UNIFORM):
+        system = systems.get(arm)
+        correct = correct_vectors(system, "speech", tasks)
+        if stage1 is None or correct is None or not system.get("step"):
+            continue
+        budgets.append(
+            GapBudget(
+                arm=arm_of_job(system["stage"]),
+                steps=system["step"],
+                change=paired_accuracy_difference(correct, stage1),
+                seconds_per_step=stage2_pace(metrics, system["stage"], system["step"]),
+            )
+        )
+    return budgets
+
+
+def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
+    """The report's block on what a gap shown smaller after stage II would take, one row per arm."""
+    if not budgets:
+        return []
+
+    def budget(b: GapBudget, change: float) -> str:
+        needed = b.steps_needed(change)
+        if needed is None:
+            return "none: accuracy does not rise"
+        if b.change.low > 0:
+            return "shown"
+        minutes = (
+            "" if b.seconds_per_step is None else f", about {needed * b.seconds_per_step / 60:.0f} minutes"
+        )
+        return f"{needed}{minutes}"
+
+    rows = [
+        [
+            b.arm,
+            str(b.steps),
+            f"{100 * b.change.estimate:+.1f} [{100 * b.change.low:+.1f}, {100 * b.change.high:+.1f}]",
+            f"{1000 * b.change.estimate / b.steps:+.2f}",
+            f"{100 * b.half_width:.1f}",
+            budget(b, b.change.estimate),
+            budget(b, b.change.high),
+        ]
+        for b in budgets
+    ]
+    return [
+        "\n### What a smaller gap after stage II would take\n",
+        "Each arm's spoken accuracy after stage II minus stage I's, paired over the same items (the gap "
+        "falls by as much as accuracy rises), and the stage-II steps at which, on a straight line "
+        "through that change, it would reach the interval's half-width, where an interval of that "
+        "width would clear 0: at the measured change, and at its interval's upper end (the fewest "
+        "steps this run allows). **An extrapolation from two points, not a measurement.** Minutes: "
+        "the arm's wall-clock seconds per stage-II step, with its pipelines and the other arm beside it.\n",
+        markdown_table(
+            [
+                "arm",
+                "stage-II steps",
+                "accuracy change, points",
+                "points per 10 steps",
+                "half-width, points",
+                "stage-II steps to a shown smaller gap",
+                "at the interval's upper end",
+            ],
+            rows,
+        ),
     ]

@@ -54,9 +54,9 @@ def _in_table3(system: dict) -> bool:
     return system.get("role", "final") != "round"
 
 
-def _correct(system: dict, mode: str, tasks: list[str]) -> list[list[int]] | None:
+def correct_vectors(system: dict | None, mode: str, tasks: list[str]) -> list[list[int]] | None:
     """The 0/1 vectors of a system's mode, one per task, or None where they were not kept."""
-    kept = system.get("correct", {}).get(mode)
+    kept = (system or {}).get("correct", {}).get(mode)
     if kept is None or any(t not in kept for t in tasks):
         return None
     return [kept[t] for t in tasks]
@@ -64,7 +64,7 @@ def _correct(system: dict, mode: str, tasks: list[str]) -> list[list[int]] | Non
 
 def accuracy_ci(system: dict, mode: str, tasks: list[str]) -> Interval | None:
     """The mean accuracy over ``tasks`` of a system's mode and its bootstrap interval over items."""
-    correct = _correct(system, mode, tasks)
+    correct = correct_vectors(system, mode, tasks)
     return accuracy_interval(correct) if correct else None
 
 
@@ -123,7 +123,7 @@ def gap_table(results: dict) -> str:
     if unspoken:  # the TTS could not speak them: every system was scored without them
         left_out = ", ".join(f"{t}: {len(ids)}" for t, ids in unspoken.items())
         note += f" Left out, unspeakable ({'; '.join(results['unspoken']['reasons'])}): {left_out} items."
-    if any(_correct(s, _mode(s), tasks) for s in systems.values()):
+    if any(correct_vectors(s, _mode(s), tasks) for s in systems.values()):
         note += " " + ci_note()
     return markdown_table(header, rows) + "\n\n" + note
 
@@ -248,7 +248,7 @@ def controls_table(results: dict) -> str | None:
         control = s.get("shuffled")
         if control is None:
             continue
-        real_c, shuf_c = _correct(s, "speech", tasks), _correct(control, "speech", tasks)
+        real_c, shuf_c = correct_vectors(s, "speech", tasks), correct_vectors(control, "speech", tasks)
         if real_c is None or shuf_c is None:
             continue
         cells = [
@@ -311,12 +311,12 @@ def gap_change(results: dict) -> str | None:
     same for both), a paired difference over the same items, in points; "smaller" is claimed only
     when its 95 % interval is below 0."""
     systems, tasks = results["systems"], list(results["tasks"])
-    stage1 = _correct(systems[STAGE1_LABEL], "speech", tasks) if STAGE1_LABEL in systems else None
+    stage1 = correct_vectors(systems[STAGE1_LABEL], "speech", tasks) if STAGE1_LABEL in systems else None
     if stage1 is None:
         return None
     lines = []
     for arm in (ACTIVE, UNIFORM):
-        correct = _correct(systems[arm], "speech", tasks) if arm in systems else None
+        correct = correct_vectors(systems[arm], "speech", tasks) if arm in systems else None
         if correct is None:
             continue
         d = paired_accuracy_difference(stage1, correct)
@@ -360,7 +360,7 @@ def active_vs_uniform(results: dict) -> str | None:
                 )
             )
     tasks = list(results["tasks"])
-    a, u = _correct(active, "speech", tasks), _correct(uniform, "speech", tasks)
+    a, u = correct_vectors(active, "speech", tasks), correct_vectors(uniform, "speech", tasks)
     if a is not None and u is not None:
         d = paired_accuracy_difference(a, u)
         verdict = (

@@ -1,10 +1,11 @@
-"""What reaching the M target would take: the fit through stage I's M and the arm's pace."""
+"""What reaching the M target, and a gap shown smaller after stage II, would take: the fits through
+stage I's M and accuracy, and the arm's pace."""
 
 import math
 
 import pytest
 
-from salad_ray.eval.curve import budget_section, m_budgets
+from salad_ray.eval.curve import budget_section, gap_budget_section, gap_budgets, m_budgets
 
 
 def _record(stage: str, step: int, m: float, time: float) -> dict:
@@ -66,3 +67,47 @@ def test_a_fit_past_the_target_is_not_called_reached_and_a_zero_m_is_left_out():
 def test_no_estimate_without_a_stage_one_measurement():
     assert m_budgets([_record("stage2-active", 8, 0.6, 150.0)], target=0.7) == []
     assert budget_section([]) == []
+
+
+def _results(stage1: list[int], arms: dict[str, list[int]], step: int = 30) -> dict:
+    def student(correct: list[int], stage: str, at: int) -> dict:
+        return {"kind": "student", "stage": stage, "step": at, "correct": {"speech": {"cloze": correct}}}
+
+    systems = {"stage I": student(stage1, "stage1", 10)}
+    systems |= {f"stage II {arm}": student(c, f"stage2-{arm}", step) for arm, c in arms.items()}
+    return {"tasks": {"cloze": {}}, "systems": systems}
+
+
+def test_a_rising_accuracy_gives_the_steps_at_which_its_interval_would_clear_zero():
+    """Over 200 items, the active student answers 10 more right than stage I (+5 points) and none
+    fewer; uniform answers the same ones right: its change is 0 and it gets no estimate."""
+    stage1 = [0] * 100 + [1] * 100
+    active = [1] * 10 + [0] * 90 + [1] * 100
+    metrics = [_record("stage1", 10, 1.0, 100.0), _record("stage2-active", 30, 0.6, 250.0)]
+    active_budget, uniform_budget = gap_budgets(
+        _results(stage1, {"active": active, "uniform": stage1}), metrics
+    )
+    assert active_budget.arm == "active" and active_budget.steps == 30
+    assert active_budget.change.estimate == pytest.approx(0.05)
+    assert 0 < active_budget.change.low < 0.05 < active_budget.change.high  # 10 of 200 flipped, all one way
+    h = active_budget.half_width
+    assert active_budget.steps_needed(0.05) == math.ceil(h * 30 / 0.05)
+    assert active_budget.seconds_per_step == pytest.approx(5.0)  # (250 - 100) s over 30 steps
+    assert uniform_budget.change.estimate == 0 and uniform_budget.steps_needed(0.0) is None
+    text = "\n".join(gap_budget_section([active_budget, uniform_budget]))
+    assert "| active | 30 | +5.0 [" in text and "| shown | shown |" in text  # its interval is above 0
+    assert "| uniform | 30 | +0.0 [+0.0, +0.0] | +0.00 | 0.0 | none: accuracy does not rise |" in text
+
+
+def test_a_change_whose_interval_holds_zero_gets_a_budget_in_steps_and_minutes():
+    stage1 = [0] * 50 + [1] * 50
+    active = [1] * 9 + [0] * 41 + [0] * 6 + [1] * 44  # 9 items gained, 6 lost: +3 points
+    metrics = [_record("stage1", 10, 1.0, 100.0), _record("stage2-active", 30, 0.6, 250.0)]
+    (budget,) = gap_budgets(_results(stage1, {"active": active}), metrics)
+    assert budget.change.estimate == pytest.approx(0.03) and budget.change.low <= 0
+    needed = budget.steps_needed(0.03)
+    assert needed > 30
+    text = "\n".join(gap_budget_section([budget]))
+    assert f"| {needed}, about {needed * 5 / 60:.0f} minutes |" in text
+    assert "An extrapolation from two points, not a measurement." in text
+    assert gap_budget_section([]) == []
