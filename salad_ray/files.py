@@ -1,8 +1,9 @@
 """Files written whole or not at all: a reader never sees half of one, and a crash mid-write leaves
-the previous version (or nothing) in place."""
+the previous version (or nothing) in place; a write that fails on a full disk says so."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -70,3 +71,35 @@ def _link_or_copy(source: str, target: str) -> None:
         os.link(source, target)
     except OSError:  # another filesystem, or one without hard links
         shutil.copy2(source, target)
+
+
+# Free bytes under which a failed write is put down to a full disk (a checkpoint that filled it left
+# close to nothing; torch.save itself reports only "iostream error").
+NEARLY_FULL = 1 << 30
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the filesystem of ``path`` (of its nearest existing folder)."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+@contextmanager
+def on_disk(directory: str | Path, what: str) -> Iterator[None]:
+    """A block that writes ``what`` into ``directory``: an error raised while that filesystem has
+    under :data:`NEARLY_FULL` bytes free becomes an ``OSError(ENOSPC)`` naming the folder, the free
+    space and what to do; any other error passes unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        free = free_bytes(directory)
+        if free >= NEARLY_FULL:
+            raise
+        raise OSError(
+            errno.ENOSPC,
+            f"writing {what} to {directory} failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}) "
+            f"with {free / 2**20:.0f} MiB free on its disk. Free space (the largest files are old runs' "
+            "train/ checkpoints), then run again with --resume: the run continues from its last checkpoint",
+        ) from e

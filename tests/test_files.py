@@ -64,3 +64,29 @@ def test_a_copied_directory_outlives_its_source_and_costs_no_bytes(tmp_path):
     assert copied.stat().st_ino == (source / "model.safetensors").stat().st_ino
     shutil.rmtree(source)
     assert copied.read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("nearly_full", [True, False])
+def test_a_write_that_fails_on_a_full_disk_says_so_and_any_other_failure_passes(
+    tmp_path, monkeypatch, nearly_full: bool
+):
+    """/dev/full fails every write as a full disk does (torch.save: "iostream error" or ENOSPC). Where
+    the run's disk is nearly full (the threshold raised past its free space), the error names the
+    folder, its free space and --resume; where it is not, torch's own error passes unchanged."""
+    import errno
+
+    import torch
+
+    from salad_ray import files
+
+    monkeypatch.setattr(files, "NEARLY_FULL", files.free_bytes(tmp_path) + 1 if nearly_full else 0)
+    with pytest.raises((OSError, RuntimeError)) as raised, files.on_disk(tmp_path, "a checkpoint"):
+        torch.save(torch.zeros(1 << 20), "/dev/full")
+    if nearly_full:
+        assert raised.type is OSError and raised.value.errno == errno.ENOSPC
+        message = str(raised.value)
+        assert f"writing a checkpoint to {tmp_path} failed" in message
+        assert "MiB free on its disk" in message and "--resume" in message
+        assert raised.value.__cause__ is not None
+    else:
+        assert "MiB free on its disk" not in str(raised.value)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from salad_ray.files import on_disk
 from salad_ray.model.student import SpeechLM
 
 POSITION_FILE = "position.json"
@@ -62,12 +63,13 @@ def save(
     directory.mkdir(parents=True, exist_ok=True)
     model_state = get_model_state_dict(model, options=_options())
     optim_state = get_optimizer_state_dict(model, optimizer, options=_options())
-    if rank == 0:
-        student.save(directory / "student", state_dict=model_state)
-        torch.save(optim_state, directory / "optimizer.pt")
-        torch.save(scheduler.state_dict(), directory / "scheduler.pt")
-        (directory / POSITION_FILE).write_text(json.dumps(asdict(position)))
-    torch.save({"cpu": torch.get_rng_state()}, directory / f"rng-rank{rank}.pt")
+    with on_disk(directory, "a checkpoint"):
+        if rank == 0:
+            student.save(directory / "student", state_dict=model_state)
+            torch.save(optim_state, directory / "optimizer.pt")
+            torch.save(scheduler.state_dict(), directory / "scheduler.pt")
+            (directory / POSITION_FILE).write_text(json.dumps(asdict(position)))
+        torch.save({"cpu": torch.get_rng_state()}, directory / f"rng-rank{rank}.pt")
 
 
 def export_student(directory: Path, *, model: nn.Module, student: SpeechLM, rank: int) -> None:
@@ -82,7 +84,7 @@ def export_student(directory: Path, *, model: nn.Module, student: SpeechLM, rank
 
     model_state = get_model_state_dict(model, options=_options())
     if rank == 0 and not directory.is_dir():
-        with new_dir(directory) as tmp:
+        with on_disk(directory.parent, "a student"), new_dir(directory) as tmp:
             student.save(tmp, state_dict=model_state)
 
 
