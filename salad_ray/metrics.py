@@ -22,6 +22,9 @@ still runs over all of T (before s its terms are F's, which keep the LLM close t
 are in nats at temperature 1 and use the KL of :mod:`salad_ray.losses` (the lumped-tail KL when the
 teacher is top-k).
 
+The adapter's word recognition is read out as the token error rate of the tokens its frames spell
+(:func:`token_error`).
+
 Per sample we keep the sum and the number of positions; over a set of samples, *per token* is the
 token-weighted mean (sum of sums / sum of counts) and *per sample* is the mean of the sample sums.
 """
@@ -91,3 +94,16 @@ def summarize(f_sums, f_counts, m_sums, m_counts) -> GapSummary:
         f_per_sample=float(f_sums.mean()),
         m_per_sample=float(m_sums.mean()),
     )
+
+
+def token_error(references: list[list[int]], hypotheses: list[list[int]]) -> float:
+    """sum_k lev(ref_k, hyp_k) / sum_k |ref_k|: the token error rate of the spans' spelled tokens
+    against the tokens they speak, lev the Levenshtein distance over token ids."""
+    from rapidfuzz.distance import Levenshtein
+
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references against {len(hypotheses)} hypotheses")
+    total = sum(len(r) for r in references)
+    if total == 0:
+        raise ValueError("the references hold no tokens")
+    return sum(Levenshtein.distance(r, h) for r, h in zip(references, hypotheses, strict=True)) / total

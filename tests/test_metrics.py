@@ -49,3 +49,15 @@ def test_per_sample_and_summary_by_hand():
 def test_per_token_weights_samples_by_their_positions_and_is_zero_over_none():
     assert per_token([6.0, 1.0], [3, 1]) == pytest.approx(7 / 4)
     assert per_token([0.0], [0]) == 0.0
+
+
+def test_token_error_is_edits_over_reference_tokens():
+    from salad_ray.metrics import token_error
+
+    # one substitution and one deletion over 5 reference tokens; an inserted token in the other span
+    assert token_error([[1, 2, 3], [4, 5]], [[1, 9], [4, 6, 5]]) == pytest.approx(3 / 5)
+    assert token_error([[1, 2]], [[1, 2]]) == 0.0
+    with pytest.raises(ValueError, match="2 references against 1 hypotheses"):
+        token_error([[1], [2]], [[1]])
+    with pytest.raises(ValueError, match="no tokens"):
+        token_error([[]], [[1]])

@@ -42,11 +42,32 @@ def ctc_compress(spans: list[torch.Tensor], embeddings: torch.Tensor, top_k: int
     frames = torch.cat(spans)
     table = embeddings.detach().to(frames.dtype)
     top, ids = (frames @ table.T).topk(min(top_k, table.shape[0]), dim=-1)  # (T, k) of (T, V)
-    # greedy labels: the best token where it beats the blank's score of 0, else blank (-1)
-    labels = torch.where(top[:, 0] > 0, ids[:, 0], -1)
+    labels = _greedy(top[:, 0], ids[:, 0])
     expected = torch.einsum("tk,tkh->th", F.softmax(top, dim=-1), table[ids])  # (T, H)
     bounds = [0, *itertools.accumulate(len(f) for f in spans)]
     return [_segments(expected[a:b], labels[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def _greedy(best: torch.Tensor, best_ids: torch.Tensor) -> torch.Tensor:
+    """Step 1's labels from each frame's best token score and id: the token where it beats the
+    blank's score of 0, else blank (-1)."""
+    return torch.where(best > 0, best_ids, -1)
+
+
+@torch.no_grad()
+def spelled_tokens(spans: list[torch.Tensor], embeddings: torch.Tensor) -> list[list[int]]:
+    """The tokens each span's (T_k, H) adapter frames spell under step 1's greedy labels: one token
+    per segment (blanks dropped, runs of one label merged), what the positions of ctc_compress stand
+    for; the read-out of the CTC warm-up (a word-recognition check of the adapter)."""
+    if not spans:
+        return []
+    best, best_ids = (torch.cat(spans) @ embeddings.detach().to(spans[0].dtype).T).max(-1)
+    labels = _greedy(best, best_ids).tolist()
+    bounds = [0, *itertools.accumulate(len(f) for f in spans)]
+    return [
+        [label for label, _ in itertools.groupby(labels[a:b]) if label >= 0]
+        for a, b in itertools.pairwise(bounds)
+    ]
 
 
 def _segments(expected: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

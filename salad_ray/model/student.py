@@ -41,7 +41,7 @@ from salad_ray.batch import Batch
 from salad_ray.config import AdapterPositions, ModelsConfig
 from salad_ray.interleave import MixedLayout, mixed_layout, text_rows
 from salad_ray.model.adapter import Adapter
-from salad_ray.model.compress import ctc_compress
+from salad_ray.model.compress import ctc_compress, spelled_tokens
 from salad_ray.model.encoders import SpeechEncoder, build_encoder
 from salad_ray.model.logits import check_logits, output_logits
 
@@ -284,6 +284,11 @@ class SpeechLM(nn.Module):
             return frames
         table = self._causal_lm().get_input_embeddings().weight
         return ctc_compress(frames, table, self.models.adapter.ctc_top_k)
+
+    def spelled_tokens(self, audio: list[np.ndarray]) -> list[list[int]]:
+        """The token ids each speech span's adapter frames spell under greedy CTC
+        (:func:`salad_ray.model.compress.spelled_tokens`)."""
+        return spelled_tokens(self.adapter_frames(audio), self._causal_lm().get_input_embeddings().weight)
 
     def _idle(self) -> torch.Tensor:
         """The adapter run on one all-zero frame group, (1, 1, H). A batch without speech still runs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from salad_ray.model.compress import ctc_compress
+from salad_ray.model.compress import ctc_compress, spelled_tokens
 
 V, H = 50, 64  # H >= V: the table's rows can be orthonormal, so a frame's other scores are 0
 
@@ -58,3 +58,18 @@ def test_spans_compressed_together_are_compressed_as_alone():
     for span, z in zip(spans, together, strict=True):
         torch.testing.assert_close(z, ctc_compress([span], e, top_k=4)[0])
     assert ctc_compress([], e, top_k=4) == []
+
+
+def test_the_spelled_tokens_are_the_tokens_the_compressed_positions_stand_for():
+    """Greedy CTC read-out: blanks dropped, runs merged, a blank between two runs of one token keeps
+    both; each span on its own (no run crosses a span's end)."""
+    e = table()
+    spans = [
+        frames_for([3, 3, None, 7, 7, None, None, 3, None, 3], e),
+        frames_for([3, None], e),
+        frames_for([None], e),
+    ]
+    assert spelled_tokens(spans, e) == [[3, 7, 3, 3], [3], []]
+    compressed = ctc_compress(spans, e, top_k=4)
+    assert [len(c) for c in compressed[:2]] == [4, 1]  # one position per spelled token
+    assert spelled_tokens([], e) == []
