@@ -445,6 +445,8 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
             return "none: accuracy does not rise"
         if b.change.low > 0:
             return "shown"
+        if needed <= b.steps:
+            return f"{needed}: within this run's {b.steps}"
         minutes = (
             "" if b.seconds_per_step is None else f", about {needed * b.seconds_per_step / 60:.0f} minutes"
         )

@@ -109,5 +109,7 @@ def test_a_change_whose_interval_holds_zero_gets_a_budget_in_steps_and_minutes()
     assert needed > 30
     text = "\n".join(gap_budget_section([budget]))
     assert f"| {needed}, about {needed * 5 / 60:.0f} minutes |" in text
+    optimistic = budget.steps_needed(budget.change.high)  # the upper end: fewer steps than trained
+    assert optimistic <= 30 and f"| {optimistic}: within this run's 30 |" in text
     assert "An extrapolation from two points, not a measurement." in text
     assert gap_budget_section([]) == []
