@@ -86,20 +86,33 @@ def free_bytes(path: str | Path) -> int:
     return shutil.disk_usage(path).free
 
 
+# OS errors that a full disk raises; an OSError with another errno (EACCES, ...) is never put down to it.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 @contextmanager
 def on_disk(directory: str | Path, what: str) -> Iterator[None]:
-    """A block that writes ``what`` into ``directory``: an error raised while that filesystem has
-    under :data:`NEARLY_FULL` bytes free becomes an ``OSError(ENOSPC)`` naming the folder, the free
-    space and what to do; any other error passes unchanged."""
+    """A block that writes ``what`` into ``directory``. An error that a full disk may have caused
+    (ENOSPC or EDQUOT, or an error without an errno: torch.save's RuntimeError, safetensors' own),
+    raised while that filesystem has under :data:`NEARLY_FULL` bytes free, becomes an
+    ``OSError(ENOSPC)`` naming the folder, the free space and what to do; any other error passes
+    unchanged. Place it inside any block that deletes the partial write on error, so the free space
+    is read before that."""
     try:
         yield
-    except (OSError, RuntimeError) as e:
-        free = free_bytes(directory)
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno is not None and e.errno not in DISK_FULL:
+            raise
+        try:
+            free = free_bytes(directory)
+        except OSError:
+            raise e from None
         if free >= NEARLY_FULL:
             raise
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise OSError(
             errno.ENOSPC,
-            f"writing {what} to {directory} failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}) "
-            f"with {free / 2**20:.0f} MiB free on its disk. Free space (the largest files are old runs' "
-            "train/ checkpoints), then run again with --resume: the run continues from its last checkpoint",
+            f"writing {what} to {directory} failed ({first_line}) with {free / 2**20:.0f} MiB free on "
+            "its disk. Free space there (on a run's own disk the largest files are old runs' train/ "
+            "checkpoints), then run again with --resume: the run continues from its last checkpoint",
         ) from e

@@ -229,7 +229,12 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
             stage1_steps,
         )
         plot_curves(
-            series, ["loss_dist", "loss_nll"], "loss", "Training loss", out / "losses.png", stage1_steps
+            series,
+            ["loss_dist", "loss_nll"] + (["loss_ctc"] if config.train.ctc_weight else []),
+            "loss",
+            "Training loss",
+            out / "losses.png",
+            stage1_steps,
         )
         parts.append(
             "\n## Training\n\n![F and M on the held-out set](heldout_gap.png)\n\n![losses](losses.png)\n"

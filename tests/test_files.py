@@ -71,7 +71,7 @@ def test_a_write_that_fails_on_a_full_disk_says_so_and_any_other_failure_passes(
     tmp_path, monkeypatch, nearly_full: bool
 ):
     """/dev/full fails every write as a full disk does (torch.save: "iostream error" or ENOSPC). Where
-    the run's disk is nearly full (the threshold raised past its free space), the error names the
+    the run's disk is nearly full (the threshold raised past any free space), the error names the
     folder, its free space and --resume; where it is not, torch's own error passes unchanged."""
     import errno
 
@@ -79,7 +79,7 @@ def test_a_write_that_fails_on_a_full_disk_says_so_and_any_other_failure_passes(
 
     from salad_ray import files
 
-    monkeypatch.setattr(files, "NEARLY_FULL", files.free_bytes(tmp_path) + 1 if nearly_full else 0)
+    monkeypatch.setattr(files, "NEARLY_FULL", 1 << 62 if nearly_full else 0)
     with pytest.raises((OSError, RuntimeError)) as raised, files.on_disk(tmp_path, "a checkpoint"):
         torch.save(torch.zeros(1 << 20), "/dev/full")
     if nearly_full:
@@ -89,4 +89,14 @@ def test_a_write_that_fails_on_a_full_disk_says_so_and_any_other_failure_passes(
         assert "MiB free on its disk" in message and "--resume" in message
         assert raised.value.__cause__ is not None
     else:
-        assert "MiB free on its disk" not in str(raised.value)
+        assert "MiB free on its disk" not in str(raised.value) and raised.value.__cause__ is None
+
+
+def test_an_error_that_no_full_disk_raises_passes_unchanged(tmp_path, monkeypatch):
+    """A permission error is not put down to the disk, however little space is free."""
+    from salad_ray import files
+
+    monkeypatch.setattr(files, "NEARLY_FULL", 1 << 62)
+    with pytest.raises(PermissionError) as raised, files.on_disk(tmp_path, "a checkpoint"):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
+    assert raised.value.__cause__ is None and "MiB free" not in str(raised.value)

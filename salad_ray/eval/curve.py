@@ -395,9 +395,10 @@ class GapBudget:
         d(s) = A_arm(s) - A_I = r s,    r = d(S) / S,
 
     d(S) the paired difference over the same items after the arm's S stage-II steps (points), with its
-    95 % interval [d_lo, d_hi] and half-width h = (d_hi - d_lo) / 2. Were h to stay as d grew, the
-    interval would clear 0 at d = h, at s = h / r stage-II steps. The gap is A_text - A, so a rise in
-    spoken accuracy is the same fall in the gap."""
+    95 % interval [d_lo, d_hi] and its reach below the estimate m = d(S) - d_lo (a percentile
+    interval need not be symmetric). Were m to stay as d grew, the interval would clear 0 once d > m,
+    at the first whole stage-II step s > m / r. The gap is A_text - A, so a rise in spoken accuracy
+    is the same fall in the gap."""
 
     arm: str
     steps: int  # S
@@ -405,12 +406,13 @@ class GapBudget:
     seconds_per_step: float | None
 
     @property
-    def half_width(self) -> float:
-        return (self.change.high - self.change.low) / 2
+    def margin(self) -> float:
+        """m: how far the interval reaches below its estimate."""
+        return self.change.estimate - self.change.low
 
     def steps_needed(self, change: float) -> int | None:
         """Stage-II steps to a shown smaller gap if ``change`` is d(S) (None: it does not rise)."""
-        return math.ceil(self.half_width * self.steps / change) if change > 0 else None
+        return math.floor(self.margin * self.steps / change) + 1 if change > 0 else None
 
 
 def gap_budgets(results: dict, metrics: list[dict]) -> list[GapBudget]:
@@ -458,7 +460,7 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
             str(b.steps),
             f"{100 * b.change.estimate:+.1f} [{100 * b.change.low:+.1f}, {100 * b.change.high:+.1f}]",
             f"{1000 * b.change.estimate / b.steps:+.2f}",
-            f"{100 * b.half_width:.1f}",
+            f"{100 * b.margin:.1f}",
             budget(b, b.change.estimate),
             budget(b, b.change.high),
         ]
@@ -468,9 +470,9 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
         "\n### What a smaller gap after stage II would take\n",
         "Each arm's spoken accuracy after stage II minus stage I's, paired over the same items (the gap "
         "falls by as much as accuracy rises), and the stage-II steps at which, on a straight line "
-        "through that change, it would reach the interval's half-width, where an interval of that "
-        "width would clear 0: at the measured change, and at its interval's upper end (the fewest "
-        "steps this run allows). **An extrapolation from two points, not a measurement.** Minutes: "
+        "through that change, it would pass the interval's reach below its estimate, where an interval "
+        "of that reach would clear 0: at the measured change, and at its interval's upper end (the "
+        "fewest steps this run allows). **An extrapolation from two points, not a measurement.** Minutes: "
         "the arm's wall-clock seconds per stage-II step, with its pipelines and the other arm beside it.\n",
         markdown_table(
             [
@@ -478,7 +480,7 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
                 "stage-II steps",
                 "accuracy change, points",
                 "points per 10 steps",
-                "half-width, points",
+                "reach below the estimate, points",
                 "stage-II steps to a shown smaller gap",
                 "at the interval's upper end",
             ],

@@ -58,11 +58,12 @@ def _greedy(best: torch.Tensor, best_ids: torch.Tensor) -> torch.Tensor:
 def spelled_tokens(spans: list[torch.Tensor], embeddings: torch.Tensor) -> list[list[int]]:
     """The tokens each span's (T_k, H) adapter frames spell under step 1's greedy labels: one token
     per segment (blanks dropped, runs of one label merged), what the positions of ctc_compress stand
-    for; the read-out of the CTC warm-up (a word-recognition check of the adapter)."""
+    for (an all-blank span spells nothing here, where ctc_compress still gives it one position); the
+    read-out of the CTC warm-up (a word-recognition check of the adapter)."""
     if not spans:
         return []
-    best, best_ids = (torch.cat(spans) @ embeddings.detach().to(spans[0].dtype).T).max(-1)
-    labels = _greedy(best, best_ids).tolist()
+    best, best_ids = (torch.cat(spans) @ embeddings.detach().to(spans[0].dtype).T).topk(1, dim=-1)
+    labels = _greedy(best[:, 0], best_ids[:, 0]).tolist()
     bounds = [0, *itertools.accumulate(len(f) for f in spans)]
     return [
         [label for label, _ in itertools.groupby(labels[a:b]) if label >= 0]

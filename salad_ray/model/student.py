@@ -285,6 +285,7 @@ class SpeechLM(nn.Module):
         table = self._causal_lm().get_input_embeddings().weight
         return ctc_compress(frames, table, self.models.adapter.ctc_top_k)
 
+    @torch.no_grad()
     def spelled_tokens(self, audio: list[np.ndarray]) -> list[list[int]]:
         """The token ids each speech span's adapter frames spell under greedy CTC
         (:func:`salad_ray.model.compress.spelled_tokens`)."""

@@ -3,12 +3,13 @@
 One step:
 
 1. read this rank's slice of ``grad_accum`` micro-steps from the stream (:mod:`salad_ray.train.data`);
-2. count the text targets of every sample without running the model and all-reduce the sum: the
-   step's loss is (sum of per-target losses over all ranks and micro-batches) / that count, so it
-   does not depend on how samples are split across workers or micro-batches;
-3. forward and backward each micro-batch (DDP syncs gradients on the last one only); DDP and FSDP
-   average gradients over ranks, so each rank's loss is multiplied by the world size to make the
-   average a sum;
+2. count the text targets of every sample (and, for a CTC term or the warm-up, the spoken tokens)
+   without running the model and all-reduce the sums: each term of the step's loss is (sum of its
+   per-target losses over all ranks and micro-batches) / its count, so it does not depend on how
+   samples are split across workers or micro-batches;
+3. forward and backward each term of each micro-batch (DDP syncs gradients on the step's last
+   backward only); DDP and FSDP average gradients over ranks, so each rank's loss is multiplied by
+   the world size to make the average a sum;
 4. clip, step AdamW and the WSD schedule; save the student to each of the job's ``exports`` at its
    step (a milestone on the way: the active arm's half-way student); report metrics every
    ``log_every`` steps; checkpoint every ``checkpoint_every`` steps and at ``until_step``; measure
@@ -31,6 +32,7 @@ from torch import nn
 
 from salad_ray.batch import Sample, collate
 from salad_ray.config import SOURCES, RunConfig
+from salad_ray.files import on_disk
 from salad_ray.interleave import mixed_layout
 from salad_ray.losses import LossParts
 from salad_ray.metrics import per_token
@@ -167,11 +169,12 @@ def move_to_storage(checkpoint, name: str):
     if not (local and Path(storage.experiment_fs_path).is_dir()):  # a URI, or a path this node lacks:
         return storage.persist_current_checkpoint(checkpoint, name)  # Ray's upload (and its errors)
     target = Path(storage.build_checkpoint_path_from_name(name))
-    for source in sorted(Path(checkpoint.path).rglob("*")):
-        if source.is_file():
-            destination = target / source.relative_to(checkpoint.path)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(source, destination)
+    with on_disk(target, "a checkpoint"):
+        for source in sorted(Path(checkpoint.path).rglob("*")):
+            if source.is_file():
+                destination = target / source.relative_to(checkpoint.path)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(source, destination)
     return ray.train.Checkpoint(path=str(target), filesystem=storage.storage_filesystem)
 
 
@@ -257,9 +260,12 @@ def train_step(
     # Each term is one forward with its own backward (DDP expects one backward per forward). The CTC
     # term comes first: its backward leaves the LLM without gradients, which DDP accepts only
     # outside the synchronising backward, and the step's last backward, distillation's, uses them all.
-    terms = (
-        [(alignment, 1.0)] if align else [(alignment, ctc_weight)] * bool(ctc_weight) + [(distillation, 1.0)]
-    )
+    if align:
+        terms = [(alignment, 1.0)]
+    elif ctc_weight:
+        terms = [(alignment, ctc_weight), (distillation, 1.0)]
+    else:
+        terms = [(distillation, 1.0)]
     sums = dict.fromkeys(("loss", "dist", "nll", "ctc"), 0.0)
     for i, samples in enumerate(micro):
         for j, (objective, weight) in enumerate(terms):
@@ -280,7 +286,7 @@ def train_step(
         llm_lengths = []
     return {
         **sums,
-        "flops": step_flops(student, llm_lengths, adapter_lengths),
+        "flops": step_flops(student, llm_lengths, adapter_lengths * len(terms)),  # the adapter runs per term
         "positions": float(sum(llm_lengths or adapter_lengths)),
         "samples": float(len(flat)),
     }

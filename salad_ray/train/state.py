@@ -84,7 +84,7 @@ def export_student(directory: Path, *, model: nn.Module, student: SpeechLM, rank
 
     model_state = get_model_state_dict(model, options=_options())
     if rank == 0 and not directory.is_dir():
-        with on_disk(directory.parent, "a student"), new_dir(directory) as tmp:
+        with new_dir(directory) as tmp, on_disk(directory.parent, "a student"):
             student.save(tmp, state_dict=model_state)
 
 

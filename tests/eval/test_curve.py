@@ -90,8 +90,9 @@ def test_a_rising_accuracy_gives_the_steps_at_which_its_interval_would_clear_zer
     assert active_budget.arm == "active" and active_budget.steps == 30
     assert active_budget.change.estimate == pytest.approx(0.05)
     assert 0 < active_budget.change.low < 0.05 < active_budget.change.high  # 10 of 200 flipped, all one way
-    h = active_budget.half_width
-    assert active_budget.steps_needed(0.05) == math.ceil(h * 30 / 0.05)
+    m = active_budget.margin
+    assert m == pytest.approx(0.05 - active_budget.change.low)
+    assert active_budget.steps_needed(0.05) == math.floor(m * 30 / 0.05) + 1  # the first step past m
     assert active_budget.seconds_per_step == pytest.approx(5.0)  # (250 - 100) s over 30 steps
     assert uniform_budget.change.estimate == 0 and uniform_budget.steps_needed(0.0) is None
     text = "\n".join(gap_budget_section([active_budget, uniform_budget]))
