@@ -23,6 +23,7 @@ def test_the_sweep_trains_the_stage_one_student_and_measures_m_and_accuracy_from
             str(ROOT / "tools" / "stage2_sweep.py"),
             f"--run-dir={smoke_job.run_dir}",
             *["--batch=2", "--lr=1e-3", "--steps=2", "--eval-every=1", "--accuracy", f"--out={out}"],
+            f"--save={tmp_path / 'student'}",
         ],
         capture_output=True,
         text=True,
@@ -42,3 +43,12 @@ def test_the_sweep_trains_the_stage_one_student_and_measures_m_and_accuracy_from
         results["systems"]["stage I"]["accuracy"]["speech"]
     )  # scored as the run's evaluation scores it
     assert set(result["spoken_accuracy"]["end"]) == set(results["tasks"])
+    from salad_ray.metrics import per_token
+    from salad_ray.model.student import SpeechLM
+    from salad_ray.objective import samples_gap
+    from salad_ray.pipeline.shards import ShardStore
+
+    saved = SpeechLM.load(tmp_path / "student")  # --save: the student the last curve point measured
+    heldout = list(ShardStore(smoke_job.run_dir / "data" / "heldout").samples())
+    gap = samples_gap(saved, heldout, 4, saved.device)
+    assert per_token(gap.m_sums, gap.m_counts) == pytest.approx(result["curve"][2]["heldout_m"], rel=1e-4)

@@ -10,7 +10,9 @@ With ``--accuracy``, the spoken cloze accuracy of the run's benchmarks is measur
 and at the end, as the run's evaluation scores it (its speech cache: nothing is spoken again).
 
     python tools/stage2_sweep.py --run-dir runs/local --batch 16 --lr 2e-4 --steps 30 [--eval-every 15] [--accuracy]
-        [--set train.lr_adapter=1e-4 ...]
+        [--set train.lr_adapter=1e-4 ...] [--save DIR]
+
+``--save`` keeps the trained student (e.g. for tools/token_error.py).
 
 Appends one JSON line per setting to ``--out`` (default <run-dir>/stage2_sweep.jsonl).
 """
@@ -58,6 +60,7 @@ def sweep(
     eval_every: int,
     accuracy: bool = False,
     overrides: tuple[str, ...] = (),
+    save: Path | None = None,
 ) -> dict:
     """One setting from the run's stage-I student (module docstring); ``overrides``: more ``--set``
     values on the run's config (e.g. ``train.lr_adapter=1e-4``)."""
@@ -119,6 +122,8 @@ def sweep(
             measure(step + 1)
     if accuracy:
         spoken.append(spoken_accuracy(run, config, student))
+    if save is not None:
+        student.save(save)
     return {
         "batch": batch,
         "lr": lr,
@@ -143,13 +148,23 @@ def main() -> None:
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--save", default=None, help="save the trained student to this directory")
     args = parser.parse_args()
     run = RunDir(Path(args.run_dir).resolve())
     if not run.store(UNIFORM.store(1)).is_dir():
         parser.error(f"{run.root} has no uniform arm's stores: run it with selection.compare_uniform: true")
     with tempfile.TemporaryDirectory() as rendezvous:
         dist.init_process_group("gloo", init_method=f"file://{rendezvous}/pg", rank=0, world_size=1)
-        result = sweep(run, args.batch, args.lr, args.steps, args.eval_every, args.accuracy, tuple(args.set))
+        result = sweep(
+            run,
+            args.batch,
+            args.lr,
+            args.steps,
+            args.eval_every,
+            args.accuracy,
+            tuple(args.set),
+            Path(args.save) if args.save else None,
+        )
         dist.destroy_process_group()
     with open(args.out or run.root / "stage2_sweep.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
