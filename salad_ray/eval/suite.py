@@ -296,6 +296,11 @@ def prepare_bench(
     return Bench(prompts, dropped, unspeakable, held, shuffled, held_control)
 
 
+def _device() -> str:
+    """Where the evaluation runs: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _original(config: RunConfig, device: str) -> SpeechLM:
     """The original LLM as a student before training (its adapter seeded by ``seed``: the untrained
     student), with a cached encoder the students of the same evaluation share."""
@@ -365,7 +370,7 @@ def evaluate(
     t0 = time.time()
     e = config.eval
     specs = {n: s if isinstance(s, StudentSpec) else StudentSpec(Path(s)) for n, s in students.items()}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device()
     original = _original(config, device)
     untrained = e.untrained and bool(specs)
     steps = 2 + (0 if baselines is not None else 2 + untrained) + len(specs)
@@ -425,7 +430,7 @@ def run_baselines(config: RunConfig, heldout: Path | None, out: Path) -> Path:
     when ``eval.untrained``) and write them to ``out/baselines.json`` atomically; returns its path.
     A run does this beside stage I, whose one trainer leaves part of a laptop's cores idle."""
     out.mkdir(parents=True, exist_ok=True)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device()
     original = _original(config, device)
     cache = SpeechCache(config, out / EVAL_CACHE)
     bench = prepare_bench(config, original.tokenizer, original.bos_id, heldout, cache, lambda _: None, False)
