@@ -23,6 +23,7 @@ def test_the_sweep_trains_the_stage_one_student_and_measures_m_and_accuracy_from
             str(ROOT / "tools" / "stage2_sweep.py"),
             f"--run-dir={smoke_job.run_dir}",
             *["--batch=2", "--lr=1e-3", "--steps=2", "--eval-every=1", "--accuracy", f"--out={out}"],
+            "--arm=active",
             f"--save={tmp_path / 'student'}",
         ],
         capture_output=True,
@@ -32,6 +33,7 @@ def test_the_sweep_trains_the_stage_one_student_and_measures_m_and_accuracy_from
     assert done.returncode == 0, done.stderr[-3000:]
     (result,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["step"] for p in result["curve"]] == [0, 1, 2]
+    assert result["arm"] == "active"
     stage1 = json.loads((smoke_job.run_dir / "state.json").read_text())["notes"]["gap"]["stage I"]
     assert result["curve"][0]["heldout_m"] == pytest.approx(stage1["heldout_m"], rel=1e-4)  # its start
     assert result["curve"][2]["heldout_m"] != result["curve"][0]["heldout_m"]  # and it trained

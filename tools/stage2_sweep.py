@@ -1,7 +1,7 @@
 """Stage II's batch size and rate, measured from a finished run's stage-I student, without Ray.
 
 Each setting trains the run's stage-I student on a stage-II stream of its own: the run's natural and
-text stores and its uniform arm's round stores (the run must have compared the arms), mixed at
+text stores and one arm's round stores (``--arm``: uniform, the default, or active), mixed at
 ``stages.stage2_mix``, in one process with the trainer's own step function, optimizer, clipping and
 WSD schedule over ``--steps``. Held-out F and M (fp32, the run's held-out store) are measured every
 ``--eval-every`` steps. The ratio
@@ -10,7 +10,7 @@ With ``--accuracy``, the spoken cloze accuracy of the run's benchmarks is measur
 and at the end, as the run's evaluation scores it (its speech cache: nothing is spoken again).
 
     python tools/stage2_sweep.py --run-dir runs/local --batch 16 --lr 2e-4 --steps 30 [--eval-every 15] [--accuracy]
-        [--set train.lr_adapter=1e-4 ...] [--save DIR]
+        [--arm uniform|active] [--set train.lr_adapter=1e-4 ...] [--save DIR]
 
 ``--save`` keeps the trained student (e.g. for tools/token_error.py).
 
@@ -31,7 +31,7 @@ import torch.distributed as dist
 
 from salad_ray.config import load_config
 from salad_ray.pipeline.shards import ShardStore
-from salad_ray.rundir import EVAL_CACHE, HELDOUT, NATURAL, TEXT, UNIFORM, RunDir, stage1
+from salad_ray.rundir import ARMS, EVAL_CACHE, HELDOUT, NATURAL, TEXT, UNIFORM, Arm, RunDir, stage1
 from salad_ray.train.data import load_rows, micro_steps, stream_rows
 from salad_ray.train.loop import StageJob, build_student, evaluate, make_optimizer, train_step, wrap
 from salad_ray.train.mixture import mixture_stream, pool_refs
@@ -61,9 +61,11 @@ def sweep(
     accuracy: bool = False,
     overrides: tuple[str, ...] = (),
     save: Path | None = None,
+    arm: Arm = UNIFORM,
 ) -> dict:
     """One setting from the run's stage-I student (module docstring); ``overrides``: more ``--set``
-    values on the run's config (e.g. ``train.lr_adapter=1e-4``)."""
+    values on the run's config (e.g. ``train.lr_adapter=1e-4``); ``arm``: whose round stores are the
+    synthetic part of the stream."""
     config = load_config(
         file=run.config, overrides=[*overrides, f"train.batch_size={batch}", f"train.lr_llm={lr}"]
     )
@@ -73,7 +75,7 @@ def sweep(
         "active": [
             ref
             for r in range(1, stages.stage2_rounds + 1)
-            for ref in pool_refs(ShardStore(run.store(UNIFORM.store(r))), "active")
+            for ref in pool_refs(ShardStore(run.store(arm.store(r))), "active")
         ],
         "text": pool_refs(ShardStore(run.store(TEXT)), "text"),
     }
@@ -128,6 +130,7 @@ def sweep(
         "batch": batch,
         "lr": lr,
         "overrides": list(overrides),
+        "arm": arm.name,
         "steps": steps,
         "seconds_per_step": trained / steps,
         "m_over_stage1": curve[-1]["heldout_m"] / curve[0]["heldout_m"],
@@ -149,10 +152,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     parser.add_argument("--out", default=None)
     parser.add_argument("--save", default=None, help="save the trained student to this directory")
+    parser.add_argument(
+        "--arm", default=UNIFORM.name, choices=[a.name for a in ARMS], help="whose round stores to train on"
+    )
     args = parser.parse_args()
     run = RunDir(Path(args.run_dir).resolve())
-    if not run.store(UNIFORM.store(1)).is_dir():
-        parser.error(f"{run.root} has no uniform arm's stores: run it with selection.compare_uniform: true")
+    arm = next(a for a in ARMS if a.name == args.arm)
+    if not run.store(arm.store(1)).is_dir():
+        parser.error(f"{run.root} has no {arm.name} arm's stores (uniform: selection.compare_uniform: true)")
     with tempfile.TemporaryDirectory() as rendezvous:
         dist.init_process_group("gloo", init_method=f"file://{rendezvous}/pg", rank=0, world_size=1)
         result = sweep(
@@ -164,6 +171,7 @@ def main() -> None:
             args.accuracy,
             tuple(args.set),
             Path(args.save) if args.save else None,
+            arm,
         )
         dist.destroy_process_group()
     with open(args.out or run.root / "stage2_sweep.jsonl", "a") as f:

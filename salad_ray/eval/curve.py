@@ -390,29 +390,32 @@ def curve_section(results: dict, metrics: list[dict], stage1_steps: int, out_dir
 @dataclass(frozen=True)
 class GapBudget:
     """What a gap after an arm's stage II shown smaller than stage I's would take, on the straight line
-    through the paired change in spoken accuracy:
+    through the origin fitted to the paired changes in spoken accuracy:
 
-        d(s) = A_arm(s) - A_I = r s,    r = d(S) / S,
+        d(s) = A_arm(s) - A_I = r s,    r = sum_s s d(s) / sum_s s^2,
 
-    d(S) the paired difference over the same items after the arm's S stage-II steps (points), with its
-    95 % interval [d_lo, d_hi] and its reach below the estimate m = d(S) - d_lo (a percentile
-    interval need not be symmetric). Were m to stay as d grew, the interval would clear 0 once d > m,
-    at the first whole stage-II step s > m / r. The gap is A_text - A, so a rise in spoken accuracy
-    is the same fall in the gap."""
+    over the arm's evaluated students at stage-II steps s (its last, after S steps; each earlier
+    round's too with ``eval.round_students``), each d(s) the paired difference over the same items
+    (points). The last one's 95 % interval [d_lo, d_hi] reaches m = d(S) - d_lo below its estimate (a
+    percentile interval need not be symmetric). Were m to stay as d grew, the interval would clear 0
+    once d > m, at the first whole stage-II step s > m / r. The gap is A_text - A, so a rise in
+    spoken accuracy is the same fall in the gap."""
 
     arm: str
     steps: int  # S
     change: Interval  # d(S), as fractions of items
+    rate: float  # r, fractions of items per stage-II step
+    students: int  # how many evaluated students r is fitted to
     seconds_per_step: float | None
 
     @property
     def margin(self) -> float:
-        """m: how far the interval reaches below its estimate."""
+        """m: how far the last interval reaches below its estimate."""
         return self.change.estimate - self.change.low
 
-    def steps_needed(self, change: float) -> int | None:
-        """Stage-II steps to a shown smaller gap if ``change`` is d(S) (None: it does not rise)."""
-        return math.floor(self.margin * self.steps / change) + 1 if change > 0 else None
+    def steps_needed(self, rate: float) -> int | None:
+        """Stage-II steps to a shown smaller gap if accuracy rises ``rate`` a step (None: it does not)."""
+        return math.floor(self.margin / rate) + 1 if rate > 0 else None
 
 
 def gap_budgets(results: dict, metrics: list[dict]) -> list[GapBudget]:
@@ -425,11 +428,21 @@ def gap_budgets(results: dict, metrics: list[dict]) -> list[GapBudget]:
         correct = correct_vectors(system, "speech", tasks)
         if stage1 is None or correct is None or not system.get("step"):
             continue
+        changes = {
+            s["step"]: paired_accuracy_difference(c, stage1).estimate
+            for s in systems.values()
+            if s.get("stage") == system["stage"]
+            and s.get("step")
+            and (c := correct_vectors(s, "speech", tasks)) is not None
+        }
+        steps = np.array(list(changes), dtype=float)
         budgets.append(
             GapBudget(
                 arm=arm_of_job(system["stage"]),
                 steps=system["step"],
                 change=paired_accuracy_difference(correct, stage1),
+                rate=float(steps @ np.array(list(changes.values())) / (steps @ steps)),
+                students=len(changes),
                 seconds_per_step=stage2_pace(metrics, system["stage"], system["step"]),
             )
         )
@@ -441,8 +454,8 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
     if not budgets:
         return []
 
-    def budget(b: GapBudget, change: float) -> str:
-        needed = b.steps_needed(change)
+    def budget(b: GapBudget, rate: float) -> str:
+        needed = b.steps_needed(rate)
         if needed is None:
             return "none: accuracy does not rise"
         if b.change.low > 0:
@@ -459,10 +472,11 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
             b.arm,
             str(b.steps),
             f"{100 * b.change.estimate:+.1f} [{100 * b.change.low:+.1f}, {100 * b.change.high:+.1f}]",
-            f"{1000 * b.change.estimate / b.steps:+.2f}",
+            str(b.students),
+            f"{1000 * b.rate:+.2f}",
             f"{100 * b.margin:.1f}",
-            budget(b, b.change.estimate),
-            budget(b, b.change.high),
+            budget(b, b.rate),
+            budget(b, b.change.high / b.steps),
         ]
         for b in budgets
     ]
@@ -470,16 +484,19 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
         "\n### What a smaller gap after stage II would take\n",
         "Each arm's spoken accuracy after stage II minus stage I's, paired over the same items (the gap "
         "falls by as much as accuracy rises), and the stage-II steps at which, on a straight line "
-        "through that change, it would pass the interval's reach below its estimate, where an interval "
-        "of that reach would clear 0: at the measured change, and at its interval's upper end (the "
-        "fewest steps this run allows). **An extrapolation from two points, not a measurement.** Minutes: "
-        "the arm's wall-clock seconds per stage-II step, with its pipelines and the other arm beside it.\n",
+        "through stage I and the arm's evaluated students (its last; each earlier round's with "
+        "`eval.round_students`), the change would pass the last interval's reach below its estimate, "
+        "where an interval of that reach would clear 0: at the fitted rate, and at the last interval's "
+        "upper end over its steps (the fewest steps this run allows). **An extrapolation, not a "
+        "measurement.** Minutes: the arm's wall-clock seconds per stage-II step, with its pipelines and "
+        "the other arm beside it.\n",
         markdown_table(
             [
                 "arm",
                 "stage-II steps",
                 "accuracy change, points",
-                "points per 10 steps",
+                "students fitted",
+                "fitted points per 10 steps",
                 "reach below the estimate, points",
                 "stage-II steps to a shown smaller gap",
                 "at the interval's upper end",

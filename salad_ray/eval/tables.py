@@ -311,12 +311,12 @@ def gap_change(results: dict) -> str | None:
     same for both), a paired difference over the same items, in points; "smaller" is claimed only
     when its 95 % interval is below 0."""
     systems, tasks = results["systems"], list(results["tasks"])
-    stage1 = correct_vectors(systems[STAGE1_LABEL], "speech", tasks) if STAGE1_LABEL in systems else None
+    stage1 = correct_vectors(systems.get(STAGE1_LABEL), "speech", tasks)
     if stage1 is None:
         return None
     lines = []
     for arm in (ACTIVE, UNIFORM):
-        correct = correct_vectors(systems[arm], "speech", tasks) if arm in systems else None
+        correct = correct_vectors(systems.get(arm), "speech", tasks)
         if correct is None:
             continue
         d = paired_accuracy_difference(stage1, correct)

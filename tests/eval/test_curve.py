@@ -92,12 +92,13 @@ def test_a_rising_accuracy_gives_the_steps_at_which_its_interval_would_clear_zer
     assert 0 < active_budget.change.low < 0.05 < active_budget.change.high  # 10 of 200 flipped, all one way
     m = active_budget.margin
     assert m == pytest.approx(0.05 - active_budget.change.low)
-    assert active_budget.steps_needed(0.05) == math.floor(m * 30 / 0.05) + 1  # the first step past m
+    assert active_budget.students == 1 and active_budget.rate == pytest.approx(0.05 / 30)
+    assert active_budget.steps_needed(0.05 / 30) == math.floor(m * 30 / 0.05) + 1  # the first step past m
     assert active_budget.seconds_per_step == pytest.approx(5.0)  # (250 - 100) s over 30 steps
     assert uniform_budget.change.estimate == 0 and uniform_budget.steps_needed(0.0) is None
     text = "\n".join(gap_budget_section([active_budget, uniform_budget]))
     assert "| active | 30 | +5.0 [" in text and "| shown | shown |" in text  # its interval is above 0
-    assert "| uniform | 30 | +0.0 [+0.0, +0.0] | +0.00 | 0.0 | none: accuracy does not rise |" in text
+    assert "| uniform | 30 | +0.0 [+0.0, +0.0] | 1 | +0.00 | 0.0 | none: accuracy does not rise |" in text
 
 
 def test_a_change_whose_interval_holds_zero_gets_a_budget_in_steps_and_minutes():
@@ -106,11 +107,43 @@ def test_a_change_whose_interval_holds_zero_gets_a_budget_in_steps_and_minutes()
     metrics = [_record("stage1", 10, 1.0, 100.0), _record("stage2-active", 30, 0.6, 250.0)]
     (budget,) = gap_budgets(_results(stage1, {"active": active}), metrics)
     assert budget.change.estimate == pytest.approx(0.03) and budget.change.low <= 0
-    needed = budget.steps_needed(0.03)
+    needed = budget.steps_needed(0.03 / 30)
     assert needed > 30
     text = "\n".join(gap_budget_section([budget]))
     assert f"| {needed}, about {needed * 5 / 60:.0f} minutes |" in text
-    optimistic = budget.steps_needed(budget.change.high)  # the upper end: fewer steps than trained
+    optimistic = budget.steps_needed(budget.change.high / 30)  # the upper end: fewer steps than trained
     assert optimistic <= 30 and f"| {optimistic}: within this run's 30 |" in text
-    assert "An extrapolation from two points, not a measurement." in text
+    assert "An extrapolation, not a measurement." in text
     assert gap_budget_section([]) == []
+
+
+def test_the_rate_is_fitted_to_every_evaluated_student_of_the_arm():
+    """Round students (eval.round_students) join the fit: +4 points at step 10, +2 at 20, +3 at 30 give
+    r = (10·4 + 20·2 + 30·3) / (100 + 400 + 900) points a step, not the last student's 3 / 30."""
+    stage1 = [0] * 50 + [1] * 50
+
+    def gained(n: int) -> list[int]:
+        return [1] * n + [0] * (50 - n) + [1] * 50
+
+    results = _results(stage1, {"active": gained(3)})
+    results["systems"] |= {
+        f"active round {r}": {
+            "kind": "student",
+            "role": "round",
+            "stage": "stage2-active",
+            "step": 10 * r,
+            "correct": {"speech": {"cloze": gained(n)}},
+        }
+        for r, n in ((1, 4), (2, 2))
+    }
+    results["systems"]["uniform round 1"] = {
+        **results["systems"]["active round 1"],
+        "stage": "stage2-uniform",
+    }
+    metrics = [_record("stage1", 10, 1.0, 100.0), _record("stage2-active", 30, 0.6, 250.0)]
+    (budget,) = gap_budgets(results, metrics)  # uniform's round student alone makes no arm
+    assert budget.students == 3 and budget.steps == 30
+    assert budget.change.estimate == pytest.approx(0.03)
+    assert budget.rate == pytest.approx((10 * 0.04 + 20 * 0.02 + 30 * 0.03) / 1400)
+    assert budget.steps_needed(budget.rate) == math.floor(budget.margin / budget.rate) + 1
+    assert "| active | 30 | +3.0 [" in "\n".join(gap_budget_section([budget]))
