@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,10 @@ def test_the_sweep_trains_the_stage_one_student_and_measures_m_and_accuracy_from
         results["systems"]["stage I"]["accuracy"]["speech"]
     )  # scored as the run's evaluation scores it
     assert set(result["spoken_accuracy"]["end"]) == set(results["tasks"])
+    change = result["spoken_change"]  # paired over the same items: the mean of the accuracies' difference
+    assert change["low"] <= change["estimate"] <= change["high"]
+    ends = [result["spoken_accuracy"][at] for at in ("end", "stage1")]
+    assert change["estimate"] == pytest.approx(float(np.mean([ends[0][t] - ends[1][t] for t in ends[0]])))
     from salad_ray.metrics import per_token
     from salad_ray.model.student import SpeechLM
     from salad_ray.objective import samples_gap

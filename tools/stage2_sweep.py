@@ -7,7 +7,8 @@ WSD schedule over ``--steps``. Held-out F and M (fp32, the run's held-out store)
 ``--eval-every`` steps. The ratio
 M / M(stage I) is what the `local` recipe's stage-II keys were chosen by (README, the recipe table).
 With ``--accuracy``, the spoken cloze accuracy of the run's benchmarks is measured too, at step 0
-and at the end, as the run's evaluation scores it (its speech cache: nothing is spoken again).
+and at the end, as the run's evaluation scores it (its speech cache: nothing is spoken again), with
+the change from start to end paired over the same items and its 95 % bootstrap interval.
 
     python tools/stage2_sweep.py --run-dir runs/local --batch 16 --lr 2e-4 --steps 30 [--eval-every 15] [--accuracy]
         [--arm uniform|active] [--set train.lr_adapter=1e-4 ...] [--save DIR]
@@ -30,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from salad_ray.config import load_config
+from salad_ray.eval.stats import paired_accuracy_difference
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.rundir import ARMS, EVAL_CACHE, HELDOUT, NATURAL, TEXT, UNIFORM, Arm, RunDir, stage1
 from salad_ray.train.data import load_rows, micro_steps, stream_rows
@@ -38,18 +40,18 @@ from salad_ray.train.mixture import mixture_stream, pool_refs
 from salad_ray.train.schedule import WSD
 
 
-def spoken_accuracy(run: RunDir, config, student) -> dict:
-    """The student's spoken accuracy on each of the run's benchmarks, with the evaluation's prompts,
-    speech cache and scoring (salad_ray.eval.suite)."""
+def spoken_scores(run: RunDir, config, student) -> dict:
+    """The student's spoken ``accuracy`` and 0/1 ``correct`` vectors on each of the run's benchmarks,
+    with the evaluation's prompts, speech cache and scoring (salad_ray.eval.suite)."""
     from salad_ray.eval.speech_cache import SpeechCache
     from salad_ray.eval.suite import build_prompts, score_modes, voice_prompts
 
     prompts = build_prompts(config, student.tokenizer, student.bos_id)
     prompts, _, _ = voice_prompts(config, prompts, SpeechCache(config, run.eval / EVAL_CACHE), lambda _: None)
     student.eval()
-    accuracy = score_modes(student, prompts, ["speech"], config)["accuracy"]["speech"]
+    scores = score_modes(student, prompts, ["speech"], config)
     student.train()
-    return accuracy
+    return {kind: by_mode["speech"] for kind, by_mode in scores.items()}
 
 
 def sweep(
@@ -108,7 +110,7 @@ def sweep(
         print(json.dumps(curve[-1]), flush=True)
 
     measure(0)
-    spoken = [spoken_accuracy(run, config, student)] if accuracy else []
+    spoken = [spoken_scores(run, config, student)] if accuracy else []
     trained = 0.0
     for step in range(steps):
         t0 = time.perf_counter()
@@ -123,7 +125,7 @@ def sweep(
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             measure(step + 1)
     if accuracy:
-        spoken.append(spoken_accuracy(run, config, student))
+        spoken.append(spoken_scores(run, config, student))
     if save is not None:
         student.save(save)
     return {
@@ -135,7 +137,16 @@ def sweep(
         "seconds_per_step": trained / steps,
         "m_over_stage1": curve[-1]["heldout_m"] / curve[0]["heldout_m"],
         "curve": curve,
-        **({"spoken_accuracy": {"stage1": spoken[0], "end": spoken[1]}} if accuracy else {}),
+        **(
+            {
+                "spoken_accuracy": {"stage1": spoken[0]["accuracy"], "end": spoken[1]["accuracy"]},
+                "spoken_change": paired_accuracy_difference(
+                    list(spoken[1]["correct"].values()), list(spoken[0]["correct"].values())
+                ).to_dict(),
+            }
+            if accuracy
+            else {}
+        ),
     }
 
 
