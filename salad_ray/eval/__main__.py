@@ -6,8 +6,8 @@
 
 With ``--run-dir`` the run's configuration (``config.yaml``, ``--set`` layered over it), its final
 students (stage I and each stage-II arm; each round's with ``eval.round_students``) and its held-out
-spoken set are used, and the result goes to
-``<run-dir>/eval/results.json`` (the run's report picks it up). Otherwise the original LLM, the
+spoken set are used, the result goes to ``<run-dir>/eval/results.json`` and the run's report is
+remade with it (``<run-dir>/report``; not with ``--out`` elsewhere). Otherwise the original LLM, the
 cascade and the ``--student`` directories are scored on the configured benchmarks.
 """
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             if not sep or not Path(path).is_dir():
                 raise ConfigError(f"--student {item!r}: expected NAME=DIR with DIR a saved student")
             students[name] = Path(path)
-        heldout = None
+        heldout, run = None, None
         if args.run_dir:
             from salad_ray.eval.suite import run_students
             from salad_ray.rundir import HELDOUT, RunDir
@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     if students:
         print(f"{forgetting_table(results)}\n")
     print(f"results: {path}")
+    if run is not None and out == run.eval and run.state.is_file():
+        from salad_ray.report import write_report
+        from salad_ray.runstate import RunState
+
+        notes = RunState(run.state, config.stages.stage2_rounds).notes
+        print(f"report: {write_report(config, run, notes)}")
     return 0
 
 
