@@ -68,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     if students:
         print(f"{forgetting_table(results)}\n")
     print(f"results: {path}")
-    if run is not None and out == run.eval and run.state.is_file():
+    if run is not None and out.resolve() == run.eval and run.state.is_file():
         from salad_ray.report import write_report
         from salad_ray.runstate import RunState
 
-        notes = RunState(run.state, config.stages.stage2_rounds).notes
-        print(f"report: {write_report(config, run, notes)}")
+        ran = load_config(file=run.config)  # the report describes the run as it ran, not the --set keys
+        notes = RunState(run.state, ran.stages.stage2_rounds).notes
+        print(f"report: {write_report(ran, run, notes)}")
     return 0
 
 

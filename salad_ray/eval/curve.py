@@ -428,21 +428,21 @@ def gap_budgets(results: dict, metrics: list[dict]) -> list[GapBudget]:
         correct = correct_vectors(system, "speech", tasks)
         if stage1 is None or correct is None or not system.get("step"):
             continue
-        changes = {
-            s["step"]: paired_accuracy_difference(c, stage1).estimate
+        fitted = [  # (s, d(s)) of every evaluated student of the arm
+            (s["step"], paired_accuracy_difference(c, stage1).estimate)
             for s in systems.values()
             if s.get("stage") == system["stage"]
             and s.get("step")
             and (c := correct_vectors(s, "speech", tasks)) is not None
-        }
-        steps = np.array(list(changes), dtype=float)
+        ]
+        steps, changes = np.array(fitted, dtype=float).T
         budgets.append(
             GapBudget(
                 arm=arm_of_job(system["stage"]),
                 steps=system["step"],
                 change=paired_accuracy_difference(correct, stage1),
-                rate=float(steps @ np.array(list(changes.values())) / (steps @ steps)),
-                students=len(changes),
+                rate=float(steps @ changes / (steps @ steps)),
+                students=len(fitted),
                 seconds_per_step=stage2_pace(metrics, system["stage"], system["step"]),
             )
         )
@@ -455,11 +455,11 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
         return []
 
     def budget(b: GapBudget, rate: float) -> str:
+        if b.change.low > 0:
+            return "shown"
         needed = b.steps_needed(rate)
         if needed is None:
             return "none: accuracy does not rise"
-        if b.change.low > 0:
-            return "shown"
         if needed <= b.steps:
             return f"{needed}: within this run's {b.steps}"
         minutes = (
@@ -476,7 +476,7 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
             f"{1000 * b.rate:+.2f}",
             f"{100 * b.margin:.1f}",
             budget(b, b.rate),
-            budget(b, b.change.high / b.steps),
+            budget(b, max(b.rate, b.change.high / b.steps)),
         ]
         for b in budgets
     ]
@@ -486,10 +486,10 @@ def gap_budget_section(budgets: list[GapBudget]) -> list[str]:
         "falls by as much as accuracy rises), and the stage-II steps at which, on a straight line "
         "through stage I and the arm's evaluated students (its last; each earlier round's with "
         "`eval.round_students`), the change would pass the last interval's reach below its estimate, "
-        "where an interval of that reach would clear 0: at the fitted rate, and at the last interval's "
-        "upper end over its steps (the fewest steps this run allows). **An extrapolation, not a "
-        "measurement.** Minutes: the arm's wall-clock seconds per stage-II step, with its pipelines and "
-        "the other arm beside it.\n",
+        "where an interval of that reach would clear 0: at the fitted rate, and at the faster of that "
+        "rate and the last interval's upper end over its steps (the fewest steps this run allows). "
+        "**An extrapolation, not a measurement.** Minutes: the arm's wall-clock seconds per stage-II "
+        "step, with its pipelines and the other arm beside it.\n",
         markdown_table(
             [
                 "arm",

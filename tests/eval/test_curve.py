@@ -136,9 +136,16 @@ def test_the_rate_is_fitted_to_every_evaluated_student_of_the_arm():
         }
         for r, n in ((1, 4), (2, 2))
     }
-    results["systems"]["uniform round 1"] = {
+    results["systems"]["uniform round 1"] = {  # another arm's student at a step of its own: not fitted
         **results["systems"]["active round 1"],
         "stage": "stage2-uniform",
+        "step": 15,
+        "correct": {"speech": {"cloze": gained(40)}},
+    }
+    results["systems"]["untrained student"] = {
+        "kind": "student",
+        "role": "untrained",
+        "correct": {"speech": {"cloze": [0] * 100}},
     }
     metrics = [_record("stage1", 10, 1.0, 100.0), _record("stage2-active", 30, 0.6, 250.0)]
     (budget,) = gap_budgets(results, metrics)  # uniform's round student alone makes no arm
@@ -147,3 +154,26 @@ def test_the_rate_is_fitted_to_every_evaluated_student_of_the_arm():
     assert budget.rate == pytest.approx((10 * 0.04 + 20 * 0.02 + 30 * 0.03) / 1400)
     assert budget.steps_needed(budget.rate) == math.floor(budget.margin / budget.rate) + 1
     assert "| active | 30 | +3.0 [" in "\n".join(gap_budget_section([budget]))
+
+
+def test_a_shown_change_reads_shown_even_where_the_fitted_rate_falls():
+    """Over 200 items: -5 points at 10 steps, -5 at 20, then +3 at 30 with none lost: the line through
+    them falls, but the last interval is above 0, so the gap is shown smaller."""
+    stage1 = [0] * 100 + [1] * 100
+    lost = [0] * 100 + [0] * 10 + [1] * 90
+    results = _results(stage1, {"active": [1] * 6 + [0] * 94 + [1] * 100})
+    results["systems"] |= {
+        f"active round {r}": {
+            "kind": "student",
+            "role": "round",
+            "stage": "stage2-active",
+            "step": 10 * r,
+            "correct": {"speech": {"cloze": lost}},
+        }
+        for r in (1, 2)
+    }
+    metrics = [_record("stage1", 10, 1.0, 100.0), _record("stage2-active", 30, 0.6, 250.0)]
+    (budget,) = gap_budgets(results, metrics)
+    assert budget.rate == pytest.approx((10 * -0.05 + 20 * -0.05 + 30 * 0.03) / 1400) and budget.rate < 0
+    assert budget.change.low > 0
+    assert "| shown | shown |" in "\n".join(gap_budget_section([budget]))
