@@ -69,12 +69,20 @@ def test_no_estimate_without_a_stage_one_measurement():
     assert budget_section([]) == []
 
 
-def _results(stage1: list[int], arms: dict[str, list[int]], step: int = 30) -> dict:
-    def student(correct: list[int], stage: str, at: int) -> dict:
-        return {"kind": "student", "stage": stage, "step": at, "correct": {"speech": {"cloze": correct}}}
+def _student(correct: list[int], stage: str | None, at: int | None, role: str = "final") -> dict:
+    """An evaluated student of one task, ``cloze``, as eval/results.json holds it."""
+    return {
+        "kind": "student",
+        "role": role,
+        "stage": stage,
+        "step": at,
+        "correct": {"speech": {"cloze": correct}},
+    }
 
-    systems = {"stage I": student(stage1, "stage1", 10)}
-    systems |= {f"stage II {arm}": student(c, f"stage2-{arm}", step) for arm, c in arms.items()}
+
+def _results(stage1: list[int], arms: dict[str, list[int]], step: int = 30) -> dict:
+    systems = {"stage I": _student(stage1, "stage1", 10)}
+    systems |= {f"stage II {arm}": _student(c, f"stage2-{arm}", step) for arm, c in arms.items()}
     return {"tasks": {"cloze": {}}, "systems": systems}
 
 
@@ -127,26 +135,12 @@ def test_the_rate_is_fitted_to_every_evaluated_student_of_the_arm():
 
     results = _results(stage1, {"active": gained(3)})
     results["systems"] |= {
-        f"active round {r}": {
-            "kind": "student",
-            "role": "round",
-            "stage": "stage2-active",
-            "step": 10 * r,
-            "correct": {"speech": {"cloze": gained(n)}},
-        }
+        f"active round {r}": _student(gained(n), "stage2-active", 10 * r, "round")
         for r, n in ((1, 4), (2, 2))
     }
-    results["systems"]["uniform round 1"] = {  # another arm's student at a step of its own: not fitted
-        **results["systems"]["active round 1"],
-        "stage": "stage2-uniform",
-        "step": 15,
-        "correct": {"speech": {"cloze": gained(40)}},
-    }
-    results["systems"]["untrained student"] = {
-        "kind": "student",
-        "role": "untrained",
-        "correct": {"speech": {"cloze": [0] * 100}},
-    }
+    # another arm's student at a step of its own, and the untrained one: neither is fitted
+    results["systems"]["uniform round 1"] = _student(gained(40), "stage2-uniform", 15, "round")
+    results["systems"]["untrained student"] = _student([0] * 100, None, None, "untrained")
     metrics = [_record("stage1", 10, 1.0, 100.0), _record("stage2-active", 30, 0.6, 250.0)]
     (budget,) = gap_budgets(results, metrics)  # uniform's round student alone makes no arm
     assert budget.students == 3 and budget.steps == 30
@@ -163,14 +157,7 @@ def test_a_shown_change_reads_shown_even_where_the_fitted_rate_falls():
     lost = [0] * 100 + [0] * 10 + [1] * 90
     results = _results(stage1, {"active": [1] * 6 + [0] * 94 + [1] * 100})
     results["systems"] |= {
-        f"active round {r}": {
-            "kind": "student",
-            "role": "round",
-            "stage": "stage2-active",
-            "step": 10 * r,
-            "correct": {"speech": {"cloze": lost}},
-        }
-        for r in (1, 2)
+        f"active round {r}": _student(lost, "stage2-active", 10 * r, "round") for r in (1, 2)
     }
     metrics = [_record("stage1", 10, 1.0, 100.0), _record("stage2-active", 30, 0.6, 250.0)]
     (budget,) = gap_budgets(results, metrics)
