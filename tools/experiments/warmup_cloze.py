@@ -22,9 +22,9 @@ from salad_ray.model.compress import ctc_compress
 from salad_ray.model.student import SpeechLM
 
 
-def cloze(student: SpeechLM, prompts) -> list[int]:
-    """0/1 per item of the spoken cloze."""
-    return score_modes(student, prompts, ["speech"])["correct"]["speech"]["fortune-cloze"]
+def cloze(config, student: SpeechLM, prompts) -> list[int]:
+    """0/1 per item of the spoken cloze, in batches under the config's ``eval`` settings."""
+    return score_modes(student, prompts, ["speech"], config)["correct"]["speech"]["fortune-cloze"]
 
 
 def show(name: str, interval) -> None:
@@ -38,15 +38,15 @@ def report(config, student: SpeechLM, top_k: int = 8) -> None:
     speak_prompts(
         config, [p for v in prompts.values() for p in v], SpeechCache(config, Path("/tmp/salad-exp-cache"))
     )
-    real = cloze(student, prompts)
+    real = cloze(config, student, prompts)
     show(f"own positions ({student.models.adapter.positions.value})", accuracy_interval([real]))
     if student.models.adapter.positions == AdapterPositions.FRAMES:
         table = student._causal_lm().get_input_embeddings().weight
         frames = student.adapter_frames
         student.speech_embeddings = lambda audio: ctc_compress(frames(audio), table, top_k)
-        real = cloze(student, prompts)
+        real = cloze(config, student, prompts)
         show(f"CTC-compressed (top {top_k})", accuracy_interval([real]))
-    shuffled = cloze(student, shuffled_prompts(prompts, config.seed))
+    shuffled = cloze(config, student, shuffled_prompts(prompts, config.seed))
     show("shuffled audio", accuracy_interval([shuffled]))
     show("real - shuffled (points)", paired_accuracy_difference([real], [shuffled]))
 
