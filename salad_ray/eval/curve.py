@@ -425,22 +425,22 @@ def gap_budgets(results: dict, metrics: list[dict]) -> list[GapBudget]:
     budgets = []
     for arm in (ACTIVE, UNIFORM):
         system = systems.get(arm)
-        correct = correct_vectors(system, "speech", tasks)
-        if stage1 is None or correct is None or not system.get("step"):
+        if stage1 is None or correct_vectors(system, "speech", tasks) is None or not system.get("step"):
             continue
-        fitted = [  # (s, d(s)) of every evaluated student of the arm
-            (s["step"], paired_accuracy_difference(c, stage1).estimate)
+        fitted = {  # s -> d(s) of every evaluated student of the arm
+            s["step"]: paired_accuracy_difference(c, stage1)
             for s in systems.values()
             if s.get("stage") == system["stage"]
             and s.get("step")
             and (c := correct_vectors(s, "speech", tasks)) is not None
-        ]
-        steps, changes = np.array(fitted, dtype=float).T
+        }
+        steps = np.array(list(fitted), dtype=float)
+        changes = np.array([d.estimate for d in fitted.values()])
         budgets.append(
             GapBudget(
                 arm=arm_of_job(system["stage"]),
                 steps=system["step"],
-                change=paired_accuracy_difference(correct, stage1),
+                change=fitted[system["step"]],
                 rate=float(steps @ changes / (steps @ steps)),
                 students=len(fitted),
                 seconds_per_step=stage2_pace(metrics, system["stage"], system["step"]),
