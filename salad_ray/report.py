@@ -175,13 +175,15 @@ def _pipeline_rows(reports: list[PipelineReport]) -> list[list]:
     ]
 
 
-def time_section(config: RunConfig, run: RunDir, notes: Notes, out: Path) -> list[str]:
+def time_section(
+    config: RunConfig, notes: Notes, phases: list[dict], metrics: list[dict], out: Path
+) -> list[str]:
     """The run's timeline (salad_ray.timeline), the trainer's wait for data in stage II and the TTS
     actors' idle share (salad_ray.accounting.tts_usage)."""
     parts = []
-    if timeline.plot(timeline.read(run.timeline), out / "timeline.png"):
+    if timeline.plot(phases, out / "timeline.png"):
         parts.append("\n## Where the time went\n\n![timeline](timeline.png)\n")
-    share = timeline.wait_share(read_metrics(run.metrics), {arm.job for arm in run_arms(config)})
+    share = timeline.wait_share(metrics, {arm.job for arm in run_arms(config)})
     if share is not None:
         parts.append(
             f"Stage II's trainer waited for data {100 * share:.1f} % of its training time (rank 0, "
@@ -203,7 +205,9 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
     """Write report/report.md and its plots from what the run directory holds."""
     out, stage1_steps = run.report, config.stages.stage1_steps
     out.mkdir(parents=True, exist_ok=True)
-    metrics = read_metrics(run.metrics)
+    phases, metrics = timeline.read(run.timeline), read_metrics(run.metrics)
+    clock = timeline.RunClock(phases, metrics)  # every time axis below on the run's own clock
+    phases, metrics = clock.phases(phases), clock.metrics(metrics)
     series = _series(metrics, stage1_steps)
     plans = read_plans(run, run_arms(config), config.stages.stage2_rounds)
     parts = [f"# salad-ray run report\n\nRun directory: `{run.root}`\n"]
@@ -307,7 +311,7 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
         parts += gap_budget_section(gap_budgets(evaluated, metrics))
     parts += budget_section(m_budgets(metrics, config.eval.m_target))
 
-    parts += time_section(config, run, notes, out)
+    parts += time_section(config, notes, phases, metrics, out)
     pipelines = list(notes.pipelines.values())
     if pipelines:
         parts.append(

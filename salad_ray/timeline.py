@@ -9,11 +9,16 @@ training, in another colour), whether it trains, its start and end. The report d
 its way, whose time is the call's. The trainer's
 wait is what rank 0 spent blocked on its data stream (salad_ray.train.loop's ``data_wait_s``):
 wait share = Σ data_wait_s / Σ seconds over the metrics windows of the stage-II jobs.
+
+A run killed and continued later (``--resume``) would put its pause on every time axis. The report
+reads them on the run's own clock instead (:class:`RunClock`), which stops while nothing was at work.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+from itertools import accumulate
 from pathlib import Path
 
 from salad_ray.files import atomic_path
@@ -55,7 +60,7 @@ def plot(records: list[dict], path: Path) -> bool:
         ax.barh(y, (r["end"] - r["start"]) / 60, left=(r["start"] - t0) / 60, color=color, alpha=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_xlabel("minutes since the run started (blue: training; orange: pipelines, scoring, eval)")
+    ax.set_xlabel("run minutes, pauses left out (blue: training; orange: pipelines, scoring, eval)")
     ax.set_title("Run timeline: every phase, start to end")
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -69,3 +74,46 @@ def wait_share(metrics: list[dict], jobs: set[str]) -> float | None:
     windows = [m for m in metrics if m["stage"] in jobs and "data_wait_s" in m and m.get("seconds")]
     total = sum(m["seconds"] for m in windows)
     return sum(m["data_wait_s"] for m in windows) / total if total else None
+
+
+class RunClock:
+    """Run time: the seconds up to a moment during which the run was at work, inside a finished
+    phase (its [start, end]) or a training metrics window ([time - seconds, time]). With
+    [a_i, b_i] the disjoint union of those intervals in order,
+
+        run_time(t) = sum_i |[a_i, b_i] ∩ (-inf, t]|.
+
+    A run killed and continued later leaves a stretch in none of them: from its last record before
+    the kill to its first after, the pause with the killed phases' unfinished work and the new
+    start-up. The clock stops there, so a resumed run's axes read as if it had not stopped; an
+    uninterrupted run loses only the moments between one phase's end and the next's start."""
+
+    def __init__(self, phases: list[dict], metrics: list[dict]):
+        spans = sorted(
+            [(p["start"], p["end"]) for p in phases]
+            + [(m["time"] - m["seconds"], m["time"]) for m in metrics if "time" in m and m.get("seconds")]
+        )
+        merged: list[list[float]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        self._starts = [a for a, _ in merged]
+        self._spans = merged
+        self._before = [0.0, *accumulate(b - a for a, b in merged)]  # run time at each span's start
+
+    def __call__(self, t: float) -> float:
+        i = bisect.bisect_right(self._starts, t) - 1
+        if i < 0:
+            return 0.0
+        a, b = self._spans[i]
+        return self._before[i] + min(t, b) - a
+
+    def phases(self, phases: list[dict]) -> list[dict]:
+        """The phases with start and end in run time."""
+        return [{**p, "start": self(p["start"]), "end": self(p["end"])} for p in phases]
+
+    def metrics(self, metrics: list[dict]) -> list[dict]:
+        """The metrics records with their ``time`` stamps in run time (records without one as they are)."""
+        return [{**m, "time": self(m["time"])} if "time" in m else m for m in metrics]

@@ -58,3 +58,64 @@ def test_the_trainer_wait_share_is_summed_over_the_windows_of_the_jobs_asked_for
     ]
     assert timeline.wait_share(metrics, {"stage2-active"}) == pytest.approx(2.0 / 40.0)
     assert timeline.wait_share(metrics, {"stage2-uniform"}) is None
+
+
+def test_the_run_clock_counts_the_union_of_phases_and_training_windows_and_stops_in_between():
+    phases = [{"start": 0.0, "end": 10.0}, {"start": 5.0, "end": 20.0}]  # overlapping: counted once
+    metrics = [
+        {"stage": "stage1", "step": 5, "time": 110.0, "seconds": 10.0},  # its window: [100, 110]
+        {"stage": "stage1", "step": 6, "time": 112.0},  # an evaluation-only record: no window
+    ]
+    clock = timeline.RunClock(phases, metrics)
+    assert [clock(t) for t in (-1.0, 0.0, 15.0, 50.0, 105.0, 200.0)] == [0.0, 0.0, 15.0, 20.0, 25.0, 30.0]
+    assert clock.metrics(metrics)[1]["time"] == 30.0
+    assert clock.phases(phases)[1] == {"start": 5.0, "end": 20.0}
+
+
+def test_a_run_paused_between_stage_i_and_stage_ii_has_the_learning_curve_of_one_that_was_not():
+    """The minutes axis of the report (salad_ray.eval.curve.minutes_axis) on the run's clock: a run
+    killed after stage I and resumed an hour later gets the minutes of the run that went straight on."""
+    from salad_ray.eval.curve import minutes_axis
+
+    def run(pause: float) -> tuple[list[dict], list[dict]]:
+        phases = [{"phase": "stage1", "start": 0.0, "end": 300.0}]
+        metrics = [
+            {
+                "stage": "stage1",
+                "step": s,
+                "time": 60.0 * s,
+                "seconds": 60.0,
+                "samples": 4 * s,
+                "samples_per_s": 4 / 60,
+            }
+            for s in (1, 2, 3, 4, 5)
+        ]
+        # the resumed session: its stage II starts 30 s after it does, with its pipelines beside it
+        t = 300.0 + pause
+        phases += [
+            {"phase": "round-1/probes", "start": t + 30.0, "end": t + 200.0},
+            {"phase": "active/round-1/train", "start": t + 30.0, "end": t + 330.0},
+        ]
+        metrics += [
+            {
+                "stage": "stage2-active",
+                "step": s,
+                "time": t + 30.0 + 100.0 * s,
+                "seconds": 100.0,
+                "samples": 16 * s,
+                "samples_per_s": 0.16,
+            }
+            for s in (1, 2, 3)
+        ]
+        return phases, metrics
+
+    def minutes(pause: float) -> dict:
+        phases, metrics = run(pause)
+        return minutes_axis(timeline.RunClock(phases, metrics).metrics(metrics))[0]
+
+    straight, paused = minutes(0.0), minutes(3600.0)
+    assert paused == pytest.approx(straight)
+    assert paused[("stage2-active", 3)] == pytest.approx(
+        (300.0 + 300.0) / 60
+    )  # the 30 s gap stops the clock too
+    assert minutes_axis(run(3600.0)[1])[0][("stage2-active", 3)] == pytest.approx((3600 + 630.0) / 60)

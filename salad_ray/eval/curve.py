@@ -9,7 +9,8 @@ Two sources meet on one set of axes:
   (the mean over benchmarks) and held-out M, and their 95 % bootstrap intervals as error bars.
 
 Steps: stage I's steps, then each arm's stage-II steps after them. Minutes: wall-clock minutes since
-training began when the records carry a ``time`` stamp; otherwise the training time of the steps
+training began when the records carry a ``time`` stamp (the report restates them on the run's own
+clock, :class:`salad_ray.timeline.RunClock`, which leaves out a resumed run's pause); otherwise the training time of the steps
 themselves, summed window by window (a window's seconds = its samples / its samples_per_s), which
 leaves out start-up, checkpoints, evaluation and waiting for data.
 
