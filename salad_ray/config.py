@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PRESETS = ("smoke", "local", "paper-3b", "paper-7b", "rehearsal")
+PRESETS = ("smoke", "local", "local-long", "paper-3b", "paper-7b", "rehearsal")
 DEFAULT_PRESET = "local"
 
 

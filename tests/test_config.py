@@ -33,6 +33,16 @@ def test_local_preset_is_offline():
         assert ref.source.startswith("asset:")
 
 
+def test_local_long_is_local_with_a_broader_stand_in_and_a_longer_warm_up():
+    local, long = load_config("local").model_dump(), load_config("local-long").model_dump()
+    stand_in = long["data"]["natural_standin"]["text"]
+    assert (stand_in["kind"], stand_in["categories"], stand_in["limit"]) == ("gcide", None, 4000)
+    assert long["stages"]["warmup"]["steps"] == 4 * local["stages"]["warmup"]["steps"]
+    for config in (local, long):
+        del config["preset"], config["data"]["natural_standin"]["text"], config["stages"]["warmup"]["steps"]
+    assert long == local
+
+
 def test_overrides_are_typed_and_win():
     config = load_config(
         "local", overrides=["train.lr_adapter=1e-4", "selection.gamma=0", "tts.voices=[en-gb]"]
