@@ -86,13 +86,12 @@ class RunClock:
     A run killed and continued later leaves a stretch in none of them: from its last record before
     the kill to its first after, the pause with the killed phases' unfinished work and the new
     start-up. The clock stops there, so a resumed run's axes read as if it had not stopped; an
-    uninterrupted run loses only the moments between one phase's end and the next's start."""
+    uninterrupted run loses only the moments between one phase's end and the next's start. Without
+    recorded phases nothing tells a pause from a pipeline's work: the clock is then the wall clock."""
 
     def __init__(self, phases: list[dict], metrics: list[dict]):
-        spans = sorted(
-            [(p["start"], p["end"]) for p in phases]
-            + [(m["time"] - m["seconds"], m["time"]) for m in metrics if "time" in m and m.get("seconds")]
-        )
+        windows = [(m["time"] - m["seconds"], m["time"]) for m in metrics if "time" in m and m.get("seconds")]
+        spans = sorted([(p["start"], p["end"]) for p in phases] + windows) if phases else []
         merged: list[list[float]] = []
         for a, b in spans:
             if merged and a <= merged[-1][1]:
@@ -104,6 +103,8 @@ class RunClock:
         self._before = [0.0, *accumulate(b - a for a, b in merged)]  # run time at each span's start
 
     def __call__(self, t: float) -> float:
+        if not self._spans:
+            return t
         i = bisect.bisect_right(self._starts, t) - 1
         if i < 0:
             return 0.0

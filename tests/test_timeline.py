@@ -70,6 +70,7 @@ def test_the_run_clock_counts_the_union_of_phases_and_training_windows_and_stops
     assert [clock(t) for t in (-1.0, 0.0, 15.0, 50.0, 105.0, 200.0)] == [0.0, 0.0, 15.0, 20.0, 25.0, 30.0]
     assert clock.metrics(metrics)[1]["time"] == 30.0
     assert clock.phases(phases)[1] == {"start": 5.0, "end": 20.0}
+    assert timeline.RunClock([], metrics)(200.0) == 200.0  # no phases recorded: the wall clock
 
 
 def test_a_run_paused_between_stage_i_and_stage_ii_has_the_learning_curve_of_one_that_was_not():
