@@ -10,9 +10,9 @@ Two sources meet on one set of axes:
 
 Steps: stage I's steps, then each arm's stage-II steps after them. Minutes: wall-clock minutes since
 training began when the records carry a ``time`` stamp (the report restates them on the run's own
-clock, :class:`salad_ray.timeline.RunClock`, which leaves out a resumed run's pause); otherwise the training time of the steps
-themselves, summed window by window (a window's seconds = its samples / its samples_per_s), which
-leaves out start-up, checkpoints, evaluation and waiting for data.
+clock, :class:`salad_ray.timeline.RunClock`, which leaves out a resumed run's pause); otherwise the
+training time of the steps themselves, summed window by window (a window's seconds = its samples /
+its samples_per_s), which leaves out start-up, checkpoints, evaluation and waiting for data.
 
 Where held-out M has not reached ``eval.m_target`` × stage I's, :func:`m_budgets` says how many
 stage-II steps the run's own curve would need, and :func:`gap_budgets` how many a gap after stage II
