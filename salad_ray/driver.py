@@ -51,7 +51,7 @@ from salad_ray.rundir import (
     Milestone,
     RunDir,
 )
-from salad_ray.runstate import RunState
+from salad_ray.runstate import GapNote, RunState
 from salad_ray.selection import RoundPlan
 from salad_ray.status import Status
 
@@ -155,7 +155,7 @@ class Driver:
             self._ended.add(milestone.phase)
         if not (target := self.dirs.student(milestone)).is_dir():
             copy_dir(result.student, target)
-        gap = {k: v for k, v in result.metrics.items() if k in ("step", "heldout_f", "heldout_m", "loss")}
+        gap = {k: v for k, v in result.metrics.items() if k in GapNote.model_fields}
         self.state.finish(milestone.phase, gap={milestone.label: gap})
 
     def await_student(self, milestone: Milestone, call: Milestone) -> None:

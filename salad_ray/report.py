@@ -212,23 +212,28 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
     plans = read_plans(run, run_arms(config), config.stages.stage2_rounds)
     parts = [f"# salad-ray run report\n\nRun directory: `{run.root}`\n"]
 
+    gaps = ordered_gaps(config, notes.gap)
+    columns = {"forgetting F": "heldout_f", "misalignment M": "heldout_m", "distillation KL D": "heldout_d"}
+    if all(g.heldout_d is None for _, g in gaps):  # a run from before D was kept
+        del columns["distillation KL D"]
     gap_rows = [
-        [stage, *(float("nan") if v is None else v for v in (g.heldout_f, g.heldout_m))]
-        for stage, g in ordered_gaps(config, notes.gap)
+        [stage, *(float("nan") if (v := getattr(g, key)) is None else v for key in columns.values())]
+        for stage, g in gaps
     ]
     if gap_rows:
         parts.append(
             "## The gap on the held-out broad-domain speech\n\n"
-            "F and M in nats per text target, measured at the end of each stage and round.\n"
+            "F, M and D in nats per text target, measured at the end of each stage and round (D, the "
+            "distillation KL from the teacher on text to the student on speech, over M's targets).\n"
         )
-        parts.append(_table(["after", "forgetting F", "misalignment M"], gap_rows))
+        parts.append(_table(["after", *columns], gap_rows))
 
     if any(series.values()):
         plot_curves(
             series,
-            ["heldout_f", "heldout_m"],
+            ["heldout_f", "heldout_m", "heldout_d"],
             "nats / text target",
-            "F and M on the held-out set",
+            "F, M and D on the held-out set",
             out / "heldout_gap.png",
             stage1_steps,
         )
@@ -241,7 +246,7 @@ def write_report(config: RunConfig, run: RunDir, notes: Notes) -> Path:
             stage1_steps,
         )
         parts.append(
-            "\n## Training\n\n![F and M on the held-out set](heldout_gap.png)\n\n![losses](losses.png)\n"
+            "\n## Training\n\n![F, M and D on the held-out set](heldout_gap.png)\n\n![losses](losses.png)\n"
         )
 
     if plans:
@@ -337,8 +342,8 @@ def summary(config: RunConfig, run: RunDir, state: RunState) -> str:
     gaps = ordered_gaps(config, notes.gap)
     width = max((len(label) for label, _ in gaps), default=0)
     for label, gap in gaps:
-        f, m = (float("nan") if v is None else v for v in (gap.heldout_f, gap.heldout_m))
-        lines.append(f"  after {label:{width}s}  held-out F = {f:.4f}  M = {m:.4f}")
+        f, m, d = (float("nan") if v is None else v for v in (gap.heldout_f, gap.heldout_m, gap.heldout_d))
+        lines.append(f"  after {label:{width}s}  held-out F = {f:.4f}  M = {m:.4f}  D = {d:.4f}")
     for arm in in_arm_order(notes.rounds):
         for r, info in sorted(notes.rounds[arm].items()):
             lines.append(f"  {arm} round {r}: {info.texts} texts, {info.seconds:.0f} s synthesized")

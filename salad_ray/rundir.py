@@ -242,8 +242,12 @@ class RunDir:
         name = arm.name if isinstance(arm, Arm) else arm
         return self.root / "rounds" / name / str(r) / "plan.json"
 
+    @property
+    def students(self) -> Path:
+        return self.root / "students"
+
     def student(self, milestone: Milestone) -> Path:
-        return self.root / "students" / milestone.student
+        return self.students / milestone.student
 
     @property
     def train(self) -> Path:

@@ -27,11 +27,13 @@ STATE_VERSION = 1
 
 
 class GapNote(Strict):
-    """Held-out F and M (nats per text target) and the loss where a milestone's training ended."""
+    """Held-out F, M and D (nats per text target; D the distillation KL over M's targets) and the
+    loss where a milestone's training ended."""
 
     step: int | None = None
     heldout_f: float | None = None
     heldout_m: float | None = None
+    heldout_d: float | None = None  # None in runs from before it was kept
     loss: float | None = None
 
 

@@ -21,8 +21,9 @@ def vector(hits: int, n: int = 10) -> list[int]:
 DOMAINS = ["law", "medicine"] * 6  # medicine: the held-out-only domain
 
 
-def heldout(m_per_sample: list[float]) -> dict:
-    """Held-out F and M with per-sample sums (10 targets each), as the suite writes them."""
+def heldout(m_per_sample: list[float], d_per_sample: list[float] | None = None) -> dict:
+    """Held-out F, M (and D where given) with per-sample sums (10 targets each), as the suite writes
+    them; results from before D was kept have no ``d_sum``."""
     n = len(m_per_sample)
     per_sample = {
         "ids": [f"s{k}" for k in range(n)],
@@ -31,6 +32,7 @@ def heldout(m_per_sample: list[float]) -> dict:
         "f_targets": [10.0] * n,
         "m_sum": [10 * m for m in m_per_sample],
         "m_targets": [10.0] * n,
+        **({"d_sum": [10 * d for d in d_per_sample]} if d_per_sample is not None else {}),
     }
     domains = {
         d: {
@@ -43,14 +45,15 @@ def heldout(m_per_sample: list[float]) -> dict:
     return {
         "f": 0.01,
         "m": float(np.mean(m_per_sample)),
+        **({"d": float(np.mean(d_per_sample))} if d_per_sample is not None else {}),
         "targets": 10.0 * n,
         "domains": domains,
         "per_sample": per_sample,
     }
 
 
-def student(speech, text, m, shuffled=None, **extra):
-    """A student's results: ``speech`` / ``text`` hits out of 10 per task, per-sample held-out M."""
+def student(speech, text, m, shuffled=None, d=None, **extra):
+    """A student's results: ``speech`` / ``text`` hits out of 10 per task, per-sample held-out M (and D)."""
     out = {
         "kind": "student",
         "role": "final",
@@ -62,7 +65,7 @@ def student(speech, text, m, shuffled=None, **extra):
             "speech": {t: vector(h) for t, h in speech.items()},
             **({"text": {t: vector(h) for t, h in text.items()}} if text else {}),
         },
-        "heldout": heldout(m),
+        "heldout": heldout(m, d),
         **extra,
     }
     if shuffled is not None:
@@ -79,7 +82,11 @@ NOISE = [0.02, -0.03, 0.01, -0.01, 0.03, -0.02, 0.0, 0.02, -0.01, 0.01, -0.02, 0
 UNIFORM_M = [0.3 + 0.1 * (k % 3) for k in range(12)]
 
 
-def results(active_m: list[float]) -> dict:
+STAGE1_D = [0.4] * 12
+
+
+def results(active_m: list[float], d: bool = True) -> dict:
+    """``d``: with held-out D per sample (stage I 0.4, active the same up to noise, uniform 0.1 lower)."""
     return {
         "tasks": {"a": 10, "b": 10},
         "items": {t: [f"{t}{k}" for k in range(10)] for t in "ab"},
@@ -107,6 +114,7 @@ def results(active_m: list[float]) -> dict:
                 {"a": 8, "b": 6},
                 [0.5] * 12,
                 ({"a": 3, "b": 3}, [0.6] * 12),
+                d=STAGE1_D if d else None,
                 stage="stage1",
                 step=4,
             ),
@@ -115,6 +123,7 @@ def results(active_m: list[float]) -> dict:
                 {"a": 8, "b": 6},
                 UNIFORM_M,
                 ({"a": 2, "b": 3}, [0.5] * 12),
+                d=[0.3] * 12 if d else None,
                 stage="stage2-uniform",
                 step=2,
             ),
@@ -123,6 +132,7 @@ def results(active_m: list[float]) -> dict:
                 {"a": 7, "b": 6},
                 active_m,
                 ({"a": 2, "b": 4}, [0.5] * 12),
+                d=[x + n for x, n in zip(STAGE1_D, NOISE, strict=True)] if d else None,
                 stage="stage2-active",
                 step=2,
             ),
@@ -202,7 +212,7 @@ def test_report_from_a_run_directory(tmp_path):
     notes = Notes(
         gap={
             "stage I": {"heldout_f": 0.02, "heldout_m": 0.4},
-            "stage II active": {"heldout_f": 0.02, "heldout_m": 0.3},
+            "stage II active": {"heldout_f": 0.02, "heldout_m": 0.3, "heldout_d": 0.35},
         },
         rounds={"active": {1: {"seconds": 5.2, "texts": 5}}},
         pipelines={
@@ -235,7 +245,8 @@ def test_report_from_a_run_directory(tmp_path):
     assert "![timeline](timeline.png)" in text
     assert "Stage II's trainer waited for data 2.5 % of its training time" in text
     assert "The TTS actors sat idle 25.0 % of their time in the pool" in text and "heldout 25 %" in text
-    assert "| stage II active | 0.02 | 0.3 |" in text
+    assert "| after | forgetting F | misalignment M | distillation KL D |" in text
+    assert "| stage I | 0.02 | 0.4 | nan |" in text and "| stage II active | 0.02 | 0.3 | 0.35 |" in text
     # M, its interval over the probes, KL; the high-CER cluster is dropped
     assert "| 2 | 0.9 | [0.900, 0.900] | 1.1 | 0.5 | dropped | 0 | 0 |" in text
     assert "| 1 | 0.5 | [0.200, 0.800] |" in text
@@ -272,6 +283,15 @@ def test_report_from_a_run_directory(tmp_path):
     # the gap after stage II against after stage I: paired over the same items (A_I - A_arm)
     assert "### The gap after stage II against after stage I" in text
     assert "Gap after stage II active minus gap after stage I: -10.0 [" in text
+    # what stage II moved: M and D against stage I's, paired over the held-out samples
+    assert "### What stage II moved: M against D" in text
+    assert "| stage I | 0.0100 | 0.5000 [0.5000, 0.5000] | 0.4000 [0.4000, 0.4000] | - | - |" in text
+    assert (
+        "D after stage II uniform minus D after stage I: -0.1000 [-0.1000, -0.1000] nats per target over "
+        "12 held-out samples; lower after stage II." in text
+    )
+    assert "D after stage II active minus D after stage I: +0.0000 [" in text
+    assert "the interval includes 0: this run does not show D move" in text
     # active against uniform: paired, and claimed only when the interval excludes 0
     assert "**No measurable difference** between active and uniform on held-out M" in text
     assert "Active beats uniform" not in text
@@ -290,9 +310,12 @@ def test_report_from_a_run_directory(tmp_path):
     assert "### What reaching held-out M 0.7 × stage I's would take" in text
     assert "| active | 2 | 0.750 | -76.3 % | - | 3 (1 more) |" in text
 
-    better = results([m - 0.1 for m in UNIFORM_M])  # active lower on every sample
+    better = results([m - 0.1 for m in UNIFORM_M], d=False)  # active lower on every sample; no D kept
     run.results.write_text(json.dumps(better))
+    notes.gap = {label: gap.model_copy(update={"heldout_d": None}) for label, gap in notes.gap.items()}
     text = write_report(config, run, notes).read_text()
+    assert "M against D" not in text  # results from before D was kept: no section, no empty column
+    assert "| after | forgetting F | misalignment M |\n" in text
     assert "**Active beats uniform** on held-out M, active - uniform = -0.1000 [-0.1000, -0.1000]" in text
     assert "No measurable difference** between active and uniform on held-out M" not in text
     for png in (

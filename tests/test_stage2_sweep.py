@@ -37,6 +37,7 @@ def test_the_sweep_trains_the_stage_one_student_and_measures_m_and_accuracy_from
     assert result["arm"] == "active"
     stage1 = json.loads((smoke_job.run_dir / "state.json").read_text())["notes"]["gap"]["stage I"]
     assert result["curve"][0]["heldout_m"] == pytest.approx(stage1["heldout_m"], rel=1e-4)  # its start
+    assert result["curve"][0]["heldout_d"] == pytest.approx(stage1["heldout_d"], rel=1e-4)  # D noted too
     assert result["curve"][2]["heldout_m"] != result["curve"][0]["heldout_m"]  # and it trained
     assert result["m_over_stage1"] == pytest.approx(
         result["curve"][2]["heldout_m"] / result["curve"][0]["heldout_m"]
@@ -59,3 +60,4 @@ def test_the_sweep_trains_the_stage_one_student_and_measures_m_and_accuracy_from
     heldout = list(ShardStore(smoke_job.run_dir / "data" / "heldout").samples())
     gap = samples_gap(saved, heldout, 4, saved.device)
     assert per_token(gap.m_sums, gap.m_counts) == pytest.approx(result["curve"][2]["heldout_m"], rel=1e-4)
+    assert per_token(gap.d_sums, gap.m_counts) == pytest.approx(result["curve"][2]["heldout_d"], rel=1e-4)

@@ -35,7 +35,7 @@ from salad_ray.eval.tables import (
     acc_cell,
     accuracy_ci,
     correct_vectors,
-    heldout_m_ci,
+    heldout_ci,
     markdown_table,
     nats_cell,
 )
@@ -119,7 +119,7 @@ def curve_points(results: dict, metrics: list[dict], stage1_steps: int) -> list[
                 float(np.mean([s["accuracy"]["speech"][t] for t in tasks])),
                 accuracy_ci(s, "speech", tasks),
                 held["m"] if held else None,
-                heldout_m_ci(held) if held else None,
+                heldout_ci(held, "m") if held else None,
             )
         )
     return sorted(points, key=lambda p: (p.step, p.name))

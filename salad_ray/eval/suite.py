@@ -18,8 +18,8 @@ Every distinct spoken piece is synthesized once (``eval.voice``) and transcribed
 and both are cached in the output's ``cache/`` (:mod:`salad_ray.eval.speech_cache`), so reruns and
 every system share them (a run fills the cache ahead, :func:`prepare_speech`, while it trains);
 the frozen encoder's features are computed once per evaluation. Students are also measured on the
-held-out spoken set: F and M per token, overall, per domain, and per sample (:func:`heldout_gap`),
-which the report's paired intervals resample.
+held-out spoken set: F, M and the distillation KL D per token, overall, per domain, and per sample
+(:func:`heldout_gap`), which the report's paired intervals resample.
 
 The result is a JSON-able dict (:func:`evaluate`), saved by :func:`run_eval` as ``results.json``
 (a run scores the systems that need no trained student earlier, :func:`run_baselines`);
@@ -28,7 +28,7 @@ accuracies, it keeps what the intervals need:
 
     items[task]                               the item ids, in order
     systems[name].correct[mode][task]         0/1 per item, in that order
-    systems[name].heldout.per_sample          ids, domains, f_sum, f_targets, m_sum, m_targets
+    systems[name].heldout.per_sample          ids, domains, f_sum, f_targets, m_sum, m_targets, d_sum
     systems[name].shuffled                    the control's accuracy, correct and heldout (final students)
     systems[name].role, stage, step           untrained / final / round; where training left it
     heldout_only                              the held-out-only domains (data.heldout_only)
@@ -217,24 +217,29 @@ def heldout_samples(store: Path) -> list[tuple[Sample, str]]:
 
 
 def heldout_gap(student: SpeechLM, samples: list[tuple[Sample, str]], batch_size: int) -> dict:
-    """F and M per token on the held-out set, overall, per domain and per sample (sums and counts)."""
+    """F, M and D per token on the held-out set, overall, per domain and per sample (sums and counts;
+    D, the distillation KL, runs over M's targets, :mod:`salad_ray.metrics`)."""
     gap = samples_gap(student, [s for s, _ in samples], batch_size, student.device)
+    keys = ("f_sum", "f_targets", "m_sum", "m_targets", "d_sum")
     per_sample = {
         key: [float(v) for v in values]
         for key, values in zip(
-            ("f_sum", "f_targets", "m_sum", "m_targets"),
-            (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts),
-            strict=True,
+            keys, (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts, gap.d_sums), strict=True
         )
     }
-    sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4))  # f_sum, f_count, m_sum, m_count
+    sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(keys)))
     for n, (_, domain) in enumerate(samples):
-        values = np.array([per_sample[k][n] for k in ("f_sum", "f_targets", "m_sum", "m_targets")])
+        values = np.array([per_sample[k][n] for k in keys])
         sums[domain] += values
         sums["all"] += values
 
     def fm(v: np.ndarray) -> dict[str, float]:
-        return {"f": per_token([v[0]], [v[1]]), "m": per_token([v[2]], [v[3]]), "targets": v[3]}
+        return {
+            "f": per_token([v[0]], [v[1]]),
+            "m": per_token([v[2]], [v[3]]),
+            "d": per_token([v[4]], [v[3]]),
+            "targets": v[3],
+        }
 
     return {
         **fm(sums.pop("all")),

@@ -7,6 +7,9 @@
   difference from real audio (what the student takes from the speech);
 * active against uniform selection: the paired difference of held-out M over the same held-out
   samples (and of spoken accuracy over the same items), claimed only when its interval excludes 0;
+* what stage II moved: held-out M and the distillation KL D of stage I and each arm, and their paired
+  changes (M can fall because the student's text side drifts; D falls only as its speech side nears
+  the teacher);
 * text-side forgetting: each student's text accuracy against the original LLM's;
 * held-out F and M per domain, with the held-out-only domains (``data.heldout_only``) on a row of
   their own, "held-out domain (unseen)";
@@ -152,6 +155,9 @@ def forgetting_table(results: dict) -> str:
 # ------------------------------------------------------------------------------------ held-out
 
 
+HELDOUT_SUMS = ("f_sum", "f_targets", "m_sum", "m_targets", "d_sum")  # d_sum: results since D was kept
+
+
 def _per_sample(heldout: dict, domains: set[str] | None = None) -> dict[str, np.ndarray] | None:
     """A student's per-sample held-out sums and counts by sample id (``domains``: only those)."""
     rows = heldout.get("per_sample")
@@ -160,25 +166,28 @@ def _per_sample(heldout: dict, domains: set[str] | None = None) -> dict[str, np.
     keep = [n for n, d in enumerate(rows["domains"]) if domains is None or d in domains]
     return {
         "ids": np.array([rows["ids"][n] for n in keep]),
-        **{
-            k: np.array([rows[k][n] for n in keep], dtype=np.float64)
-            for k in ("f_sum", "f_targets", "m_sum", "m_targets")
-        },
+        **{k: np.array([rows[k][n] for n in keep], dtype=np.float64) for k in HELDOUT_SUMS if k in rows},
     }
 
 
-def heldout_m_ci(heldout: dict, domains: set[str] | None = None) -> Interval | None:
-    """Held-out M (per token) and its bootstrap interval over held-out samples."""
+def heldout_ci(heldout: dict, measure: str, domains: set[str] | None = None) -> Interval | None:
+    """Held-out M or D (``measure`` "m" or "d", both per text target after speech) and its bootstrap
+    interval over held-out samples; None where the per-sample sums were not kept."""
     rows = _per_sample(heldout, domains)
-    if rows is None or len(rows["ids"]) == 0 or rows["m_targets"].sum() == 0:
+    key = f"{measure}_sum"
+    if rows is None or key not in rows or len(rows["ids"]) == 0 or rows["m_targets"].sum() == 0:
         return None
-    return ratio_interval(rows["m_sum"], rows["m_targets"])
+    return ratio_interval(rows[key], rows["m_targets"])
 
 
-def paired_m_difference(a: dict, b: dict, domains: set[str] | None = None) -> tuple[Interval, int] | None:
-    """M(a) - M(b) on the held-out samples both were measured on, its paired interval, and how many."""
+def paired_heldout_difference(
+    a: dict, b: dict, measure: str, domains: set[str] | None = None
+) -> tuple[Interval, int] | None:
+    """M(a) - M(b), or D (``measure`` "m" or "d"), on the held-out samples both were measured on, its
+    paired interval, and how many."""
     ra, rb = _per_sample(a, domains), _per_sample(b, domains)
-    if ra is None or rb is None:
+    key = f"{measure}_sum"
+    if ra is None or rb is None or key not in ra or key not in rb:
         return None
     index = {sid: n for n, sid in enumerate(rb["ids"])}
     pairs = [(n, index[sid]) for n, sid in enumerate(ra["ids"]) if sid in index]
@@ -188,7 +197,7 @@ def paired_m_difference(a: dict, b: dict, domains: set[str] | None = None) -> tu
     counts = ra["m_targets"][ia]
     if counts.sum() == 0:
         return None
-    return paired_ratio_difference(ra["m_sum"][ia], rb["m_sum"][ib], counts), len(pairs)
+    return paired_ratio_difference(ra[key][ia], rb[key][ib], counts), len(pairs)
 
 
 def _unseen_fm(heldout: dict, domains: set[str]) -> tuple[float, float, Interval | None] | None:
@@ -197,7 +206,7 @@ def _unseen_fm(heldout: dict, domains: set[str]) -> tuple[float, float, Interval
     if rows is None or not len(rows["ids"]):
         return None
     f, m = per_token(rows["f_sum"], rows["f_targets"]), per_token(rows["m_sum"], rows["m_targets"])
-    return f, m, heldout_m_ci(heldout, domains)
+    return f, m, heldout_ci(heldout, "m", domains)
 
 
 def heldout_table(results: dict) -> str | None:
@@ -214,7 +223,7 @@ def heldout_table(results: dict) -> str | None:
             "" if interval is None else f" [{interval.low:.4f}, {interval.high:.4f}]"
         )
 
-    rows = [["all", *[with_ci(h["f"], h["m"], heldout_m_ci(h)) for h in students.values()]]]
+    rows = [["all", *[with_ci(h["f"], h["m"], heldout_ci(h, "m")) for h in students.values()]]]
     if unseen:
         cells = []
         for h in students.values():
@@ -260,8 +269,8 @@ def controls_table(results: dict) -> str | None:
         ]
         held, held_control = s.get("heldout"), control.get("heldout")
         if held and held_control:
-            real_m, shuf_m = heldout_m_ci(held), heldout_m_ci(held_control)
-            diff = paired_m_difference(held_control, held)
+            real_m, shuf_m = heldout_ci(held, "m"), heldout_ci(held_control, "m")
+            diff = paired_heldout_difference(held_control, held, "m")
             cells += [
                 nats_cell(real_m) if real_m else f"{held['m']:.4f}",
                 nats_cell(shuf_m) if shuf_m else f"{held_control['m']:.4f}",
@@ -332,6 +341,60 @@ def gap_change(results: dict) -> str | None:
     return "\n\n".join(lines) + f"\n\n{ci_note()} Paired: both students on the same items." if lines else None
 
 
+def stage2_shift(results: dict) -> str | None:
+    """What stage II moved on the held-out speech: F, M and D of stage I and of each stage-II arm,
+    and each arm's change from stage I in M and in D, paired over the same held-out samples.
+
+    M = KL(P(.|w) || P(.|c)) compares the student on speech with itself on text; D = KL(Q(.|w) ||
+    P(.|c)) compares it with the teacher, over the same targets (:mod:`salad_ray.metrics`). M falls
+    when the speech predictions move toward the teacher's (D falls with it), or when the text
+    predictions move toward the speech ones (F rises; D need not move): D tells the two apart.
+    "Lower" or "higher" is claimed only when the interval excludes 0."""
+    systems = results["systems"]
+    base = systems.get(STAGE1_LABEL, {}).get("heldout")
+    if base is None or heldout_ci(base, "d") is None:
+        return None
+    rows, verdicts = [], []
+    for name in (STAGE1_LABEL, ACTIVE, UNIFORM):
+        held = systems.get(name, {}).get("heldout")
+        m, d = (heldout_ci(held, measure) if held else None for measure in ("m", "d"))
+        if held is None or m is None or d is None:
+            continue
+        changes = [paired_heldout_difference(held, base, measure) for measure in ("m", "d")]
+        shown = ["-" if name == STAGE1_LABEL or c is None else nats_cell(c[0], signed=True) for c in changes]
+        rows.append([name, f"{held['f']:.4f}", nats_cell(m), nats_cell(d), *shown])
+        if name != STAGE1_LABEL and changes[1] is not None:
+            interval, n = changes[1]
+            verdict = (
+                "the interval includes 0: this run does not show D move"
+                if not interval.excludes(0)
+                else ("lower after stage II" if interval.high < 0 else "higher after stage II")
+            )
+            verdicts.append(
+                f"D after {name} minus D after {STAGE1_LABEL}: {nats_cell(interval, signed=True)} nats per "
+                f"target over {n} held-out samples; {verdict}."
+            )
+    if len(rows) < 2:
+        return None
+    header = [
+        "student",
+        "held-out F",
+        "held-out M",
+        "held-out D",
+        f"M - M({STAGE1_LABEL})",
+        f"D - D({STAGE1_LABEL})",
+    ]
+    note = (
+        "D is the distillation KL from the teacher on text to the student on speech, over M's targets "
+        "(the text targets that follow speech): how far what the student hears is from what the teacher "
+        "reads. M is the student on speech against itself on text, so M falls either when D falls or "
+        "when the student's text predictions drift toward its speech ones (F rises). With a top-k "
+        "teacher D lumps the tail into one class, a lower bound on the full KL: compare D with D, not "
+        f"with M. {ci_note()} Paired: both students on the same held-out samples."
+    )
+    return markdown_table(header, rows) + "\n\n" + "\n\n".join(verdicts) + "\n\n" + note
+
+
 def active_vs_uniform(results: dict) -> str | None:
     """The paper's comparison in words: held-out M of the two stage-II arms as a paired difference
     over the same held-out samples, claimed only when its 95 % interval excludes 0 (also on the
@@ -342,7 +405,7 @@ def active_vs_uniform(results: dict) -> str | None:
     active, uniform = systems[ACTIVE], systems[UNIFORM]
     lines = []
     if "heldout" in active and "heldout" in uniform:
-        diff = paired_m_difference(active["heldout"], uniform["heldout"])
+        diff = paired_heldout_difference(active["heldout"], uniform["heldout"], "m")
         if diff is not None:
             interval, n = diff
             lines.append(
@@ -351,7 +414,9 @@ def active_vs_uniform(results: dict) -> str | None:
                 )
             )
         unseen = set(results.get("heldout_only", []))
-        diff = paired_m_difference(active["heldout"], uniform["heldout"], unseen) if unseen else None
+        diff = (
+            paired_heldout_difference(active["heldout"], uniform["heldout"], "m", unseen) if unseen else None
+        )
         if diff is not None:
             interval, n = diff
             lines.append(
@@ -401,7 +466,7 @@ def plot_accuracy_vs_gap(results: dict, path: Path) -> bool:
         speech = [100 * s["accuracy"]["speech"][t] for t in tasks]
         line = left.scatter([lm] * len(tasks), speech, label=name)
         color = line.get_facecolor()
-        acc, m_ci = accuracy_ci(s, "speech", tasks), heldout_m_ci(s["heldout"])
+        acc, m_ci = accuracy_ci(s, "speech", tasks), heldout_ci(s["heldout"], "m")
         yerr = None if acc is None else [[100 * (acc.estimate - acc.low)], [100 * (acc.high - acc.estimate)]]
         xerr = None
         if m_ci is not None and m_ci.low > 0:
@@ -439,6 +504,9 @@ def eval_sections(results: dict, out_dir: Path) -> list[str]:
     closed = gap_change(results)
     if closed:
         parts += ["\n### The gap after stage II against after stage I\n", closed]
+    shift = stage2_shift(results)
+    if shift:
+        parts += ["\n### What stage II moved: M against D\n", shift]
     comparison = active_vs_uniform(results)
     if comparison:
         parts += ["\n### Active against uniform selection\n", comparison]
@@ -466,7 +534,7 @@ def arms_table(results: dict) -> str:
         s = systems[name]
         speech = s["accuracy"]["speech"]
         held = s.get("heldout", {})
-        m_ci = heldout_m_ci(held) if held else None
+        m_ci = heldout_ci(held, "m") if held else None
         avg = float(np.mean([speech[t] for t in tasks]))
         rows.append(
             [

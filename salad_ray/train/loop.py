@@ -143,13 +143,17 @@ def mixed_lengths(student: SpeechLM, samples: list[Sample]) -> tuple[list[int], 
 def evaluate(
     model: nn.Module, samples: list[Sample], batch_size: int, rank: int, world: int, device
 ) -> dict[str, float]:
-    """F and M per token over the held-out samples, split across ranks (every rank runs the same
-    number of forwards)."""
+    """F, M and the distillation KL D (over M's targets) per token over the held-out samples, split
+    across ranks (every rank runs the same number of forwards)."""
     n_batches = math.ceil(math.ceil(len(samples) / world) / batch_size)
     gap = samples_gap(model, samples[rank::world], batch_size, device, batches=n_batches)
-    totals = [float(t.sum()) for t in (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts)]
-    f_sum, f_count, m_sum, m_count = all_sum(totals, device)
-    return {"heldout_f": per_token([f_sum], [f_count]), "heldout_m": per_token([m_sum], [m_count])}
+    totals = [float(t.sum()) for t in (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts, gap.d_sums)]
+    f_sum, f_count, m_sum, m_count, d_sum = all_sum(totals, device)
+    return {
+        "heldout_f": per_token([f_sum], [f_count]),
+        "heldout_m": per_token([m_sum], [m_count]),
+        "heldout_d": per_token([d_sum], [m_count]),
+    }
 
 
 def move_to_storage(checkpoint, name: str):

@@ -72,6 +72,8 @@ def test_results_keep_per_item_correctness_per_sample_gap_and_controls(
     rows = first["heldout"]["per_sample"]
     assert rows["ids"] == [s.sample_id for s, _ in held] and rows["domains"] == [d for _, d in held]
     assert first["heldout"]["m"] == pytest.approx(sum(rows["m_sum"]) / sum(rows["m_targets"]))
+    assert first["heldout"]["d"] == pytest.approx(sum(rows["d_sum"]) / sum(rows["m_targets"]))  # M's targets
+    assert first["heldout"]["d"] > 0 and rows["d_sum"] != rows["m_sum"]  # against the teacher, not itself
     # shuffled audio: the same samples (ids, targets), other audio, so another M; F is untouched
     control = first["shuffled"]
     shuffled_rows = control["heldout"]["per_sample"]

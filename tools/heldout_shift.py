@@ -1,0 +1,84 @@
+"""Held-out F, M and D of a run's students, each against the first, paired over the run's held-out
+samples: what a stage moved on the held-out speech, beyond the stage I and stage II students that
+the report's "What stage II moved" section covers (the warm-up's student, each round's).
+
+    python tools/heldout_shift.py --run-dir runs/local --student stage1 --student warmup \
+        --student active-round-3 [--out FILE]
+
+``--student`` names are directories under ``<run-dir>/students``; the first is the reference. D is
+the distillation KL from the teacher on text to the student on speech over M's targets
+(salad_ray.metrics): M can fall because the student's text side drifts toward its speech side (F
+rises), D only as its speech side nears the teacher. Prints one JSON line per student (and appends
+it to ``--out``): F, M and D per token, M's and D's 95 % bootstrap intervals over the held-out
+samples, and the paired changes in M and D from the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from salad_ray.config import load_config
+from salad_ray.eval.stats import paired_ratio_difference, ratio_interval
+from salad_ray.metrics import per_token
+from salad_ray.model.student import SpeechLM
+from salad_ray.objective import BatchGap, samples_gap
+from salad_ray.pipeline.shards import ShardStore
+from salad_ray.rundir import HELDOUT, RunDir
+
+
+@torch.no_grad()
+def heldout_shifts(run: RunDir, students: list[str]) -> list[dict]:
+    """Each student's held-out F, M, D and its paired changes in M and D from ``students[0]``'s."""
+    config = load_config(file=run.config)
+    samples = list(ShardStore(run.store(HELDOUT)).samples())
+    gaps: list[BatchGap] = []
+    results = []
+    for name in students:
+        student = SpeechLM.load(run.students / name).eval()
+        gap = samples_gap(student, samples, config.eval.batch_size, student.device, progress=name)
+        gaps.append(gap)
+        counts = gap.m_counts.numpy()
+        reference = gaps[0]
+        results.append(
+            {
+                "student": name,
+                "samples": len(samples),
+                "f": per_token(gap.f_sums, gap.f_counts),
+                "m": ratio_interval(gap.m_sums.numpy(), counts).to_dict(),
+                "d": ratio_interval(gap.d_sums.numpy(), counts).to_dict(),
+                "reference": students[0],
+                "m_change": paired_ratio_difference(gap.m_sums, reference.m_sums, counts).to_dict(),
+                "d_change": paired_ratio_difference(gap.d_sums, reference.d_sums, counts).to_dict(),
+            }
+        )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", default="runs/local")
+    parser.add_argument(
+        "--student",
+        action="append",
+        required=True,
+        help="a student under <run-dir>/students; the first is the reference",
+    )
+    parser.add_argument("--out", default=None, help="a JSON-lines file to append the results to")
+    args = parser.parse_args()
+    run = RunDir(Path(args.run_dir).resolve())
+    missing = [s for s in args.student if not (run.students / s).is_dir()]
+    if missing:
+        parser.error(f"{run.students} has no student {', '.join(missing)}")
+    for result in heldout_shifts(run, args.student):
+        print(json.dumps(result), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
