@@ -55,10 +55,14 @@ def test_each_student_is_measured_against_the_first_on_the_same_held_out_samples
         assert change["estimate"] == pytest.approx(values[1] - values[0], rel=1e-4, abs=1e-6)
         assert change["low"] <= change["estimate"] <= change["high"]
 
-    missing = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "heldout_shift.py"), f"--run-dir={run}", "--student=nobody"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    def tool(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(ROOT / "tools" / "heldout_shift.py"), f"--run-dir={run}", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    natural = tool("--student=stage1", "--store=natural", "--limit=2")  # a store stage I trained on
+    assert natural.returncode == 0, natural.stderr[-3000:]
+    assert (json.loads(natural.stdout)["store"], json.loads(natural.stdout)["samples"]) == ("natural", 2)
+    missing = tool("--student=nobody")
     assert missing.returncode == 2 and "has no student nobody" in missing.stderr
+    unspoken = tool("--student=stage1", "--store=text")  # text-only samples: no target follows speech
+    assert unspoken.returncode == 2 and "no sample of text has text after speech" in unspoken.stderr

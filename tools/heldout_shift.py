@@ -1,21 +1,24 @@
-"""Held-out F, M and D of a run's students, each against the first, paired over the run's held-out
-samples: what a stage moved on the held-out speech, beyond the stage I and stage II students that
-the report's "What stage II moved" section covers (the warm-up's student, each round's).
+"""F, M and D of a run's students, each against the first, paired over the samples of one of the run's
+spoken stores (the held-out set by default): what a stage moved, beyond the stage I and stage II
+students that the report's "What stage II moved" section covers (the warm-up's student, each
+round's), and on the stores a stage trained on as well as on held-out speech.
 
     python tools/heldout_shift.py --run-dir runs/local --student stage1 --student warmup \
-        --student active-round-3 [--out FILE]
+        --student active-round-3 [--store heldout] [--limit N] [--out FILE]
 
 ``--student`` names are directories under ``<run-dir>/students``; the first is the reference. D is
 the distillation KL from the teacher on text to the student on speech over M's targets
 (salad_ray.metrics): M can fall because the student's text side drifts toward its speech side (F
-rises), D only as its speech side nears the teacher. Prints one JSON line per student (and appends
-it to ``--out``): F, M and D per token, M's and D's 95 % bootstrap intervals over the held-out
-samples, and the paired changes in M and D from the reference.
+rises), D only as its speech side nears the teacher. ``--store`` names a store under
+``<run-dir>/data`` (``--limit``: its first N samples). Prints one JSON line per student (and appends
+it to ``--out``): F, M and D per token, M's and D's 95 % bootstrap intervals over the samples, and
+the paired changes in M and D from the reference.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -31,21 +34,27 @@ from salad_ray.rundir import HELDOUT, RunDir
 
 
 @torch.no_grad()
-def heldout_shifts(run: RunDir, students: list[str]) -> list[dict]:
-    """Each student's held-out F, M, D and its paired changes in M and D from ``students[0]``'s."""
+def heldout_shifts(
+    run: RunDir, students: list[str], store: str = HELDOUT, limit: int | None = None
+) -> list[dict]:
+    """Each student's F, M, D on the first ``limit`` samples of ``store`` and its paired changes in M
+    and D from ``students[0]``'s."""
     config = load_config(file=run.config)
-    samples = list(ShardStore(run.store(HELDOUT)).samples())
+    samples = list(itertools.islice(ShardStore(run.store(store)).samples(), limit))
     gaps: list[BatchGap] = []
     results = []
     for name in students:
         student = SpeechLM.load(run.students / name).eval()
         gap = samples_gap(student, samples, config.eval.batch_size, student.device, progress=name)
+        if not gap.m_counts.sum():
+            raise ValueError(f"no sample of {store} has text after speech: M and D are not defined there")
         gaps.append(gap)
         counts = gap.m_counts.numpy()
         reference = gaps[0]
         results.append(
             {
                 "student": name,
+                "store": store,
                 "samples": len(samples),
                 "f": per_token(gap.f_sums, gap.f_counts),
                 "m": ratio_interval(gap.m_sums.numpy(), counts).to_dict(),
@@ -67,13 +76,21 @@ def main() -> None:
         required=True,
         help="a student under <run-dir>/students; the first is the reference",
     )
+    parser.add_argument("--store", default=HELDOUT, help="a spoken store under <run-dir>/data")
+    parser.add_argument("--limit", type=int, default=None, help="read at most this many of its samples")
     parser.add_argument("--out", default=None, help="a JSON-lines file to append the results to")
     args = parser.parse_args()
     run = RunDir(Path(args.run_dir).resolve())
     missing = [s for s in args.student if not (run.students / s).is_dir()]
     if missing:
         parser.error(f"{run.students} has no student {', '.join(missing)}")
-    for result in heldout_shifts(run, args.student):
+    if not run.store(args.store).is_dir():
+        parser.error(f"{run.root / 'data'} has no store {args.store}")
+    try:
+        results = heldout_shifts(run, args.student, args.store, args.limit)
+    except ValueError as e:
+        parser.error(str(e))
+    for result in results:
         print(json.dumps(result), flush=True)
         if args.out:
             with open(args.out, "a") as f:
