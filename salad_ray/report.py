@@ -342,8 +342,9 @@ def summary(config: RunConfig, run: RunDir, state: RunState) -> str:
     gaps = ordered_gaps(config, notes.gap)
     width = max((len(label) for label, _ in gaps), default=0)
     for label, gap in gaps:
-        f, m, d = (float("nan") if v is None else v for v in (gap.heldout_f, gap.heldout_m, gap.heldout_d))
-        lines.append(f"  after {label:{width}s}  held-out F = {f:.4f}  M = {m:.4f}  D = {d:.4f}")
+        f, m = (float("nan") if v is None else v for v in (gap.heldout_f, gap.heldout_m))
+        d = "" if gap.heldout_d is None else f"  D = {gap.heldout_d:.4f}"  # None: a run from before D
+        lines.append(f"  after {label:{width}s}  held-out F = {f:.4f}  M = {m:.4f}{d}")
     for arm in in_arm_order(notes.rounds):
         for r, info in sorted(notes.rounds[arm].items()):
             lines.append(f"  {arm} round {r}: {info.texts} texts, {info.seconds:.0f} s synthesized")

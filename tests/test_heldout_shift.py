@@ -65,4 +65,4 @@ def test_each_student_is_measured_against_the_first_on_the_same_held_out_samples
     missing = tool("--student=nobody")
     assert missing.returncode == 2 and "has no student nobody" in missing.stderr
     unspoken = tool("--student=stage1", "--store=text")  # text-only samples: no target follows speech
-    assert unspoken.returncode == 2 and "no sample of text has text after speech" in unspoken.stderr
+    assert unspoken.returncode == 2 and "no sample of text is spoken" in unspoken.stderr

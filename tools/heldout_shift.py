@@ -33,6 +33,10 @@ from salad_ray.pipeline.shards import ShardStore
 from salad_ray.rundir import HELDOUT, RunDir
 
 
+class NoSpeechTargets(ValueError):
+    """A store none of whose samples has a text target after speech: M and D are not defined on it."""
+
+
 @torch.no_grad()
 def heldout_shifts(
     run: RunDir, students: list[str], store: str = HELDOUT, limit: int | None = None
@@ -41,16 +45,22 @@ def heldout_shifts(
     and D from ``students[0]``'s."""
     config = load_config(file=run.config)
     samples = list(itertools.islice(ShardStore(run.store(store)).samples(), limit))
-    gaps: list[BatchGap] = []
+    if not any(s.audio for s in samples):
+        raise NoSpeechTargets(f"no sample of {store} is spoken: M and D are not defined there")
+    reference: BatchGap | None = None
     results = []
     for name in students:
         student = SpeechLM.load(run.students / name).eval()
         gap = samples_gap(student, samples, config.eval.batch_size, student.device, progress=name)
-        if not gap.m_counts.sum():
-            raise ValueError(f"no sample of {store} has text after speech: M and D are not defined there")
-        gaps.append(gap)
+        if reference is None:
+            if not gap.m_counts.sum():
+                raise NoSpeechTargets(
+                    f"no text target of {store} follows speech: M and D are not defined there"
+                )
+            reference = gap
+        if not torch.equal(gap.m_counts, reference.m_counts):  # the same samples, the same targets
+            raise RuntimeError(f"{name} and {students[0]} count different targets on {store}")
         counts = gap.m_counts.numpy()
-        reference = gaps[0]
         results.append(
             {
                 "student": name,
@@ -85,10 +95,12 @@ def main() -> None:
     if missing:
         parser.error(f"{run.students} has no student {', '.join(missing)}")
     if not run.store(args.store).is_dir():
-        parser.error(f"{run.root / 'data'} has no store {args.store}")
+        parser.error(f"no store {args.store}: {run.store(args.store)} does not exist")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit {args.limit}: read at least one sample")
     try:
         results = heldout_shifts(run, args.student, args.store, args.limit)
-    except ValueError as e:
+    except NoSpeechTargets as e:
         parser.error(str(e))
     for result in results:
         print(json.dumps(result), flush=True)

@@ -216,20 +216,23 @@ def heldout_samples(store: Path) -> list[tuple[Sample, str]]:
     return sorted(out, key=lambda x: x[0].sample_id)
 
 
+HELDOUT_SUMS = ("f_sum", "f_targets", "m_sum", "m_targets", "d_sum")
+"""Per held-out sample, as results.json keeps them (``d_sum`` absent in results from before D was kept)."""
+
+
 def heldout_gap(student: SpeechLM, samples: list[tuple[Sample, str]], batch_size: int) -> dict:
     """F, M and D per token on the held-out set, overall, per domain and per sample (sums and counts;
     D, the distillation KL, runs over M's targets, :mod:`salad_ray.metrics`)."""
     gap = samples_gap(student, [s for s, _ in samples], batch_size, student.device)
-    keys = ("f_sum", "f_targets", "m_sum", "m_targets", "d_sum")
     per_sample = {
         key: [float(v) for v in values]
         for key, values in zip(
-            keys, (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts, gap.d_sums), strict=True
+            HELDOUT_SUMS, (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts, gap.d_sums), strict=True
         )
     }
-    sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(keys)))
+    sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(HELDOUT_SUMS)))
     for n, (_, domain) in enumerate(samples):
-        values = np.array([per_sample[k][n] for k in keys])
+        values = np.array([per_sample[k][n] for k in HELDOUT_SUMS])
         sums[domain] += values
         sums["all"] += values
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from salad_ray.eval.stats import (
     paired_ratio_difference,
     ratio_interval,
 )
-from salad_ray.eval.suite import CASCADE, ORIGINAL
+from salad_ray.eval.suite import CASCADE, HELDOUT_SUMS, ORIGINAL
 from salad_ray.metrics import per_token
 from salad_ray.rundir import STAGE1_LABEL, end_of_stage2
 
@@ -91,7 +92,7 @@ def nats_cell(interval: Interval, signed: bool = False) -> str:
 def ci_note() -> str:
     return (
         f"Brackets: {100 * LEVEL:.0f} % percentile bootstrap intervals ({RESAMPLES} resamples, seed {SEED}) "
-        f"over items (accuracies; an average resamples each task's items) or over held-out samples (M)."
+        f"over items (accuracies; an average resamples each task's items) or over held-out samples (M, D)."
     )
 
 
@@ -155,7 +156,7 @@ def forgetting_table(results: dict) -> str:
 # ------------------------------------------------------------------------------------ held-out
 
 
-HELDOUT_SUMS = ("f_sum", "f_targets", "m_sum", "m_targets", "d_sum")  # d_sum: results since D was kept
+Measure = Literal["m", "d"]  # held-out M or D: both per text target after speech (m_targets)
 
 
 def _per_sample(heldout: dict, domains: set[str] | None = None) -> dict[str, np.ndarray] | None:
@@ -170,9 +171,9 @@ def _per_sample(heldout: dict, domains: set[str] | None = None) -> dict[str, np.
     }
 
 
-def heldout_ci(heldout: dict, measure: str, domains: set[str] | None = None) -> Interval | None:
-    """Held-out M or D (``measure`` "m" or "d", both per text target after speech) and its bootstrap
-    interval over held-out samples; None where the per-sample sums were not kept."""
+def heldout_ci(heldout: dict, measure: Measure, domains: set[str] | None = None) -> Interval | None:
+    """Held-out M or D and its bootstrap interval over held-out samples; None where the per-sample
+    sums were not kept."""
     rows = _per_sample(heldout, domains)
     key = f"{measure}_sum"
     if rows is None or key not in rows or len(rows["ids"]) == 0 or rows["m_targets"].sum() == 0:
@@ -181,10 +182,10 @@ def heldout_ci(heldout: dict, measure: str, domains: set[str] | None = None) -> 
 
 
 def paired_heldout_difference(
-    a: dict, b: dict, measure: str, domains: set[str] | None = None
+    a: dict, b: dict, measure: Measure, domains: set[str] | None = None
 ) -> tuple[Interval, int] | None:
-    """M(a) - M(b), or D (``measure`` "m" or "d"), on the held-out samples both were measured on, its
-    paired interval, and how many."""
+    """M(a) - M(b), or D's, on the held-out samples both were measured on, its paired interval, and
+    how many."""
     ra, rb = _per_sample(a, domains), _per_sample(b, domains)
     key = f"{measure}_sum"
     if ra is None or rb is None or key not in ra or key not in rb:
@@ -346,13 +347,14 @@ def stage2_shift(results: dict) -> str | None:
     and each arm's change from stage I in M and in D, paired over the same held-out samples.
 
     M = KL(P(.|w) || P(.|c)) compares the student on speech with itself on text; D = KL(Q(.|w) ||
-    P(.|c)) compares it with the teacher, over the same targets (:mod:`salad_ray.metrics`). M falls
-    when the speech predictions move toward the teacher's (D falls with it), or when the text
-    predictions move toward the speech ones (F rises; D need not move): D tells the two apart.
-    "Lower" or "higher" is claimed only when the interval excludes 0."""
+    P(.|c)) compares it with the teacher, over the same targets (:mod:`salad_ray.metrics`). While F
+    is small (P(.|w) near Q), M falls when the speech predictions move toward the teacher's, and D
+    falls with it; M also falls when the text predictions move toward the speech ones (F rises), and
+    D, which does not involve the text side, does not: D tells the two apart. "Lower" or "higher" is
+    claimed only when the interval excludes 0."""
     systems = results["systems"]
     base = systems.get(STAGE1_LABEL, {}).get("heldout")
-    if base is None or heldout_ci(base, "d") is None:
+    if base is None or "d_sum" not in base.get("per_sample", {}):
         return None
     rows, verdicts = [], []
     for name in (STAGE1_LABEL, ACTIVE, UNIFORM):
@@ -360,10 +362,13 @@ def stage2_shift(results: dict) -> str | None:
         m, d = (heldout_ci(held, measure) if held else None for measure in ("m", "d"))
         if held is None or m is None or d is None:
             continue
+        if name == STAGE1_LABEL:
+            rows.append([name, f"{held['f']:.4f}", nats_cell(m), nats_cell(d), "-", "-"])
+            continue
         changes = [paired_heldout_difference(held, base, measure) for measure in ("m", "d")]
-        shown = ["-" if name == STAGE1_LABEL or c is None else nats_cell(c[0], signed=True) for c in changes]
+        shown = ["-" if c is None else nats_cell(c[0], signed=True) for c in changes]
         rows.append([name, f"{held['f']:.4f}", nats_cell(m), nats_cell(d), *shown])
-        if name != STAGE1_LABEL and changes[1] is not None:
+        if changes[1] is not None:
             interval, n = changes[1]
             verdict = (
                 "the interval includes 0: this run does not show D move"
