@@ -300,6 +300,13 @@ def controls_table(results: dict) -> str | None:
     return markdown_table(header, rows) + "\n\n" + note
 
 
+def _verdict(diff: Interval, below: str, above: str, neither: str) -> str:
+    """``below`` where a difference's interval lies below 0, ``above`` where above, else ``neither``."""
+    if diff.high < 0:
+        return below
+    return above if diff.low > 0 else neither
+
+
 def _claim(diff: Interval, better: str, worse: str, what: str, unit: str, n: str) -> str:
     """A plain-language verdict on a paired difference ``better - worse`` where lower is better."""
     where = (
@@ -330,10 +337,11 @@ def gap_change(results: dict) -> str | None:
         if correct is None:
             continue
         d = paired_accuracy_difference(stage1, correct)
-        verdict = (
-            "the interval includes 0: this run does not show a change"
-            if not d.excludes(0)
-            else ("smaller after stage II" if d.high < 0 else "larger after stage II")
+        verdict = _verdict(
+            d,
+            "smaller after stage II",
+            "larger after stage II",
+            "the interval includes 0: this run does not show a change",
         )
         lines.append(
             f"Gap after {arm} minus gap after {STAGE1_LABEL}: {_points(d)} points over the same "
@@ -370,10 +378,11 @@ def stage2_shift(results: dict) -> str | None:
         rows.append([name, f"{held['f']:.4f}", nats_cell(m), nats_cell(d), *shown])
         if changes[1] is not None:
             interval, n = changes[1]
-            verdict = (
-                "the interval includes 0: this run does not show D move"
-                if not interval.excludes(0)
-                else ("lower after stage II" if interval.high < 0 else "higher after stage II")
+            verdict = _verdict(
+                interval,
+                "lower after stage II",
+                "higher after stage II",
+                "the interval includes 0: this run does not show D move",
             )
             verdicts.append(
                 f"D after {name} minus D after {STAGE1_LABEL}: {nats_cell(interval, signed=True)} nats per "
@@ -433,10 +442,11 @@ def active_vs_uniform(results: dict) -> str | None:
     a, u = correct_vectors(active, "speech", tasks), correct_vectors(uniform, "speech", tasks)
     if a is not None and u is not None:
         d = paired_accuracy_difference(a, u)
-        verdict = (
-            "the interval includes 0: no measurable difference"
-            if not d.excludes(0)
-            else ("active is more accurate" if d.low > 0 else "uniform is more accurate")
+        verdict = _verdict(
+            d,
+            "uniform is more accurate",
+            "active is more accurate",
+            "the interval includes 0: no measurable difference",
         )
         lines.append(
             f"Spoken accuracy, active - uniform: {_points(d)} points over the same "
