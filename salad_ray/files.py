@@ -4,6 +4,7 @@ the previous version (or nothing) in place; a write that fails on a full disk sa
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import uuid
@@ -30,6 +31,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def append_json_line(path: str | Path, record: dict) -> None:
+    """Append ``record`` to a JSON-lines file as one line, in one write (in append mode, a line lands
+    whole after every line already there; the logs and the tools' result files)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

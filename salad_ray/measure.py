@@ -1,4 +1,4 @@
-"""Measure forgetting F and misalignment M of a student on the held-out spoken set.
+"""Measure forgetting F, misalignment M and the distillation KL D of a student on the held-out spoken set.
 
     python -m salad_ray.measure [--preset local] [--config FILE] [--set key=value ...]
                                 [--student DIR] [--out FILE.json]
@@ -25,7 +25,7 @@ from salad_ray.assets import AssetError, resolve
 from salad_ray.batch import Sample
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import heldout_records
-from salad_ray.metrics import GapSummary, summarize
+from salad_ray.metrics import GapSummary
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import samples_gap
 from salad_ray.spoken import plan_text, speak, synthesis_settings
@@ -56,8 +56,7 @@ def attach_teacher(samples: list[Sample], teacher: TransformersBackend, k: int, 
 
 
 def measure_gap(student: SpeechLM, samples: list[Sample], batch_size: int) -> GapSummary:
-    gap = samples_gap(student, samples, batch_size, student.device, progress="measure F and M")
-    return summarize(gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts)
+    return samples_gap(student, samples, batch_size, student.device, progress="measure F, M and D").summary()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{result['student']} student on {len(samples)} held-out samples ({seconds:.0f} s of speech):\n"
         f"  forgetting    F = {summary.f_per_token:.4f} nats/token  ({summary.f_per_sample:.2f} per sample)\n"
-        f"  misalignment  M = {summary.m_per_token:.4f} nats/token  ({summary.m_per_sample:.2f} per sample)"
+        f"  misalignment  M = {summary.m_per_token:.4f} nats/token  ({summary.m_per_sample:.2f} per sample)\n"
+        f"  distillation  D = {summary.d_per_token:.4f} nats/token  ({summary.d_per_sample:.2f} per sample)"
     )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

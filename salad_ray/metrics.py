@@ -60,13 +60,15 @@ def per_sample(
 
 @dataclass(frozen=True)
 class GapSummary:
-    """F and M over a set of samples."""
+    """F, M and the distillation KL D over a set of samples (D per token over M's targets)."""
 
     samples: int
     f_per_token: float
     m_per_token: float
+    d_per_token: float
     f_per_sample: float
     m_per_sample: float
+    d_per_sample: float
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -79,10 +81,11 @@ def per_token(sums, counts) -> float:
     return float(torch.as_tensor(sums, dtype=torch.float64).sum()) / max(total, 1.0)
 
 
-def summarize(f_sums, f_counts, m_sums, m_counts) -> GapSummary:
-    """Per-token and per-sample F and M from per-sample sums and counts (1-D sequences of equal length)."""
-    f_sums, f_counts, m_sums, m_counts = (
-        torch.as_tensor(x, dtype=torch.float64) for x in (f_sums, f_counts, m_sums, m_counts)
+def summarize(f_sums, f_counts, m_sums, m_counts, d_sums) -> GapSummary:
+    """Per-token and per-sample F, M and D from per-sample sums and counts (1-D sequences of equal
+    length); D runs over M's targets, so its counts are ``m_counts``."""
+    f_sums, f_counts, m_sums, m_counts, d_sums = (
+        torch.as_tensor(x, dtype=torch.float64) for x in (f_sums, f_counts, m_sums, m_counts, d_sums)
     )
     n = f_sums.numel()
     if n == 0:
@@ -91,8 +94,10 @@ def summarize(f_sums, f_counts, m_sums, m_counts) -> GapSummary:
         samples=n,
         f_per_token=per_token(f_sums, f_counts),
         m_per_token=per_token(m_sums, m_counts),
+        d_per_token=per_token(d_sums, m_counts),
         f_per_sample=float(f_sums.mean()),
         m_per_sample=float(m_sums.mean()),
+        d_per_sample=float(d_sums.mean()),
     )
 
 

@@ -7,7 +7,7 @@ ever become (N, V) logits. The formulas themselves live in :mod:`salad_ray.losse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ from torch import nn
 from salad_ray.batch import Batch, Sample, collate
 from salad_ray.interleave import mixed_layout
 from salad_ray.losses import LossParts, SparseTargets, ctc_alignment, kl_to_teacher, salad_loss
-from salad_ray.metrics import forgetting_rows, misalignment_rows, per_sample
+from salad_ray.metrics import GapSummary, forgetting_rows, misalignment_rows, per_sample, summarize
 from salad_ray.model.student import Rows, SpeechLM
 
 
@@ -96,7 +96,7 @@ def alignment_loss(
 
 @dataclass(frozen=True)
 class BatchGap:
-    """Per-sample sums and counts of F and M for one batch, (B,) each (:mod:`salad_ray.metrics`).
+    """Per-sample sums and counts of F, M and D for one batch or set of samples, (B,) each (:mod:`salad_ray.metrics`).
 
     M runs over the text targets that follow speech; ``d_sums`` is the distillation KL(Q || P_mixed)
     over those same targets (so its counts are ``m_counts``), comparable with M, and unlike the
@@ -108,6 +108,14 @@ class BatchGap:
     m_sums: torch.Tensor
     m_counts: torch.Tensor
     d_sums: torch.Tensor
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The five per-sample tensors in field order (``f_sums, f_counts, m_sums, m_counts, d_sums``)."""
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def summary(self) -> GapSummary:
+        """Per-token and per-sample F, M and D over these samples."""
+        return summarize(*self.tensors())
 
 
 @torch.no_grad()
@@ -153,16 +161,11 @@ def samples_gap(
     n_batches = -(-len(samples) // batch_size) if batches is None else batches
     was_training = student.training
     student.eval()
-    parts = [torch.zeros(0, dtype=torch.float64)] * 5
+    parts = [torch.zeros(0, dtype=torch.float64)] * len(fields(BatchGap))
     for b in tqdm(range(n_batches), desc=progress, unit="batch", disable=progress is None):
         chunk = samples[b * batch_size : (b + 1) * batch_size]
         gap = batch_gap(student, collate(chunk or samples[:1]).to(device))
         real = len(chunk)
-        parts = [
-            torch.cat([p, t[:real]])
-            for p, t in zip(
-                parts, (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts, gap.d_sums), strict=True
-            )
-        ]
+        parts = [torch.cat([p, t[:real]]) for p, t in zip(parts, gap.tensors(), strict=True)]
     student.train(was_training)
     return BatchGap(*parts)

@@ -125,9 +125,12 @@ def plot_curves(
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table of numbers (4 significant digits) and text."""
+    """A Markdown table of numbers (4 decimals: nats, rates and shares, none of them large; a float
+    that is 0 up to rounding noise prints as 0.0000, not in exponent notation) and text."""
     return markdown_table(
-        header, [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+        header,
+        # + 0.0: a value that rounds to -0.0 prints as 0.0000
+        [[f"{round(v, 4) + 0.0:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows],
     )
 
 

@@ -5,7 +5,9 @@ finishes. Version 1 added the version itself, typed the notes and made the activ
 training call of round r a phase of its own (``active/round-r/half``). A file written before it (no
 ``version``) holds the same fields with round numbers as strings; read for a run with R stage-II
 rounds, each round r < R whose training is done gets its half-way phase done too (its student was
-saved by the same phase). A file from a newer salad-ray, or one that cannot be read, stops the run
+saved by the same phase). Version 2 added held-out D to the gap notes (``GapNote.heldout_d``); a
+version-1 file reads as it is, without D, and is written back as version 2, so that a salad-ray older
+than D says the file is newer rather than failing on the unknown field. A file from a newer salad-ray, or one that cannot be read, stops the run
 with a message naming the file and what to do.
 """
 
@@ -23,7 +25,7 @@ from salad_ray.config import Strict, deep_merge
 from salad_ray.files import write_text
 from salad_ray.rundir import ACTIVE
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class GapNote(Strict):
@@ -83,11 +85,12 @@ def read_state(path: Path, rounds: int | None = None) -> StateFile:
     except (ValueError, AttributeError, AssertionError) as e:
         raise StateError(f"{path} is not a run state ({e}); start a new --run-dir") from None
     if version == 0:
-        data["version"] = STATE_VERSION
         done = data.setdefault("done", [])
         for r in range(1, rounds or 0):
             if ACTIVE.phase(r, "train") in done and ACTIVE.phase(r, "half") not in done:
                 done.append(ACTIVE.phase(r, "half"))
+    if version < STATE_VERSION:  # versions 0 and 1 hold no field that version 2 reads differently
+        data["version"] = STATE_VERSION
     elif version > STATE_VERSION:
         raise StateError(
             f"{path} is version {version}, written by a newer salad-ray than this one (which reads up "

@@ -21,15 +21,16 @@ import json
 from itertools import accumulate
 from pathlib import Path
 
-from salad_ray.files import atomic_path
+from salad_ray.files import append_json_line, atomic_path
 from salad_ray.phases import Phase
 
 
 def record(path: Path, phase: Phase, start: float, end: float) -> None:
     """Append a finished phase with its lane and kind (wall-clock seconds since the epoch)."""
-    line = {"phase": phase.name, "lane": phase.lane, "training": phase.training, "start": start, "end": end}
-    with open(path, "a") as f:
-        f.write(json.dumps(line) + "\n")
+    append_json_line(
+        path,
+        {"phase": phase.name, "lane": phase.lane, "training": phase.training, "start": start, "end": end},
+    )
 
 
 def read(path: Path) -> list[dict]:

@@ -38,12 +38,15 @@ def test_per_sample_and_summary_by_hand():
     sample = torch.tensor([0, 0, 1, 1, 1])
     sums, counts = per_sample(rows, sample, 3)
     assert sums.tolist() == [3.0, 13.0, 0.0] and counts.tolist() == [2.0, 3.0, 0.0]
-    summary = summarize(sums[:2], counts[:2], torch.tensor([2.0, 4.0]), torch.tensor([1.0, 1.0]))
+    summary = summarize(
+        sums[:2], counts[:2], torch.tensor([2.0, 4.0]), torch.tensor([1.0, 1.0]), torch.tensor([1.0, 3.0])
+    )
     assert summary.f_per_token == pytest.approx(16 / 5)  # token-weighted
     assert summary.f_per_sample == pytest.approx(8.0)  # mean of sample sums
     assert summary.m_per_token == pytest.approx(3.0) and summary.m_per_sample == pytest.approx(3.0)
+    assert summary.d_per_token == pytest.approx(2.0)  # over M's targets: (1 + 3) / (1 + 1)
     with pytest.raises(ValueError):
-        summarize([], [], [], [])
+        summarize([], [], [], [], [])
 
 
 def test_per_token_weights_samples_by_their_positions_and_is_zero_over_none():

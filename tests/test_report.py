@@ -211,7 +211,7 @@ def test_report_from_a_run_directory(tmp_path):
     run.plan(ACTIVE, 1).write_text(json.dumps(plan.to_dict()))
     notes = Notes(
         gap={
-            "stage I": {"heldout_f": 0.02, "heldout_m": 0.4},
+            "stage I": {"heldout_f": -6.931e-06, "heldout_m": 0.4},  # F: the rounding noise of a step
             "stage II active": {"heldout_f": 0.02, "heldout_m": 0.3, "heldout_d": 0.35},
         },
         rounds={"active": {1: {"seconds": 5.2, "texts": 5}}},
@@ -246,10 +246,11 @@ def test_report_from_a_run_directory(tmp_path):
     assert "Stage II's trainer waited for data 2.5 % of its training time" in text
     assert "The TTS actors sat idle 25.0 % of their time in the pool" in text and "heldout 25 %" in text
     assert "| after | forgetting F | misalignment M | distillation KL D |" in text
-    assert "| stage I | 0.02 | 0.4 | nan |" in text and "| stage II active | 0.02 | 0.3 | 0.35 |" in text
+    assert "| stage I | 0.0000 | 0.4000 | nan |" in text
+    assert "| stage II active | 0.0200 | 0.3000 | 0.3500 |" in text
     # M, its interval over the probes, KL; the high-CER cluster is dropped
-    assert "| 2 | 0.9 | [0.900, 0.900] | 1.1 | 0.5 | dropped | 0 | 0 |" in text
-    assert "| 1 | 0.5 | [0.200, 0.800] |" in text
+    assert "| 2 | 0.9000 | [0.900, 0.900] | 1.1000 | 0.5000 | dropped | 0.0000 | 0.0000 |" in text
+    assert "| 1 | 0.5000 | [0.200, 0.800] |" in text
     assert "[0.100, 0.300]" in text
     assert "Kept clusters whose M interval overlaps the highest-M kept cluster's: 1 of 1." in text
     assert "signal misalignment" in text

@@ -19,6 +19,16 @@ def test_a_state_from_before_version_1_gets_the_half_way_phases_its_train_phases
     assert read_state(path).done == old  # read, not resumed: as it is
 
 
+def test_a_version_1_state_reads_without_d_and_is_written_back_as_this_version(tmp_path):
+    path = tmp_path / "state.json"
+    gap = {"stage I": {"step": 60, "heldout_f": 0.03, "heldout_m": 0.9}}
+    path.write_text(json.dumps({"version": 1, "done": ["stage1"], "notes": {"gap": gap}}))
+    state = RunState(path)
+    assert state.notes.gap["stage I"].heldout_d is None  # a run from before D was kept
+    state.finish("eval")
+    assert json.loads(path.read_text())["version"] == STATE_VERSION == 2
+
+
 def test_a_state_this_version_cannot_read_stops_with_what_to_do(tmp_path):
     path = tmp_path / "state.json"
     path.write_text(json.dumps({"version": STATE_VERSION + 1, "done": ["heldout"], "notes": {}}))

@@ -26,6 +26,7 @@ import torch
 
 from salad_ray.config import load_config
 from salad_ray.eval.stats import paired_ratio_difference, ratio_interval
+from salad_ray.files import append_json_line
 from salad_ray.metrics import per_token
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import BatchGap, samples_gap
@@ -105,8 +106,7 @@ def main() -> None:
     for result in results:
         print(json.dumps(result), flush=True)
         if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(result) + "\n")
+            append_json_line(args.out, result)
 
 
 if __name__ == "__main__":

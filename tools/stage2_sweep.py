@@ -32,6 +32,7 @@ import torch.distributed as dist
 
 from salad_ray.config import load_config
 from salad_ray.eval.stats import paired_accuracy_difference
+from salad_ray.files import append_json_line
 from salad_ray.pipeline.shards import ShardStore
 from salad_ray.rundir import ARMS, EVAL_CACHE, HELDOUT, NATURAL, TEXT, UNIFORM, Arm, RunDir, stage1
 from salad_ray.train.data import load_rows, micro_steps, stream_rows
@@ -185,8 +186,7 @@ def main() -> None:
             arm,
         )
         dist.destroy_process_group()
-    with open(args.out or run.root / "stage2_sweep.jsonl", "a") as f:
-        f.write(json.dumps(result) + "\n")
+    append_json_line(args.out or run.root / "stage2_sweep.jsonl", result)
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}))
 
 

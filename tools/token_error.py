@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from salad_ray.files import append_json_line
 from salad_ray.metrics import token_error
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import speech_tokens
@@ -58,8 +59,7 @@ def main() -> None:
         result = {"student": args.student, **store_token_error(student, Path(store), args.limit)}
         print(json.dumps(result), flush=True)
         if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(result) + "\n")
+            append_json_line(args.out, result)
 
 
 if __name__ == "__main__":

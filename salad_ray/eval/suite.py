@@ -225,10 +225,7 @@ def heldout_gap(student: SpeechLM, samples: list[tuple[Sample, str]], batch_size
     D, the distillation KL, runs over M's targets, :mod:`salad_ray.metrics`)."""
     gap = samples_gap(student, [s for s, _ in samples], batch_size, student.device)
     per_sample = {
-        key: [float(v) for v in values]
-        for key, values in zip(
-            HELDOUT_SUMS, (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts, gap.d_sums), strict=True
-        )
+        key: [float(v) for v in values] for key, values in zip(HELDOUT_SUMS, gap.tensors(), strict=True)
     }
     sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(HELDOUT_SUMS)))
     for n, (_, domain) in enumerate(samples):

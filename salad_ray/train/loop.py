@@ -147,7 +147,7 @@ def evaluate(
     across ranks (every rank runs the same number of forwards)."""
     n_batches = math.ceil(math.ceil(len(samples) / world) / batch_size)
     gap = samples_gap(model, samples[rank::world], batch_size, device, batches=n_batches)
-    totals = [float(t.sum()) for t in (gap.f_sums, gap.f_counts, gap.m_sums, gap.m_counts, gap.d_sums)]
+    totals = [float(t.sum()) for t in gap.tensors()]
     f_sum, f_count, m_sum, m_count, d_sum = all_sum(totals, device)
     return {
         "heldout_f": per_token([f_sum], [f_count]),

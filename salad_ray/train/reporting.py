@@ -16,12 +16,13 @@ Trackers write local files under ``<run>/tracking/<tracker>/<job>``:
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from ray.train import UserCallback
+
+from salad_ray.files import append_json_line
 
 
 class MetricsLog(UserCallback):
@@ -35,8 +36,7 @@ class MetricsLog(UserCallback):
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         record = metrics[0]  # rank 0's; every rank reports the same all-reduced values
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps({"stage": self.job, "time": time.time(), **record}) + "\n")
+        append_json_line(self.metrics, {"stage": self.job, "time": time.time(), **record})
         if self.tracker == "tensorboard":
             self._tensorboard(record)
 
