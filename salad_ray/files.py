@@ -1,5 +1,6 @@
 """Files written whole or not at all: a reader never sees half of one, and a crash mid-write leaves
-the previous version (or nothing) in place; a write that fails on a full disk says so."""
+the previous version (or nothing) in place; a write that fails on a full disk says so. JSON-lines logs
+are appended a line at a time, each line in one write."""
 
 from __future__ import annotations
 
@@ -36,8 +37,11 @@ def write_text(path: str | Path, text: str) -> None:
 def append_json_line(path: str | Path, record: dict) -> None:
     """Append ``record`` to a JSON-lines file as one line, in one write (in append mode, a line lands
     whole after every line already there; the logs and the tools' result files)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(record) + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Measure forgetting F, misalignment M and the distillation KL D of a student on the held-out spoken set.
+"""Measure forgetting F, misalignment M and distillation KL D of a student on the held-out speech.
 
     python -m salad_ray.measure [--preset local] [--config FILE] [--set key=value ...]
                                 [--student DIR] [--out FILE.json]
@@ -6,7 +6,7 @@
 The held-out set is ``data.heldout``: broad-domain texts spread across domains, cut into speech and
 text spans, the speech spans spoken by TTS (``data.heldout.voices`` in turn). The teacher is the
 original LLM (``models.llm``) fed the pure text; the student is ``--student`` or, without it, the
-untrained student of the config: its F and M are the starting point of the gap.
+untrained student of the config: its F, M and D are the starting point of the gap.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def measure_gap(student: SpeechLM, samples: list[Sample], batch_size: int) -> Ga
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m salad_ray.measure", description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m salad_ray.measure", description=__doc__.split("\n")[0])
     add_config_arguments(parser)
     parser.add_argument("--student", default=None, help="a saved student directory (default: untrained)")
     parser.add_argument("--out", default=None, help="write the result as JSON here")

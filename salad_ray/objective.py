@@ -96,7 +96,8 @@ def alignment_loss(
 
 @dataclass(frozen=True)
 class BatchGap:
-    """Per-sample sums and counts of F, M and D for one batch or set of samples, (B,) each (:mod:`salad_ray.metrics`).
+    """Per-sample sums and counts of F, M and D for a batch or a set of samples, (B,) each
+    (:mod:`salad_ray.metrics`).
 
     M runs over the text targets that follow speech; ``d_sums`` is the distillation KL(Q || P_mixed)
     over those same targets (so its counts are ``m_counts``), comparable with M, and unlike the
@@ -151,7 +152,7 @@ def samples_gap(
     progress: str | None = None,
 ) -> BatchGap:
     """:func:`batch_gap` of every sample, ``batch_size`` per forward, concatenated in order: the one
-    place held-out F and M are computed (training, ``salad_ray.measure``, evaluation).
+    place held-out F, M and D are computed (training, ``salad_ray.measure``, evaluation).
 
     ``batches`` runs that many forwards, those past the samples on ``samples[0]`` alone, its rows
     dropped: ranks that must run the same number of forwards (FSDP's are collective). ``progress``

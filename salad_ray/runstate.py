@@ -5,10 +5,11 @@ finishes. Version 1 added the version itself, typed the notes and made the activ
 training call of round r a phase of its own (``active/round-r/half``). A file written before it (no
 ``version``) holds the same fields with round numbers as strings; read for a run with R stage-II
 rounds, each round r < R whose training is done gets its half-way phase done too (its student was
-saved by the same phase). Version 2 added held-out D to the gap notes (``GapNote.heldout_d``); a
-version-1 file reads as it is, without D, and is written back as version 2, so that a salad-ray older
-than D says the file is newer rather than failing on the unknown field. A file from a newer salad-ray, or one that cannot be read, stops the run
-with a message naming the file and what to do.
+saved by the same phase). Version 2 marks gap notes that may hold held-out D (``GapNote.heldout_d``,
+which version-1 files written since D was added hold too): a version-1 file reads as it is, with or
+without D, and is written back as version 2, so that a salad-ray from before D says the file is
+newer instead of failing on an unknown field. A file from a newer salad-ray, or one that cannot be
+read, stops the run with a message naming the file and what to do.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 
-from salad_ray.files import atomic_path, copy_dir, write_bytes, write_text
+from salad_ray.files import append_json_line, atomic_path, copy_dir, write_bytes, write_text
 
 
 def test_a_finished_write_replaces_the_file_and_leaves_nothing_beside_it(tmp_path):
@@ -100,3 +101,13 @@ def test_an_error_that_no_full_disk_raises_passes_unchanged(tmp_path, monkeypatc
     with pytest.raises(PermissionError) as raised, files.on_disk(tmp_path, "a checkpoint"):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
     assert raised.value.__cause__ is None and "MiB free" not in str(raised.value)
+
+
+def test_json_lines_are_appended_after_what_is_there_one_record_a_line(tmp_path):
+    path = tmp_path / "log.jsonl"
+    for record in ({"step": 1, "note": "a\nb"}, {"step": 2}):  # a newline inside a value stays escaped
+        append_json_line(path, record)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"step": 1, "note": "a\nb"},
+        {"step": 2},
+    ]

@@ -12,7 +12,7 @@ def test_measure_smoke_preset_end_to_end(tmp_path, capsys):
     assert abs(result["f_per_token"]) < 1e-3  # an untrained student's LLM is the teacher
     # With the student on text equal to the teacher, D is M seen through the teacher's top k with the
     # tail lumped: a coarse-graining of the same two distributions, so never larger.
-    assert 0 < result["d_per_token"] <= result["m_per_token"] + 1e-4
+    assert 0 < result["d_per_token"] <= result["m_per_token"] + 1e-3  # F's own tolerance
     out = capsys.readouterr().out
     assert "misalignment  M" in out and "distillation  D" in out
 

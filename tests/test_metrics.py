@@ -45,6 +45,7 @@ def test_per_sample_and_summary_by_hand():
     assert summary.f_per_sample == pytest.approx(8.0)  # mean of sample sums
     assert summary.m_per_token == pytest.approx(3.0) and summary.m_per_sample == pytest.approx(3.0)
     assert summary.d_per_token == pytest.approx(2.0)  # over M's targets: (1 + 3) / (1 + 1)
+    assert summary.d_per_sample == pytest.approx(2.0)
     with pytest.raises(ValueError):
         summarize([], [], [], [], [])
 

@@ -8,9 +8,9 @@ from salad_ray.accounting import PipelineReport
 from salad_ray.config import load_config
 from salad_ray.eval.stats import accuracy_interval
 from salad_ray.phases import Phase
-from salad_ray.report import read_metrics, write_report
+from salad_ray.report import read_metrics, summary, write_report
 from salad_ray.rundir import ACTIVE, RunDir
-from salad_ray.runstate import Notes
+from salad_ray.runstate import Notes, RunState
 from salad_ray.selection import Candidate, plan_round
 
 
@@ -329,3 +329,12 @@ def test_report_from_a_run_directory(tmp_path):
         "timeline.png",
     ):
         assert (tmp_path / "report" / png).stat().st_size > 5000
+
+
+def test_the_closing_lines_give_each_milestones_gap_with_rounding_noise_as_zero(tmp_path):
+    state = RunState(tmp_path / "state.json")
+    warmup = {"heldout_f": -6.931e-06, "heldout_m": 1.17324, "heldout_d": 0.87061}  # F: rounding noise
+    state.finish("stage1", gap={"warm-up": warmup, "stage I": {"heldout_f": 0.0422, "heldout_m": 0.9217}})
+    lines = summary(load_config("smoke"), RunDir(tmp_path), state).splitlines()
+    assert "  after warm-up  held-out F = 0.0000  M = 1.1732  D = 0.8706" in lines
+    assert "  after stage I  held-out F = 0.0422  M = 0.9217" in lines  # a run from before D: no D
