@@ -25,6 +25,7 @@ from salad_ray.assets import AssetError, resolve
 from salad_ray.batch import Sample
 from salad_ray.config import ConfigError, RunConfig, add_config_arguments, load_config
 from salad_ray.corpus import heldout_records
+from salad_ray.eval.tables import nats
 from salad_ray.metrics import GapSummary
 from salad_ray.model.student import SpeechLM
 from salad_ray.objective import samples_gap
@@ -95,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"\n{result['student']} student on {len(samples)} held-out samples ({seconds:.0f} s of speech):\n"
-        f"  forgetting    F = {summary.f_per_token:.4f} nats/token  ({summary.f_per_sample:.2f} per sample)\n"
-        f"  misalignment  M = {summary.m_per_token:.4f} nats/token  ({summary.m_per_sample:.2f} per sample)\n"
-        f"  distillation  D = {summary.d_per_token:.4f} nats/token  ({summary.d_per_sample:.2f} per sample)"
+        f"  forgetting    F = {nats(summary.f_per_token)} nats/token  ({summary.f_per_sample:.2f} per sample)\n"
+        f"  misalignment  M = {nats(summary.m_per_token)} nats/token  ({summary.m_per_sample:.2f} per sample)\n"
+        f"  distillation  D = {nats(summary.d_per_token)} nats/token  ({summary.d_per_sample:.2f} per sample)"
     )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from salad_ray import timeline
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import RunConfig
 from salad_ray.eval.stats import Interval
-from salad_ray.eval.tables import markdown_table
+from salad_ray.eval.tables import markdown_table, nats
 from salad_ray.rundir import (
     ACTIVE,
     STAGE1_JOB,
@@ -124,16 +124,10 @@ def plot_curves(
     plt.close(fig)
 
 
-def _nats(v: float) -> str:
-    """4 decimals (nats, rates and shares, none of them large); a value that is 0 up to rounding noise,
-    such as the warm-up's F, prints as 0.0000, not -0.0000 (``+ 0.0`` turns a rounded -0.0 into 0.0)."""
-    return f"{round(v, 4) + 0.0:.4f}"
-
-
 def _table(header: list[str], rows: list[list]) -> str:
     """A Markdown table of numbers (:func:`_nats`) and text."""
     return markdown_table(
-        header, [[_nats(v) if isinstance(v, float) else str(v) for v in row] for row in rows]
+        header, [[nats(v) if isinstance(v, float) else str(v) for v in row] for row in rows]
     )
 
 
@@ -349,8 +343,8 @@ def summary(config: RunConfig, run: RunDir, state: RunState) -> str:
     width = max((len(label) for label, _ in gaps), default=0)
     for label, gap in gaps:
         f, m = (float("nan") if v is None else v for v in (gap.heldout_f, gap.heldout_m))
-        d = "" if gap.heldout_d is None else f"  D = {_nats(gap.heldout_d)}"  # None: a run from before D
-        lines.append(f"  after {label:{width}s}  held-out F = {_nats(f)}  M = {_nats(m)}{d}")
+        d = "" if gap.heldout_d is None else f"  D = {nats(gap.heldout_d)}"  # None: a run from before D
+        lines.append(f"  after {label:{width}s}  held-out F = {nats(f)}  M = {nats(m)}{d}")
     for arm in in_arm_order(notes.rounds):
         for r, info in sorted(notes.rounds[arm].items()):
             lines.append(f"  {arm} round {r}: {info.texts} texts, {info.seconds:.0f} s synthesized")

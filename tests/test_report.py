@@ -7,6 +7,7 @@ from salad_ray import timeline
 from salad_ray.accounting import PipelineReport
 from salad_ray.config import load_config
 from salad_ray.eval.stats import accuracy_interval
+from salad_ray.eval.tables import nats
 from salad_ray.phases import Phase
 from salad_ray.report import read_metrics, summary, write_report
 from salad_ray.rundir import ACTIVE, RunDir
@@ -338,3 +339,9 @@ def test_the_closing_lines_give_each_milestones_gap_with_rounding_noise_as_zero(
     lines = summary(load_config("smoke"), RunDir(tmp_path), state).splitlines()
     assert "  after warm-up  held-out F = 0.0000  M = 1.1732  D = 0.8706" in lines
     assert "  after stage I  held-out F = 0.0422  M = 0.9217" in lines  # a run from before D: no D
+
+
+def test_nats_prints_rounding_noise_as_zero_and_a_sign_only_when_asked():
+    assert nats(-6.931e-06) == "0.0000" and nats(-6.931e-06, signed=True) == "+0.0000"
+    assert nats(0.12346) == "0.1235" and nats(-0.0421, signed=True) == "-0.0421"
+    assert nats(float("nan")) == "nan"  # a run from before a measure was kept

@@ -37,6 +37,7 @@ from salad_ray.eval.tables import (
     correct_vectors,
     heldout_ci,
     markdown_table,
+    nats,
     nats_cell,
 )
 from salad_ray.rundir import ARMS, STAGE1_JOB, STAGE1_LABEL, arm_of_job, in_arm_order
@@ -253,7 +254,7 @@ def curve_table(results: dict, metrics: list[dict], stage1_steps: int) -> str | 
             str(p.step),
             "-" if p.minutes is None else f"{p.minutes:.1f}",
             acc_cell(p.accuracy, p.accuracy_ci),
-            "-" if p.m is None else (nats_cell(p.m_ci) if p.m_ci else f"{p.m:.4f}"),
+            "-" if p.m is None else (nats_cell(p.m_ci) if p.m_ci else nats(p.m)),
         ]
         for p in points
     ]

@@ -84,9 +84,15 @@ def _points(interval: Interval) -> str:
     return f"{100 * interval.estimate:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
 
 
+def nats(v: float, signed: bool = False) -> str:
+    """A value in nats (or a rate, a share) to 4 decimals, the one format of the report's F, M and D; a
+    value that is 0 up to rounding noise, such as an untrained student's F, prints as 0.0000, not
+    -0.0000 (``+ 0.0`` turns a rounded -0.0 into 0.0)."""
+    return f"{round(v, 4) + 0.0:{'+.4f' if signed else '.4f'}}"
+
+
 def nats_cell(interval: Interval, signed: bool = False) -> str:
-    f = "+.4f" if signed else ".4f"
-    return f"{interval.estimate:{f}} [{interval.low:{f}}, {interval.high:{f}}]"
+    return f"{nats(interval.estimate, signed)} [{nats(interval.low, signed)}, {nats(interval.high, signed)}]"
 
 
 def ci_note() -> str:
@@ -220,8 +226,8 @@ def heldout_table(results: dict) -> str | None:
     domains = sorted({d for h in students.values() for d in h["domains"]})
 
     def with_ci(f: float, m: float, interval: Interval | None) -> str:
-        return f"{f:.4f} / {m:.4f}" + (
-            "" if interval is None else f" [{interval.low:.4f}, {interval.high:.4f}]"
+        return f"{nats(f)} / {nats(m)}" + (
+            "" if interval is None else f" [{nats(interval.low)}, {nats(interval.high)}]"
         )
 
     rows = [["all", *[with_ci(h["f"], h["m"], heldout_ci(h, "m")) for h in students.values()]]]
@@ -243,7 +249,7 @@ def heldout_table(results: dict) -> str | None:
 
 
 def _fm(values: dict | None) -> str:
-    return "-" if values is None else f"{values['f']:.4f} / {values['m']:.4f}"
+    return "-" if values is None else f"{nats(values['f'])} / {nats(values['m'])}"
 
 
 # ------------------------------------------------------------------------------------ controls
@@ -273,8 +279,8 @@ def controls_table(results: dict) -> str | None:
             real_m, shuf_m = heldout_ci(held, "m"), heldout_ci(held_control, "m")
             diff = paired_heldout_difference(held_control, held, "m")
             cells += [
-                nats_cell(real_m) if real_m else f"{held['m']:.4f}",
-                nats_cell(shuf_m) if shuf_m else f"{held_control['m']:.4f}",
+                nats_cell(real_m) if real_m else nats(held["m"]),
+                nats_cell(shuf_m) if shuf_m else nats(held_control["m"]),
                 nats_cell(diff[0], signed=True) if diff else "-",
             ]
         else:
@@ -309,9 +315,7 @@ def _verdict(diff: Interval, below: str, above: str, neither: str) -> str:
 
 def _claim(diff: Interval, better: str, worse: str, what: str, unit: str, n: str) -> str:
     """A plain-language verdict on a paired difference ``better - worse`` where lower is better."""
-    where = (
-        f"{what}, {better} - {worse} = {diff.estimate:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}] {unit} ({n})"
-    )
+    where = f"{what}, {better} - {worse} = {nats_cell(diff, signed=True)} {unit} ({n})"
     if diff.high < 0:
         return f"**{better.capitalize()} beats {worse}** on {where}: the interval is below 0."
     if diff.low > 0:
@@ -371,11 +375,11 @@ def stage2_shift(results: dict) -> str | None:
         if held is None or m is None or d is None:
             continue
         if name == STAGE1_LABEL:
-            rows.append([name, f"{held['f']:.4f}", nats_cell(m), nats_cell(d), "-", "-"])
+            rows.append([name, nats(held["f"]), nats_cell(m), nats_cell(d), "-", "-"])
             continue
         changes = [paired_heldout_difference(held, base, measure) for measure in ("m", "d")]
         shown = ["-" if c is None else nats_cell(c[0], signed=True) for c in changes]
-        rows.append([name, f"{held['f']:.4f}", nats_cell(m), nats_cell(d), *shown])
+        rows.append([name, nats(held["f"]), nats_cell(m), nats_cell(d), *shown])
         if changes[1] is not None:
             interval, n = changes[1]
             verdict = _verdict(
@@ -554,8 +558,8 @@ def arms_table(results: dict) -> str:
         rows.append(
             [
                 name,
-                f"{held.get('f', float('nan')):.4f}",
-                nats_cell(m_ci) if m_ci else f"{held.get('m', float('nan')):.4f}",
+                nats(held.get("f", float("nan"))),
+                nats_cell(m_ci) if m_ci else nats(held.get("m", float("nan"))),
                 *[acc_cell(speech[t], accuracy_ci(s, "speech", [t])) for t in tasks],
                 acc_cell(avg, accuracy_ci(s, "speech", tasks)),
                 f"{100 * (np.mean([reference[t] for t in tasks]) - avg):+.1f}",
