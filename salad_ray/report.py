@@ -125,7 +125,7 @@ def plot_curves(
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table of numbers (:func:`_nats`) and text."""
+    """A Markdown table of numbers (:func:`salad_ray.eval.tables.nats`) and text."""
     return markdown_table(
         header, [[nats(v) if isinstance(v, float) else str(v) for v in row] for row in rows]
     )

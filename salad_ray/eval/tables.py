@@ -316,13 +316,12 @@ def _verdict(diff: Interval, below: str, above: str, neither: str) -> str:
 def _claim(diff: Interval, better: str, worse: str, what: str, unit: str, n: str) -> str:
     """A plain-language verdict on a paired difference ``better - worse`` where lower is better."""
     where = f"{what}, {better} - {worse} = {nats_cell(diff, signed=True)} {unit} ({n})"
-    if diff.high < 0:
-        return f"**{better.capitalize()} beats {worse}** on {where}: the interval is below 0."
-    if diff.low > 0:
-        return f"**{worse.capitalize()} beats {better}** on {where}: the interval is above 0."
-    return (
+    return _verdict(
+        diff,
+        f"**{better.capitalize()} beats {worse}** on {where}: the interval is below 0.",
+        f"**{worse.capitalize()} beats {better}** on {where}: the interval is above 0.",
         f"**No measurable difference** between {better} and {worse} on {where}: the interval includes 0, "
-        f"so this run does not show that {better} selection beats {worse}."
+        f"so this run does not show that {better} selection beats {worse}.",
     )
 
 
