@@ -1,17 +1,19 @@
 """Stage II's batch size and rate, measured from a finished run's stage-I student, without Ray.
 
 Each setting trains the run's stage-I student on a stage-II stream of its own: the run's natural and
-text stores and one arm's round stores (``--arm``: uniform, the default, or active), mixed at
+text stores and one arm's round stores (``--arm``: uniform, the default, or active; or any of the
+run's spoken stores named with ``--synthetic``, e.g. both arms' and the probes'), mixed at
 ``stages.stage2_mix``, in one process with the trainer's own step function, optimizer, clipping and
 WSD schedule over ``--steps``. Held-out F and M (fp32, the run's held-out store) are measured every
 ``--eval-every`` steps. The ratio
 M / M(stage I) is what the `local` recipe's stage-II keys were chosen by (README, the recipe table).
-With ``--accuracy``, the spoken cloze accuracy of the run's benchmarks is measured too, at step 0
-and at the end, as the run's evaluation scores it (its speech cache: nothing is spoken again), with
-the change from start to end paired over the same items and its 95 % bootstrap interval.
+With ``--accuracy``, the cloze accuracy of the run's benchmarks, spoken and read as text, is measured
+too, at step 0 and at the end, as the run's evaluation scores it (its speech cache: nothing is
+spoken again), with each change from start to end paired over the same items and its 95 % bootstrap
+interval.
 
     python tools/stage2_sweep.py --run-dir runs/local --batch 16 --lr 2e-4 --steps 30 [--eval-every 15] [--accuracy]
-        [--arm uniform|active] [--set train.lr_adapter=1e-4 ...] [--save DIR]
+        [--arm uniform|active | --synthetic STORE ...] [--set train.lr_adapter=1e-4 ...] [--save DIR]
 
 ``--save`` keeps the trained student (e.g. for tools/token_error.py).
 
@@ -34,25 +36,41 @@ from salad_ray.config import load_config
 from salad_ray.eval.stats import paired_accuracy_difference
 from salad_ray.files import append_json_line
 from salad_ray.pipeline.shards import ShardStore
-from salad_ray.rundir import ARMS, EVAL_CACHE, HELDOUT, NATURAL, TEXT, UNIFORM, Arm, RunDir, stage1
+from salad_ray.rundir import ARMS, EVAL_CACHE, HELDOUT, NATURAL, TEXT, UNIFORM, RunDir, stage1
 from salad_ray.train.data import load_rows, micro_steps, stream_rows
 from salad_ray.train.loop import StageJob, build_student, evaluate, make_optimizer, train_step, wrap
 from salad_ray.train.mixture import mixture_stream, pool_refs
 from salad_ray.train.schedule import WSD
 
+CLOZE_MODES = {"speech": "spoken", "text": "text"}
+"""The evaluation's input modes that ``--accuracy`` scores, and their result keys' prefixes."""
 
-def spoken_scores(run: RunDir, config, student) -> dict:
-    """The student's spoken ``accuracy`` and 0/1 ``correct`` vectors on each of the run's benchmarks,
-    with the evaluation's prompts, speech cache and scoring (salad_ray.eval.suite)."""
+
+def cloze_scores(run: RunDir, config, student) -> dict:
+    """``{mode: {"accuracy", "correct"}}``: the student's accuracy and 0/1 ``correct`` vectors on each
+    of the run's benchmarks, spoken and as text, with the evaluation's prompts, speech cache and
+    scoring (salad_ray.eval.suite)."""
     from salad_ray.eval.speech_cache import SpeechCache
     from salad_ray.eval.suite import build_prompts, score_modes, voice_prompts
 
     prompts = build_prompts(config, student.tokenizer, student.bos_id)
     prompts, _, _ = voice_prompts(config, prompts, SpeechCache(config, run.eval / EVAL_CACHE), lambda _: None)
     student.eval()
-    scores = score_modes(student, prompts, ["speech"], config)
+    scores = score_modes(student, prompts, list(CLOZE_MODES), config)
     student.train()
-    return {kind: by_mode["speech"] for kind, by_mode in scores.items()}
+    return {mode: {kind: by_mode[mode] for kind, by_mode in scores.items()} for mode in CLOZE_MODES}
+
+
+def cloze_changes(start: dict, end: dict) -> dict:
+    """``spoken_accuracy`` and ``text_accuracy`` at the start and the end, and ``spoken_change`` and
+    ``text_change``: end minus start, paired over the same items, with its bootstrap interval."""
+    out = {}
+    for mode, name in CLOZE_MODES.items():
+        out[f"{name}_accuracy"] = {"stage1": start[mode]["accuracy"], "end": end[mode]["accuracy"]}
+        out[f"{name}_change"] = paired_accuracy_difference(
+            list(end[mode]["correct"].values()), list(start[mode]["correct"].values())
+        ).to_dict()
+    return out
 
 
 def sweep(
@@ -64,22 +82,18 @@ def sweep(
     accuracy: bool = False,
     overrides: tuple[str, ...] = (),
     save: Path | None = None,
-    arm: Arm = UNIFORM,
+    synthetic: tuple[str, ...] = (),
 ) -> dict:
     """One setting from the run's stage-I student (module docstring); ``overrides``: more ``--set``
-    values on the run's config (e.g. ``train.lr_adapter=1e-4``); ``arm``: whose round stores are the
-    synthetic part of the stream."""
+    values on the run's config (e.g. ``train.lr_adapter=1e-4``); ``synthetic``: the stores that are
+    the synthetic part of the stream."""
     config = load_config(
         file=run.config, overrides=[*overrides, f"train.batch_size={batch}", f"train.lr_llm={lr}"]
     )
     stages = config.stages
     refs = {
         "natural": pool_refs(ShardStore(run.store(NATURAL)), "natural"),
-        "active": [
-            ref
-            for r in range(1, stages.stage2_rounds + 1)
-            for ref in pool_refs(ShardStore(run.store(arm.store(r))), "active")
-        ],
+        "active": [ref for name in synthetic for ref in pool_refs(ShardStore(run.store(name)), "active")],
         "text": pool_refs(ShardStore(run.store(TEXT)), "text"),
     }
     stream = mixture_stream(refs, stages.stage2_mix, steps * batch, config.train.seed)
@@ -111,7 +125,7 @@ def sweep(
         print(json.dumps(curve[-1]), flush=True)
 
     measure(0)
-    spoken = [spoken_scores(run, config, student)] if accuracy else []
+    cloze = [cloze_scores(run, config, student)] if accuracy else []
     trained = 0.0
     for step in range(steps):
         t0 = time.perf_counter()
@@ -126,28 +140,19 @@ def sweep(
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             measure(step + 1)
     if accuracy:
-        spoken.append(spoken_scores(run, config, student))
+        cloze.append(cloze_scores(run, config, student))
     if save is not None:
         student.save(save)
     return {
         "batch": batch,
         "lr": lr,
         "overrides": list(overrides),
-        "arm": arm.name,
+        "synthetic": list(synthetic),
         "steps": steps,
         "seconds_per_step": trained / steps,
         "m_over_stage1": curve[-1]["heldout_m"] / curve[0]["heldout_m"],
         "curve": curve,
-        **(
-            {
-                "spoken_accuracy": {"stage1": spoken[0]["accuracy"], "end": spoken[1]["accuracy"]},
-                "spoken_change": paired_accuracy_difference(
-                    list(spoken[1]["correct"].values()), list(spoken[0]["correct"].values())
-                ).to_dict(),
-            }
-            if accuracy
-            else {}
-        ),
+        **(cloze_changes(*cloze) if accuracy else {}),
     }
 
 
@@ -159,7 +164,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--eval-every", type=int, default=16)
     parser.add_argument(
-        "--accuracy", action="store_true", help="also the spoken cloze accuracy, start and end"
+        "--accuracy", action="store_true", help="also the cloze accuracy, spoken and as text, start and end"
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     parser.add_argument("--out", default=None)
@@ -167,11 +172,21 @@ def main() -> None:
     parser.add_argument(
         "--arm", default=UNIFORM.name, choices=[a.name for a in ARMS], help="whose round stores to train on"
     )
+    parser.add_argument(
+        "--synthetic",
+        nargs="+",
+        metavar="STORE",
+        help="the run's stores to train on instead of an arm's (e.g. active-1 uniform-1 probes-1)",
+    )
     args = parser.parse_args()
     run = RunDir(Path(args.run_dir).resolve())
     arm = next(a for a in ARMS if a.name == args.arm)
-    if not run.store(arm.store(1)).is_dir():
-        parser.error(f"{run.root} has no {arm.name} arm's stores (uniform: selection.compare_uniform: true)")
+    config = load_config(file=run.config)
+    synthetic = tuple(args.synthetic or (arm.store(r) for r in range(1, config.stages.stage2_rounds + 1)))
+    missing = [name for name in synthetic if not run.store(name).is_dir()]
+    if missing:
+        hint = "" if args.synthetic else " (uniform: selection.compare_uniform: true)"
+        parser.error(f"{run.root} has no store {', '.join(missing)}{hint}")
     with tempfile.TemporaryDirectory() as rendezvous:
         dist.init_process_group("gloo", init_method=f"file://{rendezvous}/pg", rank=0, world_size=1)
         result = sweep(
@@ -183,7 +198,7 @@ def main() -> None:
             args.accuracy,
             tuple(args.set),
             Path(args.save) if args.save else None,
-            arm,
+            synthetic,
         )
         dist.destroy_process_group()
     append_json_line(args.out or run.root / "stage2_sweep.jsonl", result)
