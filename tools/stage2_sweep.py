@@ -75,6 +75,7 @@ def cloze_changes(start: dict, end: dict) -> dict:
 
 def sweep(
     run: RunDir,
+    synthetic: tuple[str, ...],
     batch: int,
     lr: float,
     steps: int,
@@ -82,11 +83,11 @@ def sweep(
     accuracy: bool = False,
     overrides: tuple[str, ...] = (),
     save: Path | None = None,
-    synthetic: tuple[str, ...] = (),
 ) -> dict:
-    """One setting from the run's stage-I student (module docstring); ``overrides``: more ``--set``
-    values on the run's config (e.g. ``train.lr_adapter=1e-4``); ``synthetic``: the stores that are
-    the synthetic part of the stream."""
+    """One setting from the run's stage-I student (module docstring); ``synthetic``: the run's stores
+    that are the synthetic part of the stream (the result names them where ``stages.stage2_mix``
+    reads that part); ``overrides``: more ``--set`` values on the run's config (e.g.
+    ``train.lr_adapter=1e-4``)."""
     config = load_config(
         file=run.config, overrides=[*overrides, f"train.batch_size={batch}", f"train.lr_llm={lr}"]
     )
@@ -147,7 +148,7 @@ def sweep(
         "batch": batch,
         "lr": lr,
         "overrides": list(overrides),
-        "synthetic": list(synthetic),
+        "synthetic": list(synthetic) if stages.stage2_mix.get("active", 0) > 0 else [],
         "steps": steps,
         "seconds_per_step": trained / steps,
         "m_over_stage1": curve[-1]["heldout_m"] / curve[0]["heldout_m"],
@@ -169,10 +170,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     parser.add_argument("--out", default=None)
     parser.add_argument("--save", default=None, help="save the trained student to this directory")
-    parser.add_argument(
-        "--arm", default=UNIFORM.name, choices=[a.name for a in ARMS], help="whose round stores to train on"
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--arm",
+        default=UNIFORM.name,
+        choices=[a.name for a in ARMS],
+        help="whose round stores to train on (default: uniform)",
     )
-    parser.add_argument(
+    source.add_argument(
         "--synthetic",
         nargs="+",
         metavar="STORE",
@@ -181,16 +186,17 @@ def main() -> None:
     args = parser.parse_args()
     run = RunDir(Path(args.run_dir).resolve())
     arm = next(a for a in ARMS if a.name == args.arm)
-    config = load_config(file=run.config)
-    synthetic = tuple(args.synthetic or (arm.store(r) for r in range(1, config.stages.stage2_rounds + 1)))
+    rounds = load_config(file=run.config, overrides=args.set).stages.stage2_rounds
+    synthetic = tuple(args.synthetic or (arm.store(r) for r in range(1, rounds + 1)))
     missing = [name for name in synthetic if not run.store(name).is_dir()]
     if missing:
-        hint = "" if args.synthetic else " (uniform: selection.compare_uniform: true)"
-        parser.error(f"{run.root} has no store {', '.join(missing)}{hint}")
+        hint = " (uniform: selection.compare_uniform: true)" if not args.synthetic and arm is UNIFORM else ""
+        parser.error(f"{run.root} lacks the store(s) {', '.join(missing)}{hint}")
     with tempfile.TemporaryDirectory() as rendezvous:
         dist.init_process_group("gloo", init_method=f"file://{rendezvous}/pg", rank=0, world_size=1)
         result = sweep(
             run,
+            synthetic,
             args.batch,
             args.lr,
             args.steps,
@@ -198,7 +204,6 @@ def main() -> None:
             args.accuracy,
             tuple(args.set),
             Path(args.save) if args.save else None,
-            synthetic,
         )
         dist.destroy_process_group()
     append_json_line(args.out or run.root / "stage2_sweep.jsonl", result)
