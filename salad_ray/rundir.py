@@ -54,6 +54,10 @@ class Arm:
     def store(self, r: int) -> str:
         return f"{self.name}-{r}"
 
+    def stores(self, rounds: int) -> list[str]:
+        """The arm's round stores of rounds 1 to ``rounds``, in round order."""
+        return [self.store(r) for r in range(1, rounds + 1)]
+
     def phase(self, r: int, part: str) -> str:
         """A phase of the arm's round r in state.json: plan, synthesis or train."""
         return f"{self.name}/round-{r}/{part}"

@@ -187,7 +187,7 @@ def main() -> None:
     run = RunDir(Path(args.run_dir).resolve())
     arm = next(a for a in ARMS if a.name == args.arm)
     rounds = load_config(file=run.config, overrides=args.set).stages.stage2_rounds
-    synthetic = tuple(args.synthetic or (arm.store(r) for r in range(1, rounds + 1)))
+    synthetic = tuple(args.synthetic or arm.stores(rounds))
     missing = [name for name in synthetic if not run.store(name).is_dir()]
     if missing:
         hint = " (uniform: selection.compare_uniform: true)" if not args.synthetic and arm is UNIFORM else ""

@@ -51,7 +51,7 @@ def stage_job(
         return job, {}
     per_round = stages.stage2_steps_per_round
     rounds = -(-until // per_round)
-    stores["active"] = [str(run.store(arm.store(r))) for r in range(1, rounds + 1)]
+    stores["active"] = [str(run.store(name)) for name in arm.stores(rounds)]
     exports = [m for r in range(1, rounds + 1) for m in round_exports(arm, r, stages)]
     job = StageJob(
         name=arm.job,
